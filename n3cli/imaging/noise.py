@@ -99,3 +99,21 @@ def sigma_to_nlf(sigma: float) -> tuple[float, float]:
 def nlf_sigma_at(a: float, b: float, x: float = 0.5) -> float:
     """The noise standard deviation σ(x) = sqrt(a·x + b) at intensity x (default mid-grey)."""
     return math.sqrt(max(a * x + b, 0.0))
+
+
+# --- noise-level conditioning -----------------------------------------------------------------
+#: Names of the conditioning planes a noise-level-conditional model receives after the image.
+NLF_PLANES = ("sqrt_a", "sqrt_b")
+
+
+def nlf_planes(a: float | Tensor, b: float | Tensor, like: Tensor) -> Tensor:
+    """Constant planes (N, 2, H, W) holding √a and √b for a batch ``like`` of shape (N, C, H, W).
+
+    The paper's raw model receives the NLF parameters as extra input channels; we feed their square
+    roots (the noise standard deviation scale), which keeps the planes within the image's range.
+    ``a`` and ``b`` are floats or tensors with one value per batch item.
+    """
+    n, _, h, w = like.shape
+    ab = torch.stack([torch.as_tensor(a, dtype=like.dtype, device=like.device).expand(n),
+                      torch.as_tensor(b, dtype=like.dtype, device=like.device).expand(n)], dim=1)
+    return ab.clamp_min(0).sqrt().view(n, 2, 1, 1).expand(n, 2, h, w)

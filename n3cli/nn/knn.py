@@ -1,0 +1,142 @@
+"""Nearest-neighbour selection as weights over candidates (paper Sec. 3).
+
+Every function here maps logits α = -distance of shape (..., M) — one row of M candidates per
+query — and a temperature t to k weight vectors of shape (..., k, M). A neighbour is then the
+weighted sum of candidates (Eqs. 7 and 11), which :mod:`n3cli.nn.n3` computes as a matrix product.
+
+* :func:`continuous_knn` — the paper's continuous deterministic relaxation (Eqs. 8-10).
+* :func:`hard_knn` — the classic KNN rule as one-hot weights (the "KNN block" baseline).
+* :func:`concrete_knn` — the stochastic Concrete / Gumbel-softmax relaxation (Table 1, row v).
+
+Candidates are excluded by giving them α = -inf. A row without any valid candidate yields
+all-zero weight vectors (callers then fall back to the query itself).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Selection = Literal["continuous", "hard", "concrete"]
+Update = Literal["alpha", "logits"]
+
+_NEG_INF = float("-inf")
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate over the whole range (Mächler 2012)."""
+    x = x.clamp_max(0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _log1m_softmax(logits: Tensor, log_w: Tensor) -> Tensor:
+    """log(1 - w) for w = softmax(logits), stable and with bounded gradients as w -> 1.
+
+    Only the largest weight of a row can approach 1. For it, 1 - w is the softmax mass of all the
+    other candidates, so log(1 - w) = logsumexp(others) - logsumexp(all): exact, finite (unless the
+    row has a single valid candidate) and with softmax-bounded gradients. Every other weight is at
+    most 1/2, where log1p(-w) is well conditioned.
+    """
+    top = logits.argmax(dim=-1, keepdim=True)
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
+    others = logits.masked_fill(is_top, _NEG_INF)
+    has_others = torch.isfinite(others).any(dim=-1, keepdim=True)
+    # Keep both logsumexps finite so that no NaN reaches the gradient through torch.where.
+    lse_all = torch.logsumexp(logits.masked_fill(~has_others, 0.0), dim=-1, keepdim=True)
+    lse_others = torch.logsumexp(others.masked_fill(~has_others, 0.0), dim=-1, keepdim=True)
+    log_rest_top = torch.where(has_others, lse_others - lse_all, _NEG_INF)
+    # Never let a masked (-inf) logit produce NaN: its weight is 0, so log(1 - 0) = 0.
+    log_rest = log1mexp(log_w.masked_fill(is_top, -1.0))
+    return torch.where(is_top, log_rest_top.expand_as(logits), log_rest)
+
+
+def _divide(x: Tensor, t: Tensor | float) -> Tensor:
+    """x / t keeping -inf entries at -inf without NaN gradients with respect to t."""
+    masked = torch.isneginf(x)
+    return (x.masked_fill(masked, 0.0) / t).masked_fill(masked, _NEG_INF)
+
+
+def _safe_log_softmax(logits: Tensor) -> Tensor:
+    """log_softmax that returns -inf (weights 0) instead of NaN for rows without valid candidates."""
+    empty = torch.isneginf(logits).all(dim=-1, keepdim=True)
+    safe = logits.masked_fill(empty, 0.0)
+    return torch.log_softmax(safe, dim=-1).masked_fill(empty, _NEG_INF)
+
+
+def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
+                   update: Update = "alpha") -> Tensor:
+    """Continuous nearest neighbours: k weight vectors (..., k, M) from logits α (..., M).
+
+    ``alpha`` holds α¹ = -d(q, x_i) per candidate (Eq. 4, -inf excludes a candidate) and
+    ``temperature`` is t (a float or a tensor broadcastable to (..., 1), e.g. one per query).
+    Eq. 8: w¹ = softmax(α¹/t); Eq. 9: α^{j+1} = α^j + log(1 - w^j); Eq. 10: w^{j+1} = softmax(α^{j+1}/t).
+
+    ``update="alpha"`` applies Eq. 9 to α as written in the paper, so that as t -> 0 the j-th weight
+    vector tends to the one-hot selection of the j-th nearest candidate. ``update="logits"`` adds
+    log(1 - w) to the already scaled logits α/t instead (the form that some published checkpoints
+    were trained with; it does not reach hard KNN: in the limit the j-th step ties the j-th and
+    (j-1)-th neighbours). With k = 1 both are plain softmax attention.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if update not in ("alpha", "logits"):
+        raise ValueError(f"unknown update {update!r}; expected 'alpha' or 'logits'")
+    logits = _divide(alpha, temperature)
+    weights = []
+    for j in range(k):
+        log_w = _safe_log_softmax(logits)
+        weights.append(log_w.exp())
+        if j + 1 < k:
+            log_rest = _log1m_softmax(logits, log_w)  # log(1 - w^j)
+            logits = logits + (_divide(log_rest, temperature) if update == "alpha" else log_rest)  # Eq. 9
+    return torch.stack(weights, dim=-2)
+
+
+def hard_knn(alpha: Tensor, k: int) -> Tensor:
+    """The KNN rule (Eq. 2) as one-hot weights (..., k, M): the j-th row picks the j-th largest logit.
+
+    Not differentiable with respect to the logits (zero gradient); ties go to the lower index. Rows
+    with fewer than k valid (finite) candidates get all-zero rows for the missing neighbours.
+    """
+    m = alpha.shape[-1]
+    kk = min(k, m)
+    values, index = alpha.topk(kk, dim=-1)
+    one_hot = torch.zeros(*alpha.shape[:-1], k, m, dtype=alpha.dtype, device=alpha.device)
+    valid = torch.isfinite(values).to(alpha.dtype).unsqueeze(-1)
+    src = valid.expand(*values.shape, 1)
+    one_hot[..., :kk, :].scatter_(-1, index.unsqueeze(-1), src)
+    return one_hot
+
+
+def concrete_knn(alpha: Tensor, temperature: Tensor | float, k: int, tau: float | Tensor = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Stochastic neighbours (Eqs. 3-6) relaxed with the Concrete distribution (Table 1, row v).
+
+    Each step draws a Gumbel-softmax sample of Cat(α^j/t) with annealing parameter ``tau`` and,
+    as in Eq. 5, lowers α of what was (softly) selected by log(1 - w^j).
+    """
+    weights = []
+    for j in range(k):
+        u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype, device=alpha.device)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        noisy = (_divide(alpha, temperature) + gumbel) / tau
+        log_w = _safe_log_softmax(noisy)
+        weights.append(log_w.exp())
+        if j + 1 < k:
+            alpha = alpha + _log1m_softmax(noisy, log_w)
+    return torch.stack(weights, dim=-2)
+
+
+def select(alpha: Tensor, temperature: Tensor | float, k: int, method: Selection = "continuous", *,
+           update: Update = "alpha", tau: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Dispatch to one of the selection rules by name; returns (..., k, M) weights."""
+    if method == "continuous":
+        return continuous_knn(alpha, temperature, k, update=update)
+    if method == "hard":
+        return hard_knn(alpha, k)
+    if method == "concrete":
+        return concrete_knn(alpha, temperature, k, tau, generator)
+    raise ValueError(f"unknown neighbour selection {method!r}; expected continuous, hard or concrete")

@@ -1,0 +1,266 @@
+"""N3 aggregation on sets and on images (paper Sec. 4).
+
+The math shared by both forms lives in :func:`neighbour_volumes`: squared Euclidean distances
+between embeddings, logits α = -D (optionally normalised), temperature, the selection rule from
+:mod:`n3cli.nn.knn`, and the weighted sums of candidates (Eq. 11).
+
+* :class:`N3Set` — items (B, N, F) with embeddings (B, N, E): candidates are all other items of the
+  set, or an index set per query (the form used for correspondence classification, Sec. 5.5).
+* :class:`N3Aggregation2d` — images: 10×10 patches with stride 5, each query patch matched against
+  the patches of a 15×15 window of patch positions around it (224 candidates), neighbour volumes
+  folded back to the image by averaging overlapping patches. It works on tiles of query patches so
+  that memory stays linear in the pixel count (no all-pairs distances, no whole-image gather).
+* :class:`N3Block2d` — the image N3 block: embedding CNN, temperature CNN and the aggregation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .knn import Selection, Update, select
+
+_NEG_INF = float("-inf")
+
+
+def squared_distances(queries: Tensor, candidates: Tensor) -> Tensor:
+    """||q - c||² for queries (B, Q, E) and candidates (B, M, E) -> (B, Q, M), via one matmul."""
+    qq = queries.square().sum(-1, keepdim=True)
+    cc = candidates.square().sum(-1).unsqueeze(-2)
+    return (qq + cc - 2.0 * queries @ candidates.transpose(-1, -2)).clamp_min(0.0)
+
+
+class DistanceNorm(nn.BatchNorm1d):
+    """BatchNorm over all valid distance values (one channel), as the published checkpoints have.
+
+    In training mode the statistics are taken over the valid (unmasked) entries only.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def forward(self, alpha: Tensor, valid: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if self.training:
+            if valid is None:
+                return super().forward(alpha.reshape(-1, 1)).view_as(alpha)
+            flat = alpha.masked_select(valid.expand_as(alpha))
+            normed = super().forward(flat.view(-1, 1)).view(-1)
+            return alpha.masked_scatter(valid.expand_as(alpha), normed)
+        scale = self.weight / torch.sqrt(self.running_var + self.eps)
+        return (alpha - self.running_mean) * scale + self.bias
+
+
+def neighbour_volumes(queries: Tensor, candidates: Tensor, values: Tensor, temperature: Tensor | float,
+                      k: int, valid: Tensor | None = None, norm: DistanceNorm | None = None,
+                      method: Selection = "continuous", update: Update = "alpha") -> Tensor:
+    """The core of an N3 block for one group of queries.
+
+    queries (B, Q, E), candidates (B, M, E), values (B, M, F) (what is aggregated), temperature
+    (B, Q, 1) or a float, ``valid`` a boolean mask broadcastable to (B, Q, M). Returns the k
+    continuous neighbours (B, Q, k, F) (Eq. 11). A query without any valid candidate gets itself
+    back only when values and queries coincide; otherwise zeros (callers handle that case).
+    """
+    alpha = -squared_distances(queries, candidates)  # Eq. 4
+    if norm is not None:
+        alpha = norm(alpha, valid)
+    if valid is not None:
+        alpha = alpha.masked_fill(~valid, _NEG_INF)
+    weights = select(alpha, temperature, k, method, update=update)
+    b, q, _, m = weights.shape
+    return (weights.reshape(b, q * k, m) @ values).view(b, q, k, -1)  # Eq. 11
+
+
+class N3Set(nn.Module):
+    """N3 block for set data: output concat(x, N_1 - x, ..., N_k - x) of shape (B, N, (k+1)·F).
+
+    ``embedding`` and ``temperature`` are networks on the items (e.g. MLPs / 1×1 convolutions
+    over (B, N, F)); ``temperature`` outputs log t per item, or is None for a learned scalar.
+    ``candidates`` in :meth:`forward` optionally restricts each query to an index set (B, N, M).
+    """
+
+    def __init__(self, k: int, embedding: nn.Module, temperature: nn.Module | None = None,
+                 method: Selection = "continuous", update: Update = "alpha") -> None:
+        super().__init__()
+        self.k, self.method, self.update = k, method, update
+        self.embedding = embedding
+        self.temperature = temperature
+        if temperature is None:
+            self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    @property
+    def out_features_factor(self) -> int:
+        return self.k + 1
+
+    def forward(self, x: Tensor, candidates: Tensor | None = None) -> Tensor:
+        b, n, f = x.shape
+        e = self.embedding(x)
+        log_t = self.temperature(x) if self.temperature is not None else self.log_temperature.expand(b, n, 1)
+        t = log_t.reshape(b, n, 1).exp()
+        if candidates is None:  # all other items of the set
+            valid = ~torch.eye(n, dtype=torch.bool, device=x.device).unsqueeze(0)
+            nb = neighbour_volumes(e, e, x, t, self.k, valid, method=self.method, update=self.update)
+        else:  # an index set per query, gathered: (B, N, M, ·)
+            m = candidates.shape[-1]
+            idx = candidates.reshape(b, n * m, 1)
+            ce = e.gather(1, idx.expand(-1, -1, e.shape[-1])).view(b * n, m, -1)
+            cx = x.gather(1, idx.expand(-1, -1, f)).view(b * n, m, f)
+            valid = (candidates != torch.arange(n, device=x.device).view(1, n, 1)).view(b * n, 1, m)
+            nb = neighbour_volumes(e.reshape(b * n, 1, -1), ce, cx, t.reshape(b * n, 1, 1), self.k, valid,
+                                   method=self.method, update=self.update).view(b, n, self.k, f)
+        return torch.cat([x.unsqueeze(2), nb - x.unsqueeze(2)], dim=2).reshape(b, n, (self.k + 1) * f)
+
+
+def _grid_padding(size: int, patch: int, stride: int) -> tuple[int, int]:
+    """Zero padding (before, after) so that (size - patch) is a non-negative multiple of stride."""
+    padded = max(size, patch)
+    padded += (-(padded - patch)) % stride
+    extra = padded - size
+    return extra // 2, extra - extra // 2
+
+
+def _window_start(index: Tensor, window: int, grid: int) -> Tensor:
+    """First patch position of the candidate window, centred on the query and clamped to the grid."""
+    return (index - window // 2).clamp(0, grid - window)
+
+
+class N3Aggregation2d(nn.Module):
+    """Continuous nearest neighbours of image patches and their folding back to the image.
+
+    forward(x, e, log_t) with block input x (B, C, H, W) (what is aggregated), embedding e
+    (B, E, H, W) and log-temperature log_t (B, 1, H, W) returns concat(x, N_1 - x, ..., N_k - x),
+    (B, (k+1)·C, H, W). Temperature of a patch: t = exp(log_t + log(temperature_scale)) at the
+    patch's pixel (p/2, 0). Any H, W >= 1 works: the grid is zero-padded, the window shrinks
+    to the grid when the image is small.
+    """
+
+    def __init__(self, k: int = 7, patch: int = 10, stride: int = 5, window: int = 15,
+                 method: Selection = "continuous", update: Update = "alpha", distance_norm: bool = True,
+                 temperature_scale: float = 0.1, query_tile: int = 12) -> None:
+        super().__init__()
+        self.k, self.patch, self.stride, self.window = k, patch, stride, window
+        self.method, self.update = method, update
+        self.log_temperature_offset = math.log(temperature_scale)
+        self.query_tile = query_tile
+        self.bn = DistanceNorm() if distance_norm else None
+
+    def extra_repr(self) -> str:
+        return (f"k={self.k}, patch={self.patch}, stride={self.stride}, window={self.window}, "
+                f"method={self.method}, update={self.update}")
+
+    def _patches(self, img: Tensor, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
+        """Patches at grid rows [r0, r1) × cols [c0, c1) as (B, n, C·p²), row-major."""
+        p, s = self.patch, self.stride
+        region = img[:, :, s * rows[0]: s * (rows[1] - 1) + p, s * cols[0]: s * (cols[1] - 1) + p]
+        return F.unfold(region, p, stride=s).transpose(1, 2)
+
+    def forward(self, x: Tensor, e: Tensor, log_t: Tensor,
+                progress: Callable[[int, int], None] | None = None) -> Tensor:
+        b, c, h, w = x.shape
+        p, s, k = self.patch, self.stride, self.k
+        top, bottom = _grid_padding(h, p, s)
+        left, right = _grid_padding(w, p, s)
+        pad = (left, right, top, bottom)
+        xp, ep, tp = F.pad(x, pad), F.pad(e, pad), F.pad(log_t, pad)
+        hp, wp = h + top + bottom, w + left + right
+        nh, nw = (hp - p) // s + 1, (wp - p) // s + 1
+        wh, ww = min(self.window, nh), min(self.window, nw)
+        # Temperature of every patch: the pixel (p/2, 0) of the patch, i.e. element p²//2 row-major.
+        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
+        # In training, one tile spans the whole grid: batch statistics of the distance norm then
+        # cover every distance, as in a whole-image forward pass.
+        qt = max(nh, nw) if self.training else self.query_tile
+        acc = xp.new_zeros(b, k * c, hp, wp)
+        tiles = [(r, cc) for r in range(0, nh, qt) for cc in range(0, nw, qt)]
+        dev = x.device
+        for i, (r0, c0) in enumerate(tiles):
+            r1, c1 = min(r0 + qt, nh), min(c0 + qt, nw)
+            q_rows, q_cols = torch.arange(r0, r1, device=dev), torch.arange(c0, c1, device=dev)
+            row_start, col_start = _window_start(q_rows, wh, nh), _window_start(q_cols, ww, nw)
+            cr0, cr1 = int(row_start[0]), int(row_start[-1]) + wh
+            cc0, cc1 = int(col_start[0]), int(col_start[-1]) + ww
+            c_rows, c_cols = torch.arange(cr0, cr1, device=dev), torch.arange(cc0, cc1, device=dev)
+            # valid[q, m]: candidate m lies in query q's window and is not q itself.
+            in_rows = (c_rows[None] >= row_start[:, None]) & (c_rows[None] < row_start[:, None] + wh)
+            in_cols = (c_cols[None] >= col_start[:, None]) & (c_cols[None] < col_start[:, None] + ww)
+            valid = (in_rows[:, None, :, None] & in_cols[None, :, None, :])
+            is_self = (q_rows[:, None, None, None] == c_rows[None, None, :, None]) & \
+                      (q_cols[None, :, None, None] == c_cols[None, None, None, :])
+            valid = (valid & ~is_self).reshape(1, (r1 - r0) * (c1 - c0), -1)
+            queries = self._patches(ep, (r0, r1), (c0, c1))
+            cands = self._patches(ep, (cr0, cr1), (cc0, cc1))
+            values = self._patches(xp, (cr0, cr1), (cc0, cc1))
+            t = t_grid[:, r0:r1, c0:c1].reshape(b, -1, 1)
+            nb = neighbour_volumes(queries, cands, values, t, k, valid, self.bn, self.method, self.update)
+            if not bool(valid.any(-1).all()):  # a query without candidates keeps itself as neighbour
+                own = self._patches(xp, (r0, r1), (c0, c1)).unsqueeze(2)
+                nb = torch.where(valid.any(-1)[..., None, None], nb, own)
+            # Fold the tile's k neighbour volumes back to pixels (sum; averaged below).
+            nq = (r1 - r0) * (c1 - c0)
+            cols = nb.view(b, nq, k, c * p * p).permute(0, 2, 3, 1).reshape(b, k * c * p * p, nq)
+            size = (s * (r1 - r0 - 1) + p, s * (c1 - c0 - 1) + p)
+            folded = F.fold(cols, size, p, stride=s)
+            acc[:, :, s * r0: s * r0 + size[0], s * c0: s * c0 + size[1]] += folded
+            if progress is not None:
+                progress(i + 1, len(tiles))
+        count = F.fold(xp.new_ones(1, p * p, nh * nw), (hp, wp), p, stride=s)
+        volumes = (acc / count)[:, :, top: top + h, left: left + w]
+        diffs = volumes.view(b, k, c, h, w) - x.unsqueeze(1)
+        return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
+
+
+def conv_bn_relu_stack(in_channels: int, features: int, out_channels: int, depth: int = 3) -> nn.Sequential:
+    """Tables 7/8: (depth-1) × [3×3 conv (no bias), BN, ReLU] then a 3×3 conv with bias."""
+    layers: list[nn.Module] = []
+    ch = in_channels
+    for _ in range(depth - 1):
+        layers += [nn.Conv2d(ch, features, 3, padding=1, bias=False), nn.BatchNorm2d(features), nn.ReLU(True)]
+        ch = features
+    layers.append(nn.Conv2d(ch, out_channels, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+class N3Block2d(nn.Module):
+    """The image N3 block (Fig. 2a): embedding CNN f_E, temperature CNN f_T, aggregation.
+
+    ``embedding="cnn"`` learns the matching space (N3); ``"input"`` matches patches of a guide
+    image given to :meth:`forward` (the paper's KNN baseline, Table 1 (iii), with hard selection).
+    Output channels: (k + 1) · in_channels.
+    """
+
+    def __init__(self, in_channels: int = 8, k: int = 7, embed_features: int = 64, embed_channels: int = 8,
+                 patch: int = 10, stride: int = 5, window: int = 15, method: Selection = "continuous",
+                 update: Update = "alpha", embedding: str = "cnn", temperature: str = "cnn",
+                 distance_norm: bool = True, temperature_scale: float = 0.1) -> None:
+        super().__init__()
+        if embedding not in ("cnn", "input"):
+            raise ValueError(f"unknown embedding {embedding!r}")
+        if temperature not in ("cnn", "scalar"):
+            raise ValueError(f"unknown temperature {temperature!r}")
+        self.in_channels, self.k = in_channels, k
+        self.embedding_kind = embedding
+        if embedding == "cnn":
+            self.embedcnn = conv_bn_relu_stack(in_channels, embed_features, embed_channels)
+        if temperature == "cnn":
+            self.tempcnn = conv_bn_relu_stack(in_channels, embed_features, 1)
+        else:
+            self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.n3aggregation = N3Aggregation2d(k, patch, stride, window, method, update, distance_norm,
+                                             temperature_scale)
+
+    @property
+    def out_channels(self) -> int:
+        return (self.k + 1) * self.in_channels
+
+    def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
+        if self.embedding_kind == "cnn":
+            e = self.embedcnn(x)
+        else:
+            if guide is None:
+                raise ValueError("this N3 block matches on a guide image; pass guide=")
+            e = guide
+        log_t = self.tempcnn(x) if hasattr(self, "tempcnn") else self.log_temperature.expand_as(x[:, :1])
+        return self.n3aggregation(x, e, log_t)

@@ -1,0 +1,182 @@
+"""Local CNN blocks (DnCNN, VDSR), N3Net, and builder functions with the paper's defaults.
+
+Builders return models that know nothing of files: :mod:`n3cli.weights` loads weights into them.
+Module names follow the paper's structure (``blocks`` of local CNNs, ``nls`` of N3 blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .knn import Selection, Update
+from .n3 import N3Block2d
+
+
+class LocalBlock(nn.Module):
+    """A DnCNN (Table 9) or VDSR (Table 11) block with a residual connection.
+
+    conv1 (3×3, bias) → ReLU → (depth - 2) × [conv (no bias), BN, ReLU] → conv2 (3×3, bias). The
+    block input is added to the first min(C_in, C_out) output channels (the residual / skip).
+    ``bn=False`` gives the original VDSR layers (conv + ReLU only).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, features: int = 64,
+                 bn: bool = True, residual: bool = True) -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"a local block needs depth >= 2, got {depth}")
+        self.conv1 = nn.Conv2d(in_channels, features, 3, padding=1)
+        layers: list[nn.Module] = []
+        for _ in range(depth - 2):
+            layers.append(nn.Conv2d(features, features, 3, padding=1, bias=not bn))
+            if bn:
+                layers.append(nn.BatchNorm2d(features))
+            layers.append(nn.ReLU(inplace=True))
+        self.layer1 = nn.Sequential(*layers)
+        self.conv2 = nn.Conv2d(features, out_channels, 3, padding=1)
+        self.residual = residual
+        self.skip = min(in_channels, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv2(self.layer1(torch.relu(self.conv1(x))))
+        if not self.residual:
+            return y
+        if self.skip == y.shape[1]:
+            return y + x[:, : self.skip]
+        return torch.cat([y[:, : self.skip] + x[:, : self.skip], y[:, self.skip:]], dim=1)
+
+
+@dataclass
+class NetConfig:
+    """Everything needed to rebuild a model (stored beside its weights)."""
+
+    arch: str = "n3net"  # n3net | n3net-light | knn | dncnn | vdsr
+    in_channels: int = 1  # image planes + conditioning planes
+    out_channels: int = 1
+    block: str = "dncnn"  # local block kind: dncnn | vdsr
+    depth: int = 6
+    n_blocks: int = 3
+    features: int = 64
+    inter_channels: int = 8
+    k: int = 7
+    patch: int = 10
+    stride: int = 5
+    window: int = 15
+    embed_features: int = 64
+    embed_channels: int = 8
+    selection: str = "continuous"
+    update: str = "alpha"
+    embedding: str = "cnn"
+    bn: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class N3Net(nn.Module):
+    """Local CNN blocks interleaved with N3 blocks (Fig. 2b, Tables 10 and 12).
+
+    With n_blocks = 1 and no N3 block this is a plain DnCNN / VDSR network.
+    """
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        n = cfg.n_blocks
+        self.blocks = nn.ModuleList()
+        self.nls = nn.ModuleList()
+        ch = cfg.in_channels
+        for i in range(n):
+            last = i == n - 1
+            out = cfg.out_channels if last else cfg.inter_channels
+            self.blocks.append(LocalBlock(ch, out, cfg.depth, cfg.features, bn=cfg.bn))
+            if not last:
+                nl = N3Block2d(out, cfg.k, cfg.embed_features, cfg.embed_channels, cfg.patch, cfg.stride,
+                               cfg.window, method=_sel(cfg.selection), update=_upd(cfg.update),
+                               embedding=cfg.embedding)
+                self.nls.append(nl)
+                ch = nl.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        guide = x[:, :1] if self.config.embedding == "input" else None
+        y = x
+        for i, block in enumerate(self.blocks):
+            y = block(y)
+            if i < len(self.nls):
+                y = self.nls[i](y, guide)
+        return y
+
+
+def _sel(name: str) -> Selection:
+    if name not in ("continuous", "hard", "concrete"):
+        raise ValueError(f"unknown selection {name!r}")
+    return name  # type: ignore[return-value]
+
+
+def _upd(name: str) -> Update:
+    if name not in ("alpha", "logits"):
+        raise ValueError(f"unknown update {name!r}")
+    return name  # type: ignore[return-value]
+
+
+# --- builders with the paper's defaults -------------------------------------------------------
+
+def n3net(in_channels: int = 1, out_channels: int = 1, **overrides: Any) -> N3Net:
+    """N3Net for denoising (Table 10): 3 DnCNN blocks of depth 6, two N3 blocks with k = 7."""
+    return N3Net(NetConfig(arch="n3net", in_channels=in_channels, out_channels=out_channels, **overrides))
+
+
+def n3net_light(in_channels: int = 1, out_channels: int = 1, **overrides: Any) -> N3Net:
+    """The light N3Net of Table 1: 2 DnCNN blocks of depth 6 and one N3 block."""
+    cfg = dict(arch="n3net-light", n_blocks=2) | overrides
+    return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
+
+
+def knn_net(in_channels: int = 1, out_channels: int = 1, **overrides: Any) -> N3Net:
+    """The KNN-block baseline (Table 1, iii): hard 7-NN selection matching the noisy input's patches."""
+    cfg = dict(arch="knn", selection="hard", embedding="input") | overrides
+    return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
+
+
+def dncnn(in_channels: int = 1, out_channels: int = 1, depth: int = 17, **overrides: Any) -> N3Net:
+    """DnCNN (Zhang et al.): depth-17 residual denoiser, the paper's baseline (Table 1, i)."""
+    cfg = dict(arch="dncnn", n_blocks=1, depth=depth) | overrides
+    return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
+
+
+def n3net_sr(in_channels: int = 1, out_channels: int = 1, **overrides: Any) -> N3Net:
+    """N3Net for super-resolution (Table 12): 3 VDSR blocks of depth 7 (conv/BN/ReLU), two N3 blocks."""
+    cfg = dict(arch="n3net-sr", block="vdsr", depth=7) | overrides
+    return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
+
+
+def vdsr(in_channels: int = 1, out_channels: int = 1, depth: int = 20, **overrides: Any) -> N3Net:
+    """VDSR (Kim et al.): 20 conv + ReLU layers without BN and a global residual."""
+    cfg = dict(arch="vdsr", block="vdsr", n_blocks=1, depth=depth, bn=False) | overrides
+    return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
+
+
+BUILDERS = {"n3net": n3net, "n3net-light": n3net_light, "knn": knn_net, "dncnn": dncnn,
+            "n3net-sr": n3net_sr, "vdsr": vdsr}
+
+
+def build(config: NetConfig | dict[str, Any]) -> N3Net:
+    """Rebuild a model from its stored configuration."""
+    cfg = config if isinstance(config, NetConfig) else NetConfig.from_dict(config)
+    if cfg.arch not in BUILDERS:
+        raise ValueError(f"unknown architecture {cfg.arch!r}; known: {', '.join(BUILDERS)}")
+    return N3Net(cfg)
