@@ -1,0 +1,28 @@
+"""The `n3` command: a thin Typer layer over the Python API."""
+
+from __future__ import annotations
+
+import typer
+
+from .denoise import EPILOG as DENOISE_EPILOG
+from .denoise import denoise_cmd
+from .train import train_cmd
+
+app = typer.Typer(
+    name="n3",
+    help="Image restoration with Neural Nearest Neighbors Networks (N3Net, Plötz & Roth, NeurIPS 2018).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("denoise", epilog=DENOISE_EPILOG)(denoise_cmd)
+app.command("train")(train_cmd)
+
+
+@app.callback()
+def _root() -> None:
+    """Image restoration with Neural Nearest Neighbors Networks (N3Net, NeurIPS 2018)."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,124 @@
+"""`n3 denoise`: parsing and messages; the work is :func:`n3cli.api.denoise`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from .. import api
+from ..errors import N3Error
+from ..imaging.io import DEFAULT_MAX_PIXELS, Image, read_image
+from ..imaging.metrics import psnr, ssim
+from .common import err_console, handle_errors
+from .devices import set_threads
+from .pipeline import Job, Options, plan_jobs, run_jobs
+
+EPILOG = """Examples:
+
+  n3 denoise photo.png --sigma 25 -o clean.png
+
+  n3 denoise scans/ -o denoised/ --sigma auto --json
+
+  n3 denoise noisy.png --sigma 50 --reference clean.png
+"""
+
+
+def parse_sigma(text: str | None) -> float | None:
+    """'auto' / None → None (estimate); otherwise a non-negative number on the 0-255 scale."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise N3Error(f"--sigma must be a number on the 0-255 scale or 'auto', got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise N3Error(f"--sigma must be a non-negative number, got {text!r}")
+    return value
+
+
+def parse_nlf(text: str | None) -> tuple[float, float] | None:
+    """'a,b' → (a, b) in normalised [0, 1] units (σ²(x) = a·x + b)."""
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        a, b = (float(p) for p in parts)
+    except ValueError:
+        raise N3Error(f"--nlf must be two numbers 'a,b' (variance a·x + b), got {text!r}") from None
+    if not (np.isfinite(a) and np.isfinite(b)) or a < 0 or b < 0:
+        raise N3Error(f"--nlf values must be non-negative, got {text!r}")
+    return a, b
+
+
+def tile_options(tile: int | None, overlap: int) -> None:
+    if tile is not None and tile < 32:
+        raise N3Error(f"--tile must be at least 32 pixels, got {tile}")
+    if overlap < 0:
+        raise N3Error(f"--tile-overlap must be >= 0, got {overlap}")
+
+
+@handle_errors
+def denoise_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file, or folder for several "
+                                                "inputs (default: <stem>_n3.<ext> beside each input).")] = None,
+    sigma: Annotated[str | None, typer.Option(help="Noise σ on the 0-255 scale, or 'auto' to estimate.")] = None,
+    nlf: Annotated[str | None, typer.Option(help="Noise level function 'a,b' (σ² = a·x + b, x in [0,1]) "
+                                            "instead of --sigma.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Shipped model name or weights file "
+                                                "(.safetensors, or an authors' .t7 checkpoint).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    tile: Annotated[int | None, typer.Option(help="Tile size in pixels (default: from free memory).")] = None,
+    tile_overlap: Annotated[int, typer.Option(help="Overlap of neighbouring tiles.")] = api.DEFAULT_OVERLAP,
+    reference: Annotated[Path | None, typer.Option(help="Clean image (or folder) to report PSNR/SSIM.")] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="Output bit depth (default: the input's).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON record per image on stdout.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    allow_large: Annotated[bool, typer.Option("--allow-large", help="Decode images over "
+                                              f"{DEFAULT_MAX_PIXELS // 1_000_000} megapixels.")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary lines.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Remove noise from photos and scans (gray or colour; colour channel by channel)."""
+    sigma_value = parse_sigma(sigma)
+    nlf_value = parse_nlf(nlf)
+    if nlf_value is not None and sigma is not None:
+        raise N3Error("give either --sigma or --nlf, not both")
+    tile_options(tile, tile_overlap)
+    if bit_depth is not None and bit_depth not in (8, 16, 32):
+        raise N3Error(f"--bit-depth must be 8, 16 or 32, got {bit_depth}")
+    set_threads(threads)
+    opts = Options(force=force, quiet=quiet, json=json_out, bit_depth=bit_depth,
+                   max_pixels=None if allow_large else DEFAULT_MAX_PIXELS)
+    jobs, early = plan_jobs(inputs, output, reference, opts)
+    restorer = api.load_model(weights, "denoise", device)
+    info = restorer.info
+    if not quiet:
+        note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
+        err_console.print(f"model {info.name} on {restorer.device}{note}", highlight=False)
+
+    def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        s = sigma_value
+        if s is None and nlf_value is None:
+            s = api.estimate_sigma(img.pixels)
+            if not quiet and not json_out:
+                err_console.print(f"{img.path}: estimated sigma {s:.1f}", highlight=False)
+        out = api.denoise(img.pixels, s, nlf=nlf_value, model=restorer, tile=tile, overlap=tile_overlap,
+                          progress=on_tile)
+        facts = {"sigma": s} if nlf_value is None else {"nlf": list(nlf_value)}
+        return out, facts
+
+    def score(job: Job, img: Image, out: Image) -> dict[str, Any]:
+        ref = read_image(job.reference, max_pixels=opts.max_pixels).pixels
+        if ref.shape != img.pixels.shape:
+            raise N3Error(f"{job.reference}: reference size {ref.shape[:2]} differs from the input's "
+                          f"{img.pixels.shape[:2]}")
+        return {"psnr_in": psnr(img.pixels, ref), "psnr_out": psnr(out.pixels, ref),
+                "ssim_out": ssim(out.pixels, ref)}
+
+    code = run_jobs(jobs, early, opts, process, score if reference is not None else None)
+    raise typer.Exit(code)

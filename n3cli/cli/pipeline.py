@@ -1,0 +1,169 @@
+"""The file loop every image subcommand shares: inputs → outputs, checks, progress, JSON, exit codes.
+
+A subcommand supplies ``process(image, progress) -> pixels`` and optional reference scoring; this
+module does the rest, identically for ``denoise`` and ``sr``:
+file ──read──▶ array + metadata ──process──▶ array ──write (atomic)──▶ file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import N3Error
+from ..imaging.io import FORMAT_OF_EXTENSION, Image, list_images, read_image, write_image
+from .common import EXIT_BAD_INPUT, EXIT_PARTIAL, err_console, is_tty, out_console
+
+TileProgress = Callable[[int, int], None]
+
+
+@dataclass
+class Job:
+    """One input file and where its result goes."""
+
+    input: Path
+    output: Path
+    reference: Path | None = None
+
+
+@dataclass
+class Options:
+    force: bool = False
+    quiet: bool = False
+    json: bool = False
+    max_pixels: int | None = None
+    bit_depth: int | None = None
+    suffix: str = "_n3"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _expand(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """Images of all inputs, and one error line per input that could not be expanded."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        try:
+            files += [f for f in list_images([item]) if f not in files]
+        except N3Error as exc:
+            errors.append(str(exc))
+    return files, errors
+
+
+def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | None, opts: Options
+              ) -> tuple[list[Job], list[str]]:
+    """Decide every output path before any work, so that clashes are reported up front."""
+    files, errors = _expand(inputs)
+    several = len(files) > 1 or any(Path(i).is_dir() for i in inputs)
+    jobs: list[Job] = []
+    if output is not None and several:
+        if output.exists() and not output.is_dir():
+            raise N3Error(f"{output}: with several inputs -o must name a folder")
+        if not output.exists():
+            if not output.parent.exists():
+                raise N3Error(f"{output.parent}: output folder does not exist")
+            output.mkdir()
+    for f in files:
+        if output is None:
+            out = f.with_name(f"{f.stem}{opts.suffix}{f.suffix}")
+        elif several or output.is_dir():
+            out = output / f"{f.stem}{opts.suffix}{f.suffix}"
+        else:
+            out = output
+        ref = None
+        if reference is not None:
+            ref = reference / f.name if reference.is_dir() else reference
+            if not ref.exists():
+                raise N3Error(f"{ref}: reference image not found")
+        jobs.append(Job(f, out, ref))
+    if reference is not None and reference.is_file() and len(jobs) > 1:
+        raise N3Error("--reference FILE needs a single input; give a folder of references for several")
+    return jobs, errors
+
+
+def check_output(job: Job, opts: Options) -> None:
+    """Refuse before computing: same file as the input, an existing file, a missing or unwritable folder."""
+    out, inp = job.output, job.input
+    if out.suffix.lower() not in FORMAT_OF_EXTENSION:
+        raise N3Error(f"{out}: unknown output format {out.suffix or '(no extension)'!r}; "
+                      f"use one of {', '.join(sorted(set(FORMAT_OF_EXTENSION)))}")
+    if out.exists() and inp.exists() and os.path.samefile(out, inp):
+        raise N3Error(f"{out}: output is the input file; choose another -o")
+    if out.exists() and not opts.force:
+        raise N3Error(f"{out}: already exists (use --force to overwrite)")
+    parent = out.parent
+    if not parent.is_dir():
+        raise N3Error(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise N3Error(f"{parent}: output folder is not writable")
+
+
+def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
+             process: Callable[[Image, TileProgress], tuple[np.ndarray, dict[str, Any]]],
+             score: Callable[[Job, Image, Image], dict[str, Any]] | None = None) -> int:
+    """Process every job; returns the exit status (0 ok, 1 some failed, 2 nothing could be done).
+
+    ``process`` returns the output pixels and facts for the record (e.g. the σ used); ``score``
+    compares input and the saved output with the job's reference.
+    """
+    failures = list(early_errors)
+    for msg in early_errors:
+        err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    if not jobs:
+        if not failures:
+            err_console.print("[bold red]error:[/] no input images")
+        return EXIT_BAD_INPUT
+    done = 0
+    show = not opts.quiet and is_tty()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err_console, transient=True, disable=not show)
+    with progress if show else nullcontext():
+        images_task = progress.add_task("images", total=len(jobs))
+        tiles_task = progress.add_task("tiles", total=1)
+        for job in jobs:
+            try:
+                check_output(job, opts)
+                img = read_image(job.input, max_pixels=opts.max_pixels)
+
+                def on_tile(i: int, n: int) -> None:
+                    progress.update(tiles_task, completed=i, total=n)
+
+                t0 = time.perf_counter()
+                pixels, facts = process(img, on_tile)
+                seconds = time.perf_counter() - t0
+                write_image(job.output, pixels, like=img, bit_depth=opts.bit_depth, overwrite=opts.force)
+                record: dict[str, Any] = {"input": str(job.input), "output": str(job.output), **facts}
+                if score is not None and job.reference is not None:
+                    record.update(score(job, img, read_image(job.output, max_pixels=None)))
+                record["seconds"] = round(seconds, 3)
+                done += 1
+                _report(record, opts)
+            except N3Error as exc:
+                failures.append(str(exc))
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            progress.advance(images_task)
+    if not failures:
+        return 0
+    return EXIT_PARTIAL if done else EXIT_BAD_INPUT
+
+
+def _report(record: dict[str, Any], opts: Options) -> None:
+    if opts.json:
+        out_console.print_json(json.dumps(record)) if is_tty() else print(json.dumps(record), flush=True)
+        return
+    if opts.quiet:
+        return
+    parts = [f"{record['input']} → {record['output']}"]
+    labels = {"sigma": "σ {:.1f}", "scale": "×{}", "psnr_in": "PSNR in {:.2f} dB", "psnr_out": "PSNR out {:.2f} dB",
+              "ssim_out": "SSIM out {:.4f}"}
+    parts += [fmt.format(record[key]) for key, fmt in labels.items() if record.get(key) is not None]
+    parts.append(f"{record['seconds']:.1f} s")
+    err_console.print("  ".join(parts), highlight=False)

@@ -1,0 +1,62 @@
+"""`n3 train`: parsing and messages only; the loop lives in :mod:`n3cli.train.loop`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from ..train.loop import ARCHS, TrainConfig, train
+from .common import err_console, handle_errors
+from .devices import pick_device, set_threads
+
+
+@handle_errors
+def train_cmd(
+    data: Annotated[list[Path], typer.Option("--data", help="Training image folder (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, log.jsonl, config.json.")],
+    task: Annotated[str, typer.Option(help="denoise or sr.")] = "denoise",
+    arch: Annotated[str, typer.Option(help=f"One of: {', '.join(ARCHS)}.")] = "n3net",
+    val: Annotated[Path | None, typer.Option(help="Validation image folder (PSNR logged).")] = None,
+    noise: Annotated[str, typer.Option(help="Gaussian sigma ('25') or 'nlf[:gaussian_fraction]'.")] = "25",
+    steps: Annotated[int, typer.Option(help="Optimiser steps of the whole run.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Crops per step (per process).")] = 16,
+    patch: Annotated[int, typer.Option(help="Crop size (the N3 block's search region is 80).")] = 80,
+    lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr).")] = None,
+    schedule: Annotated[str, typer.Option(help="paper (exponential / step decay) or cosine.")] = "paper",
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
+    eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 250,
+    val_limit: Annotated[int, typer.Option(help="Validation images used.")] = 4,
+    checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between checkpoints.")] = 5.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Train a model with the paper's protocol (resumable; use torchrun for several processes).
+
+    Example: n3 train --data ../shared/data/Train400 --val ../shared/data/Set12 --noise nlf --out runs/nlf
+    """
+    dev = pick_device(device)
+    set_threads(threads)
+    cfg = TrainConfig(out=str(out), data=[str(d) for d in data], task=task, arch=arch,
+                      val=str(val) if val else None, noise=noise, steps=steps, batch_size=batch_size,
+                      patch=patch, lr=lr, schedule=schedule, seed=seed, eval_every=eval_every,
+                      val_limit=val_limit, checkpoint_minutes=checkpoint_minutes)
+    err_console.print(f"training {arch} ({task}, noise {noise}) on {dev}, {torch.get_num_threads()} threads "
+                      f"-> {out}")
+    last = train(cfg, resume=resume, device=dev, on_log=_printer())
+    err_console.print(f"saved {last}")
+
+
+def _printer():  # one line per log record; works in a terminal and in a log file alike
+    def show(rec: dict) -> None:
+        if "val_psnr" in rec:
+            err_console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB "
+                              f"(sigma {rec['val_sigma']:g})")
+        else:
+            err_console.print(f"step {rec['step']:>7}  loss {rec['loss']:.3e}  lr {rec['lr']:.2e}  "
+                              f"{rec['steps_per_s']:.2f} steps/s")
+    return show

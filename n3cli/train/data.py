@@ -1,0 +1,71 @@
+"""Training data: folders of images decoded once into memory, random augmented crops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from ..errors import N3Error
+
+EXTENSIONS = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+
+
+def _luma_u8(path: Path) -> np.ndarray:
+    """Gray images as they are; colour images as their luma (PIL's ITU-R 601 conversion)."""
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I", "F"):
+            arr = np.asarray(im, dtype=np.float32)
+            scale = 65535.0 if arr.max() > 255 else 255.0
+            return np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+class ImageBank:
+    """All training images of some folders, decoded once and kept in memory as 8-bit luma."""
+
+    def __init__(self, folders: Sequence[str | Path], min_size: int = 1) -> None:
+        files: list[Path] = []
+        for folder in folders:
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise N3Error(f"training data folder not found: {folder}")
+            files += sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+        self.images: list[Tensor] = []
+        for f in files:
+            arr = _luma_u8(f)
+            if min(arr.shape) >= min_size:
+                self.images.append(torch.from_numpy(arr.copy()))
+        if not self.images:
+            raise N3Error(f"no usable training images (at least {min_size}×{min_size}) in: "
+                          + ", ".join(str(f) for f in folders))
+        # Sample images proportionally to their area, so every pixel is equally likely.
+        self.weights = torch.tensor([float(im.numel()) for im in self.images], dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def crops(self, n: int, size: int, gen: torch.Generator) -> Tensor:
+        """n random size×size crops (n, 1, size, size) in [0, 1], randomly flipped and rotated by 90°·r."""
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+        out = torch.empty(n, 1, size, size)
+        rnd = torch.randint(0, 1 << 30, (n, 4), generator=gen)
+        for i in range(n):
+            img = self.images[int(idx[i])]
+            h, w = img.shape
+            if h < size or w < size:  # small images are extended (edge replicated) to the crop size
+                pad = (0, max(0, size - w), 0, max(0, size - h))
+                img = torch.nn.functional.pad(img[None, None].float(), pad, mode="replicate")[0, 0]
+                h, w = img.shape
+            y0, x0 = int(rnd[i, 0]) % (h - size + 1), int(rnd[i, 1]) % (w - size + 1)
+            crop = img[y0: y0 + size, x0: x0 + size].float()
+            aug = int(rnd[i, 2]) % 8
+            if aug & 4:
+                crop = crop.flip(1)
+            out[i, 0] = torch.rot90(crop, aug % 4)
+        return out / 255.0

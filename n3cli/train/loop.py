@@ -1,0 +1,302 @@
+"""The training loop: paper protocols (Sec. 5 and supplement), resumable, optionally distributed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..errors import N3Error
+from ..imaging import noise
+from ..nn.nets import BUILDERS, N3Net
+from . import checkpoint
+from .data import ImageBank
+from .tasks import NoiseSpec, denoise_batch
+
+ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (stored in every checkpoint; ``--resume`` reuses it)."""
+
+    out: str
+    data: list[str]
+    task: str = "denoise"
+    arch: str = "n3net"
+    val: str | None = None
+    noise: str = "25"
+    steps: int = 1000
+    batch_size: int = 16
+    patch: int = 80
+    lr: float | None = None  # default per task: 1e-3 (Adam, denoise) or 0.1 (SGD, sr)
+    schedule: str = "paper"  # paper | cosine
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.4  # sr only (VDSR's adjustable gradient clipping, scaled by 1/lr)
+    seed: int = 0
+    eval_every: int = 250
+    val_limit: int = 4
+    val_sigma: float = 25.0
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    model: dict[str, Any] = field(default_factory=dict)  # builder overrides
+
+    def validate(self) -> None:
+        if self.task not in ("denoise", "sr"):
+            raise N3Error(f"unknown task {self.task!r}; expected denoise or sr")
+        if self.arch not in ARCHS:
+            raise N3Error(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHS)}")
+        if self.schedule not in ("paper", "cosine"):
+            raise N3Error(f"unknown schedule {self.schedule!r}; expected paper or cosine")
+        if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
+            raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Learning rate at ``step`` (0-based) of ``cfg.steps``.
+
+    denoise/paper: 1e-3 decayed exponentially to 1e-8 over the run (Sec. 5, training details);
+    sr/paper: 0.1, divided by 10 every quarter of the run (supplement, following VDSR);
+    cosine: half a cosine from the initial rate down to 1e-3 of it, for short CPU budgets.
+    """
+    base = cfg.lr if cfg.lr is not None else (1e-3 if cfg.task == "denoise" else 0.1)
+    frac = min(step / max(cfg.steps, 1), 1.0)
+    if cfg.schedule == "cosine":
+        return base * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * frac)))
+    if cfg.task == "sr":
+        return base * 0.1 ** min(int(frac * 4), 3)
+    return base * (1e-8 / base) ** frac
+
+
+def dncnn_init(model: nn.Module, gen: torch.Generator) -> None:
+    """DnCNN-style initialisation: Kaiming-normal convolutions; BN scales drawn as
+    sqrt(2/(9·64))·N(0, 1) with magnitude at least 0.025, BN shifts zero."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            with torch.no_grad():
+                m.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+                if m.bias is not None:
+                    m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                w = torch.randn(m.num_features, generator=gen) * math.sqrt(2.0 / (9 * 64))
+                w = torch.where(w.abs() < 0.025, torch.copysign(torch.full_like(w, 0.025), w), w)
+                m.weight.copy_(w)
+                m.bias.zero_()
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on convolution weights and BN scales only (as in the DnCNN code)."""
+    decay, no_decay = [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            is_conv_w = isinstance(m, nn.Conv2d) and name == "weight"
+            is_bn_scale = isinstance(m, nn.modules.batchnorm._BatchNorm) and name == "weight"
+            (decay if is_conv_w or is_bn_scale else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_model(cfg: TrainConfig, in_planes: int) -> N3Net:
+    return BUILDERS[cfg.arch](in_channels=in_planes, out_channels=1, **cfg.model)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size())
+
+
+class Validator:
+    """PSNR of the model on a validation folder, with noise drawn from a seed fixed per image."""
+
+    def __init__(self, folder: str, limit: int, cfg: TrainConfig, spec: NoiseSpec) -> None:
+        bank = ImageBank([folder])
+        self.images = [im.float()[None, None] / 255.0 for im in bank.images[:limit]]
+        self.cfg, self.spec = cfg, spec
+        sigma = spec.sigma if spec.sigma is not None else cfg.val_sigma
+        self.sigma = sigma
+        self.inputs = []
+        for i, clean in enumerate(self.images):
+            noisy = noise.add_gaussian(clean, sigma, noise.generator(noise.seed_for("val", i, sigma)))
+            if spec.conditional:
+                a, b = noise.sigma_to_nlf(sigma)
+                noisy = torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1)
+            self.inputs.append(noisy)
+
+    @torch.inference_mode()
+    def __call__(self, model: nn.Module, device: torch.device) -> float:
+        was_training = model.training
+        model.eval()
+        psnrs = []
+        for x, clean in zip(self.inputs, self.images, strict=True):
+            out = model(x.to(device)).float().cpu()
+            mse = (out - clean).square().mean().item()
+            psnrs.append(10 * math.log10(1.0 / max(mse, 1e-12)))
+        model.train(was_training)
+        return sum(psnrs) / len(psnrs)
+
+
+def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
+    state = gen.get_state()
+    if d.world == 1:
+        return [state]
+    states: list[Any] = [None] * d.world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
+          stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
+
+    ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
+    """
+    dev = torch.device(device)
+    d = _init_distributed(dev)
+    out = Path(cfg.out)
+    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
+    state: dict[str, Any] | None = None
+    if resume and last_path.exists():
+        state = checkpoint.load(last_path)
+        cfg = TrainConfig(**state["train_config"])
+    elif resume and d.main:
+        print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
+    elif not resume and last_path.exists():
+        raise N3Error(f"{last_path} exists; pass --resume to continue that run or choose another --out")
+    cfg.validate()
+    if cfg.task != "denoise":
+        raise N3Error("task 'sr' is not available yet in this version")
+    spec = NoiseSpec.parse(cfg.noise)
+    gen = torch.Generator()
+    gen.manual_seed(cfg.seed)
+    model = build_model(cfg, spec.in_planes)
+    dncnn_init(model, gen)  # deterministic from the seed, identical on every rank
+    gen.manual_seed(cfg.seed * 1000 + d.rank)  # then each rank draws its own crops
+    model.to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=learning_rate(cfg, 0),
+                           betas=(0.9, 0.999))
+    step, best, seconds = 0, -math.inf, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best, seconds = state["step"], state["best"], state["train_seconds"]
+        gen_states = state["rng"]
+        gen.set_state(gen_states[d.rank] if d.rank < len(gen_states) else gen_states[0])
+    net: nn.Module = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    bank = ImageBank(cfg.data, min_size=1)
+    validator = Validator(cfg.val, cfg.val_limit, cfg, spec) if cfg.val and d.main else None
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    def log(record: dict[str, Any]) -> None:
+        if not d.main:
+            return
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if on_log is not None:
+            on_log(record)
+
+    def save(path: Path, gather: bool = True) -> None:
+        """Checkpoint; with ``gather`` every rank must call it (RNG states of all ranks are kept)."""
+        states = _rng_state(gen, d) if gather else [gen.get_state()]
+        if d.main:
+            checkpoint.save_atomic({
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                "train_seconds": seconds, "rng": states, "train_config": asdict(cfg),
+                "net_config": model.config.to_dict(), "noise": spec.describe(),
+            }, path)
+
+    stop = {"flag": False}
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    net.train()
+    last_save = time.monotonic()
+    steps_this_call = 0
+    window_t, window_n, loss_acc = time.monotonic(), 0, 0.0
+    try:
+        while step < cfg.steps:
+            t0 = time.monotonic()
+            clean = bank.crops(cfg.batch_size, cfg.patch, gen)
+            x, target = denoise_batch(clean, spec, gen)
+            x, target = x.to(dev), target.to(dev)
+            lr = learning_rate(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if amp is not None:
+                with amp:
+                    pred = net(x)
+            else:
+                pred = net(x)
+            loss = (pred.float() - target).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            steps_this_call += 1
+            seconds += time.monotonic() - t0
+            loss_acc += loss.item()
+            window_n += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.monotonic()
+                rate = window_n / max(now - window_t, 1e-9)
+                log({"step": step, "loss": loss_acc / window_n, "lr": lr, "steps_per_s": rate,
+                     "train_seconds": round(seconds, 1)})
+                window_t, window_n, loss_acc = now, 0, 0.0
+            if validator is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                psnr = validator(model, dev)
+                log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma})
+                if psnr > best:
+                    best = psnr
+                    save(best_path, gather=False)
+            want_save = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
+            want_stop = stop["flag"] or (stop_after is not None and steps_this_call >= stop_after)
+            if d.world > 1:  # every rank takes the same decisions
+                flags = torch.tensor([float(want_save), float(want_stop)])
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                want_save, want_stop = bool(flags[0]), bool(flags[1])
+            if want_save:
+                save(last_path)
+                last_save = time.monotonic()
+            if want_stop:
+                break
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    save(last_path)
+    if d.main and stop["flag"]:
+        print(f"interrupted: state saved at step {step} in {last_path}", file=sys.stderr)
+    return last_path

@@ -1,0 +1,191 @@
+"""Model weights: the shipped registry (manifest with measured metrics), safe loading, and the import
+of the authors' published checkpoints.
+
+Our format is safetensors: tensors only, with the model configuration and metadata as JSON strings
+in the header, so loading an untrusted file never runs code. The authors' ``.t7`` checkpoints are
+read with ``torch.load(weights_only=True)`` and mapped onto our modules; they may not be
+redistributed, so the project never ships them or anything converted from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import N3Error
+from .nn.nets import N3Net, build, n3net
+
+
+class WeightsError(N3Error):
+    """Weights could not be found, read or matched to a model."""
+
+
+@dataclass
+class ModelInfo:
+    """What a weights file says about itself (stored in its header and in the manifest)."""
+
+    name: str
+    task: str = "denoise"  # denoise | sr
+    planes: list[str] = field(default_factory=lambda: ["image"])  # input planes after the image
+    sigma: float | None = None  # fixed Gaussian σ of a per-σ model; None if noise-level-conditional
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conditional(self) -> bool:
+        return "sqrt_a" in self.planes
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        d = json.loads(text)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def weights_dir() -> Path:
+    """The shipped weights folder: inside the installed package, else the repository's ``weights/``."""
+    try:
+        path = Path(str(resources.files("n3cli.weights_data")))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+def manifest() -> dict[str, Any]:
+    """The registry of shipped weights: ``{"default": {task: name}, "models": {name: entry}}``."""
+    path = weights_dir() / "manifest.json"
+    if not path.exists():
+        return {"default": {}, "models": {}}
+    return json.loads(path.read_text())
+
+
+def save_weights(path: Path, model: N3Net, info: ModelInfo, overwrite: bool = False) -> Path:
+    """Write safetensors with the model config and info in the header (atomic)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise WeightsError(f"{path} exists (use --force to overwrite)")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"n3_config": json.dumps(model.config.to_dict()), "n3_info": info.to_json(), "format": "n3-v1"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_weights(path: Path) -> tuple[N3Net, ModelInfo]:
+    """Build the model described in a safetensors file and load its weights (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{path} is not a valid safetensors weights file ({reason})") from None
+    if "n3_config" not in meta:
+        raise WeightsError(f"{path} has no n3 model configuration in its header")
+    try:
+        model = build(json.loads(meta["n3_config"]))
+        info = ModelInfo.from_json(meta.get("n3_info", json.dumps({"name": path.stem})))
+        model.load_state_dict(state)
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise WeightsError(f"{path}: weights do not match the model ({str(exc).splitlines()[0]})") from None
+    return model.eval(), info
+
+
+# --- the authors' published checkpoints -------------------------------------------------------
+
+def _official_key(key: str) -> str | None:
+    """Map a key of the published state dict to ours; None for tensors the forward pass never uses."""
+    if ".bn1." in key:  # present in the files, not applied in the reference forward pass
+        return None
+    return key.replace("n3aggregation.aggregation.nnn.bn.", "n3aggregation.bn.")
+
+
+def import_official(path: Path, sigma: float | None = None) -> tuple[N3Net, ModelInfo]:
+    """Load an authors' N3Net denoising checkpoint (``n3net_sigma25.t7`` etc.) into our N3Net.
+
+    Facts of those files: state dict under ``"net"``; three DnCNN blocks of depth 6, two N3 blocks
+    (k = 7, 10×10 patches, stride 5, 15×15 window), BN on distances, and the log(1 - w) update
+    applied to the temperature-scaled logits (``update="logits"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    state = blob.get("net", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or "blocks.0.conv1.weight" not in state:
+        raise WeightsError(f"{path} does not look like an N3Net denoising checkpoint")
+    mapped = {}
+    for key, value in state.items():
+        new = _official_key(key)
+        if new is not None:
+            mapped[new] = value
+    model = n3net(in_channels=int(state["blocks.0.conv1.weight"].shape[1]), update="logits")
+    try:
+        model.load_state_dict(mapped)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: unexpected checkpoint layout ({str(exc).splitlines()[0]})") from None
+    if sigma is None:
+        digits = "".join(ch for ch in path.stem.split("sigma")[-1] if ch.isdigit())
+        sigma = float(digits) if "sigma" in path.stem and digits else None
+    info = ModelInfo(name=f"official-{path.stem}", task="denoise", sigma=sigma,
+                     description="authors' published N3Net checkpoint (not redistributable)",
+                     training={"source": str(path.name)})
+    return model.eval(), info
+
+
+def is_official_checkpoint(path: Path) -> bool:
+    return Path(path).suffix.lower() in (".t7", ".pth", ".pt")
+
+
+def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, ModelInfo]:
+    """A model from a shipped name, a safetensors path or an official checkpoint path.
+
+    ``None`` picks the shipped default for ``task``.
+    """
+    reg = manifest()
+    if weights is None:
+        name = reg.get("default", {}).get(task)
+        if name is None:
+            raise WeightsError(f"no shipped weights for task {task!r} yet; pass --weights FILE")
+        weights = name
+    text = str(weights)
+    if text in reg.get("models", {}):
+        entry = reg["models"][text]
+        model, info = load_weights(weights_dir() / entry["file"])
+        info.metrics = entry.get("metrics", info.metrics)
+        return model, info
+    path = Path(text).expanduser()
+    if path.is_file():
+        return import_official(path) if is_official_checkpoint(path) else load_weights(path)
+    known = ", ".join(reg.get("models", {})) or "none shipped"
+    raise WeightsError(f"unknown weights {text!r}: not a file and not a shipped name (known: {known})")
