@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
 from n3cli.errors import ImageError
-from n3cli.imaging.pil16 import load_wide, wide_rawmode
-from n3cli.imaging.png_encode import write_png
 
 DEFAULT_MAX_PIXELS = 200_000_000
 FORMAT_OF_EXTENSION = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG",
@@ -37,6 +38,8 @@ JPEG_QUALITY = 95
 _PIL_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 _PIL_FORMAT_NAMES = {"MPO": "JPEG"}
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR_END = 33  # signature (8) + IHDR chunk: length (4), type (4), data (13), CRC (4)
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
@@ -151,6 +154,15 @@ def _pil_array(im: PILImage.Image) -> tuple[np.ndarray, int]:
     return arr, 8
 
 
+def _png_bit_depth(path: Path) -> int:
+    """The bit depth field of a PNG file's IHDR chunk."""
+    with open(path, "rb") as f:
+        head = f.read(_PNG_IHDR_END)
+    if head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR" or len(head) < 25:
+        raise ValueError("no PNG header")
+    return head[24]
+
+
 def _read_pil(path: Path, max_pixels: int | None, formats: tuple[str, ...] = _PIL_FORMATS) -> Image:
     try:
         im = _open_pil(path, formats)
@@ -166,8 +178,9 @@ def _read_pil(path: Path, max_pixels: int | None, formats: tuple[str, ...] = _PI
         icc = im.info.get("icc_profile") or None
         exif = im.info.get("exif") or None
         try:
-            if wide_rawmode(im) is not None:
-                arr, depth = load_wide(lambda: _open_pil(path, formats)), 16
+            if fmt == "PNG" and _png_bit_depth(path) == 16:
+                # Pillow drops the low byte of 16-bit colour samples: imagecodecs decodes them all
+                arr, depth = imagecodecs.png_decode(path.read_bytes()), 16
             else:
                 im.load()  # full decode: truncated or corrupt data fails here
                 arr, depth = _pil_array(im)
@@ -180,19 +193,14 @@ def _read_pil(path: Path, max_pixels: int | None, formats: tuple[str, ...] = _PI
 
 
 class _NeedsPillow(Exception):
-    """The TIFF is valid but tifffile cannot decode it here (e.g. LZW without imagecodecs)."""
+    """The TIFF is valid but not gray or RGB (palette, CMYK, YCbCr, ...): Pillow converts it."""
 
 
 def _tiff_array(page: tifffile.TiffPage) -> np.ndarray:
     photometric = int(page.photometric)
     if photometric not in (0, 1, 2):  # MINISWHITE, MINISBLACK, RGB
         raise _NeedsPillow
-    try:
-        data = page.asarray()
-    except ValueError as e:
-        if "imagecodecs" in str(e):
-            raise _NeedsPillow from e
-        raise
+    data = page.asarray()  # LZW, Deflate, JPEG, ... decoded through imagecodecs
     axes = page.axes
     if "S" in axes:
         data = np.moveaxis(data, axes.index("S"), -1)
@@ -322,12 +330,29 @@ def _save_pil(f: str, data: np.ndarray, fmt: str, **options: object) -> None:
     im.save(f, format=fmt, **{k: v for k, v in options.items() if v is not None})
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _encode_png16(data: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit PNG from imagecodecs, with iCCP and eXIf chunks (which it does not write) after IHDR."""
+    png = imagecodecs.png_encode(data[:, :, 0] if data.shape[2] == 1 else data)
+    if png[12:16] != b"IHDR":
+        raise ValueError("unexpected PNG encoder output")
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))  # name, NUL, method 0
+    if exif:
+        extra += _png_chunk(b"eXIf", exif.removeprefix(b"Exif\0\0"))
+    return png[:_PNG_IHDR_END] + extra + png[_PNG_IHDR_END:]
+
+
 def _write_data(f: str, data: np.ndarray, fmt: str, icc: bytes | None, exif: bytes | None,
                 quality: int | None) -> None:
     if fmt == "PNG":
         if data.dtype == np.uint16:
             with open(f, "wb") as fh:
-                write_png(fh, data, icc_profile=icc, exif=exif)
+                fh.write(_encode_png16(data, icc, exif))
         else:
             _save_pil(f, data, "PNG", icc_profile=icc, exif=exif)
     elif fmt == "TIFF":
@@ -376,7 +401,7 @@ def _atomic_write(path: Path, write: Callable[[str], None], overwrite: bool, wha
         _fsync(tmp)
         os.chmod(tmp, _new_file_mode(path))
         if not overwrite and path.exists():
-            raise ImageError(f"{path}: already exists (use --overwrite to replace it)")
+            raise ImageError(f"{path}: already exists (use --force to replace it)")
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -403,7 +428,7 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, like: Image | 
     fmt = format_for_path(p)
     depth = output_bit_depth(fmt, bit_depth if bit_depth is not None else (like.bit_depth if like else 8))
     if p.exists() and not overwrite:
-        raise ImageError(f"{p}: already exists (use --overwrite to replace it)")
+        raise ImageError(f"{p}: already exists (use --force to replace it)")
     try:
         data = _encode(pixels, like, fmt, depth)
     except ValueError as e:

@@ -28,7 +28,13 @@ _NEG_INF = float("-inf")
 
 
 def squared_distances(queries: Tensor, candidates: Tensor) -> Tensor:
-    """||q - c||² for queries (B, Q, E) and candidates (B, M, E) -> (B, Q, M), via one matmul."""
+    """||q - c||² for queries (B, Q, E) and candidates (B, M, E) -> (B, Q, M), via one matmul.
+
+    Both sides are first centred on the candidates' mean (distances are translation invariant),
+    which keeps the cancellation error of |q|² + |c|² - 2q·c small in float32.
+    """
+    centre = candidates.mean(dim=-2, keepdim=True)
+    queries, candidates = queries - centre, candidates - centre
     qq = queries.square().sum(-1, keepdim=True)
     cc = candidates.square().sum(-1).unsqueeze(-2)
     return (qq + cc - 2.0 * queries @ candidates.transpose(-1, -2)).clamp_min(0.0)

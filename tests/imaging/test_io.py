@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 import tifffile
@@ -21,8 +21,6 @@ from n3cli.imaging.io import (
     read_image,
     write_image,
 )
-from n3cli.imaging.pil16 import load_wide
-from n3cli.imaging.png_encode import write_png
 
 RNG = np.random.default_rng(1234)
 
@@ -73,8 +71,7 @@ def test_alpha_passes_through_untouched(tmp_path: Path, depth: int, channels: in
     alpha = RNG.integers(0, 2**depth, (19, 23)).astype(dtype)
     rgba = np.concatenate([(smooth(c=channels) * (2**depth - 1)).astype(dtype), alpha[:, :, None]], axis=2)
     src = tmp_path / "src.png"
-    with open(src, "wb") as f:
-        write_png(f, rgba)
+    src.write_bytes(imagecodecs.png_encode(rgba))
     im = read_image(src)
     assert im.bit_depth == depth and im.channels == channels
     assert im.alpha is not None and im.alpha.dtype == dtype
@@ -102,14 +99,33 @@ def test_pil_written_rgba_and_palette(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.round(im.pixels * 255), np.asarray(pal.convert("RGB")))
 
 
-def test_16bit_decoding_matches_encoder_exactly() -> None:
-    for channels in (2, 3, 4):
-        a = (smooth(31, 45, channels) * 65535).astype(np.uint16)
-        a[::7] = RNG.integers(0, 65536, a[::7].shape).astype(np.uint16)
-        buf = io.BytesIO()
-        write_png(buf, a)
-        data = buf.getvalue()
-        np.testing.assert_array_equal(load_wide(lambda d=data: PILImage.open(io.BytesIO(d))), a)
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_png_bit_exact(tmp_path: Path, channels: int) -> None:
+    a = (smooth(31, 45, channels) * 65535).astype(np.uint16)
+    a[::7] = RNG.integers(0, 65536, a[::7].shape).astype(np.uint16)  # low bytes matter too
+    src = tmp_path / "src.png"
+    src.write_bytes(imagecodecs.png_encode(a))
+    im = read_image(src)
+    assert im.bit_depth == 16 and im.channels == (1 if channels <= 2 else 3)
+    back = np.round(im.pixels * 65535).astype(np.uint16)
+    if im.alpha is not None:
+        back = np.concatenate([back, im.alpha[:, :, None]], axis=2)
+    np.testing.assert_array_equal(back, a.reshape(back.shape))
+    out = write_image(tmp_path / "out.png", im.pixels, like=im)
+    assert out.read_bytes()[24] == 16
+    np.testing.assert_array_equal(imagecodecs.png_decode(out.read_bytes()).reshape(a.shape), a)
+
+
+def test_16bit_png_metadata_chunks_are_valid(tmp_path: Path) -> None:
+    icc = icc_srgb()
+    like = Image(smooth(), icc_profile=icc, exif=exif_bytes(), bit_depth=16)
+    out = write_image(tmp_path / "m.png", like.pixels, like=like)
+    data = out.read_bytes()
+    assert data.index(b"iCCP") < data.index(b"IDAT") and data.index(b"eXIf") < data.index(b"IDAT")
+    with PILImage.open(out) as im:  # Pillow checks every chunk's CRC while reading
+        im.verify()
+    decoded = imagecodecs.png_decode(data)  # and libpng accepts the file
+    np.testing.assert_array_equal(decoded, np.floor(like.pixels.astype(np.float64) * 65535 + 0.5))
 
 
 @pytest.mark.parametrize("depth", [8, 16, 32])
@@ -140,7 +156,7 @@ def test_tiff_float_alpha_and_planar(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.pixels, im32.pixels)
 
 
-def test_lzw_tiff_falls_back_to_pillow(tmp_path: Path) -> None:
+def test_pillow_written_lzw_tiff(tmp_path: Path) -> None:
     rgb = RNG.integers(0, 256, (9, 12, 3)).astype(np.uint8)
     PILImage.fromarray(rgb).save(tmp_path / "lzw.tif", compression="tiff_lzw")
     im = read_image(tmp_path / "lzw.tif")
@@ -151,6 +167,24 @@ def test_lzw_tiff_falls_back_to_pillow(tmp_path: Path) -> None:
     im = read_image(tmp_path / "lzw16.tif")
     assert im.bit_depth == 16 and im.is_gray
     np.testing.assert_array_equal(np.round(im.pixels[:, :, 0] * 65535), gray)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "jpeg"])
+def test_compressed_tiff_read_through_imagecodecs(tmp_path: Path, compression: str) -> None:
+    if compression == "jpeg":  # 8-bit only, lossy
+        rgb = (smooth(16, 24) * 255).astype(np.uint8)
+        tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb", compression="jpeg")
+        im = read_image(tmp_path / "c.tif")
+        assert (im.bit_depth, im.channels) == (8, 3)
+        assert np.abs(im.pixels * 255 - rgb).max() < 24
+        return
+    rgb = RNG.integers(0, 65536, (13, 17, 3)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb", compression=compression)
+    im = read_image(tmp_path / "c.tif")
+    assert (im.format, im.bit_depth, im.channels) == ("TIFF", 16, 3)
+    np.testing.assert_array_equal(np.round(im.pixels * 65535), rgb)
+    back = read_image(write_image(tmp_path / "back.tif", im.pixels, like=im))
+    np.testing.assert_array_equal(back.pixels, im.pixels)
 
 
 @pytest.mark.parametrize("ext,fmt,tol", [(".jpg", "JPEG", 0.04), (".webp", "WEBP", 0.0),
@@ -275,13 +309,26 @@ def test_pillow_bomb_limit_does_not_override_ours(tmp_path: Path, monkeypatch: p
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     target = tmp_path / "out.png"
     target.write_bytes(b"precious")
-    with pytest.raises(ImageError, match="exists") as err:
+    with pytest.raises(ImageError, match="exists.*--force") as err:
         write_image(target, smooth())
     assert_one_line(err, "out.png")
     assert target.read_bytes() == b"precious"
     write_image(target, smooth(), overwrite=True)
     assert read_image(target).width == 23
     assert files_in(tmp_path) == ["out.png"]
+
+
+def test_output_appearing_during_write_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.png"
+
+    def racing(f: str, *args: object) -> None:
+        Path(f).write_bytes(b"ours")
+        target.write_bytes(b"theirs")
+
+    monkeypatch.setattr("n3cli.imaging.io._write_data", racing)
+    with pytest.raises(ImageError, match="exists.*--force"):
+        write_image(target, smooth())
+    assert target.read_bytes() == b"theirs" and files_in(tmp_path) == ["out.png"]
 
 
 def test_unwritable_folder_leaves_nothing(tmp_path: Path) -> None:

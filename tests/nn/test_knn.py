@@ -1,0 +1,129 @@
+"""Properties of the nearest-neighbour selection rules (paper Sec. 3, Eqs. 3-11)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from n3cli.nn.knn import concrete_knn, continuous_knn, hard_knn, log1mexp, select
+
+
+def _dist(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("update", ["alpha", "logits"])
+def test_weights_sum_to_one(update: str) -> None:
+    d = _dist(3, 5, 20)
+    w = continuous_knn(-d, torch.full((3, 5, 1), 0.3, dtype=torch.float64), 7, update=update)
+    assert w.shape == (3, 5, 7, 20)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 5, 7, dtype=torch.float64))
+    assert (w >= 0).all()
+
+
+def test_zero_temperature_limit_is_hard_knn() -> None:
+    g = torch.Generator().manual_seed(0)
+    d = torch.stack([torch.randperm(30, generator=g) for _ in range(4)]).float() / 30  # gaps of 1/30
+    order = d.argsort(dim=-1)
+    for t in (1e-3, 1e-4):
+        w = continuous_knn(-d, t, 7)
+        assert torch.isfinite(w).all()
+        picked = w.argmax(-1)
+        torch.testing.assert_close(picked, order[:, :7])
+        assert (w.max(-1).values > 0.99).all()
+    torch.testing.assert_close(hard_knn(-d, 7).argmax(-1), order[:, :7])
+
+
+def test_scaled_logits_update_ties_in_the_limit() -> None:
+    """The 'logits' update (published checkpoints) does not reach hard KNN: documented behaviour."""
+    d = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    w = continuous_knn(-d, 1e-4, 2, update="logits")
+    torch.testing.assert_close(w[0, 1, :2], torch.tensor([0.5, 0.5]), atol=1e-3, rtol=0)
+
+
+def test_k1_is_softmax_attention() -> None:
+    d = _dist(6, 11)
+    t = torch.rand(6, 1, dtype=torch.float64) + 0.1
+    torch.testing.assert_close(continuous_knn(-d, t, 1)[:, 0], torch.softmax(-d / t, dim=-1))
+
+
+def test_gradcheck_distances_and_temperature() -> None:
+    d = _dist(2, 3, 8).requires_grad_()
+    t = (torch.rand(2, 3, 1, dtype=torch.float64) + 0.2).requires_grad_()
+    for update in ("alpha", "logits"):
+        assert torch.autograd.gradcheck(lambda a, b, u=update: continuous_knn(-a, b, 4, update=u), (d, t))
+
+
+def test_gradcheck_with_masked_candidates() -> None:
+    d = _dist(2, 9).requires_grad_()
+    t = torch.tensor([[0.5], [0.25]], dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[:, 4] = True
+
+    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return continuous_knn((-a).masked_fill(mask, float("-inf")), b, 3)
+
+    assert torch.autograd.gradcheck(f, (d, t))
+    assert (f(d, t)[..., 4] == 0).all()
+
+
+@pytest.mark.parametrize("t", [1e-4, 1e-2, 1.0])
+def test_no_nan_small_temperature_and_ties(t: float) -> None:
+    d = torch.tensor([[0.2, 0.2, 0.2, 0.5, 0.5, 0.9]] * 2, requires_grad=True)
+    tt = torch.full((2, 1), t, requires_grad=True)
+    w = continuous_knn(-d, tt, 5)
+    (w * torch.arange(6.0)).sum().backward()
+    assert torch.isfinite(w).all() and torch.isfinite(d.grad).all() and torch.isfinite(tt.grad).all()
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 5))
+
+
+def test_gradient_bounded_as_weight_tends_to_one() -> None:
+    # One candidate far closer than the rest: w¹ -> 1. log(1 - w¹) must keep a bounded gradient.
+    d = torch.tensor([[0.0, 1.0, 1.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    w = continuous_knn(-d, 0.01, 2, update="logits")
+    w[0, 1, 1].backward()
+    assert torch.isfinite(d.grad).all() and d.grad.abs().max() < 1e3
+
+
+def test_rows_without_candidates_get_zero_weights() -> None:
+    alpha = torch.full((2, 4), float("-inf"))
+    alpha[1, 2] = 0.0
+    w = continuous_knn(alpha, 0.5, 3)
+    assert torch.isfinite(w).all()
+    assert w[0].sum() == 0
+    torch.testing.assert_close(w[1, 0], torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    assert w[1, 1:].sum() == 0
+
+
+def test_log1mexp_accuracy() -> None:
+    x = torch.tensor([-1e-10, -1e-3, -0.5, -1.0, -20.0, -800.0], dtype=torch.float64)
+    expected = torch.log(-torch.expm1(x))
+    torch.testing.assert_close(log1mexp(x), expected)
+
+
+def test_hard_knn_one_hot_and_missing_candidates() -> None:
+    alpha = torch.tensor([[0.3, float("-inf"), 0.9, 0.1]])
+    w = hard_knn(alpha, 4)
+    torch.testing.assert_close(w[0, :3].argmax(-1), torch.tensor([2, 0, 3]))
+    assert w[0, 3].sum() == 0  # the excluded candidate is never selected
+    assert w.sum(-1)[0, :3].eq(1).all()
+
+
+def test_concrete_is_stochastic_and_normalised() -> None:
+    d = _dist(3, 12, dtype=torch.float32)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    w1 = concrete_knn(-d, 0.1, 4, tau=0.5, generator=g1)
+    w2 = concrete_knn(-d, 0.1, 4, tau=0.5, generator=g2)
+    torch.testing.assert_close(w1.sum(-1), torch.ones(3, 4))
+    assert not torch.allclose(w1, w2)
+
+
+def test_select_dispatch_and_errors() -> None:
+    d = _dist(2, 6)
+    torch.testing.assert_close(select(-d, 0.2, 3, "continuous"), continuous_knn(-d, 0.2, 3))
+    torch.testing.assert_close(select(-d, 0.2, 3, "hard"), hard_knn(-d, 3))
+    with pytest.raises(ValueError):
+        select(-d, 0.2, 3, "nearest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        continuous_knn(-d, 0.2, 0)
