@@ -26,6 +26,7 @@ def train_cmd(
     patch: Annotated[int, typer.Option(help="Crop size (the N3 block's search region is 80).")] = 80,
     lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr).")] = None,
     schedule: Annotated[str, typer.Option(help="paper (exponential / step decay) or cosine.")] = "paper",
+    optimizer: Annotated[str | None, typer.Option(help="adam or sgd (default: adam for denoise, sgd for sr).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 250,
     val_limit: Annotated[int, typer.Option(help="Validation images used.")] = 4,
@@ -43,10 +44,10 @@ def train_cmd(
     set_threads(threads)
     cfg = TrainConfig(out=str(out), data=[str(d) for d in data], task=task, arch=arch,
                       val=str(val) if val else None, noise=noise, steps=steps, batch_size=batch_size,
-                      patch=patch, lr=lr, schedule=schedule, seed=seed, eval_every=eval_every,
+                      patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes)
-    err_console.print(f"training {arch} ({task}, noise {noise}) on {dev}, {torch.get_num_threads()} threads "
-                      f"-> {out}")
+    what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
+    err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
     last = train(cfg, resume=resume, device=dev, on_log=_printer())
     err_console.print(f"saved {last}")
 
@@ -54,8 +55,8 @@ def train_cmd(
 def _printer():  # one line per log record; works in a terminal and in a log file alike
     def show(rec: dict) -> None:
         if "val_psnr" in rec:
-            err_console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB "
-                              f"(sigma {rec['val_sigma']:g})")
+            what = f"sigma {rec['val_sigma']:g}" if rec.get("val_sigma") is not None else "x2/x3/x4 on Y"
+            err_console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB ({what})")
         else:
             err_console.print(f"step {rec['step']:>7}  loss {rec['loss']:.3e}  lr {rec['lr']:.2e}  "
                               f"{rec['steps_per_s']:.2f} steps/s")

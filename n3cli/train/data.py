@@ -11,25 +11,30 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import N3Error
+from ..imaging.color import rgb2y
 
 EXTENSIONS = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
-def _luma_u8(path: Path) -> np.ndarray:
-    """Gray images as they are; colour images as their luma (PIL's ITU-R 601 conversion)."""
+def _luma_u8(path: Path, luma: str = "L") -> np.ndarray:
+    """Gray images as they are; colour images as their luma: ``"L"`` full-range BT.601 (denoising),
+    ``"y"`` MATLAB rgb2ycbcr's Y in [16, 235] (super-resolution, evaluated on that Y)."""
     with Image.open(path) as im:
         im.load()
         if im.mode in ("I;16", "I", "F"):
             arr = np.asarray(im, dtype=np.float32)
             scale = 65535.0 if arr.max() > 255 else 255.0
             return np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if luma == "y":
+            rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+            return np.clip(rgb2y(rgb)[..., 0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
 class ImageBank:
     """All training images of some folders, decoded once and kept in memory as 8-bit luma."""
 
-    def __init__(self, folders: Sequence[str | Path], min_size: int = 1) -> None:
+    def __init__(self, folders: Sequence[str | Path], min_size: int = 1, luma: str = "L") -> None:
         files: list[Path] = []
         for folder in folders:
             folder = Path(folder)
@@ -38,7 +43,7 @@ class ImageBank:
             files += sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
         self.images: list[Tensor] = []
         for f in files:
-            arr = _luma_u8(f)
+            arr = _luma_u8(f, luma)
             if min(arr.shape) >= min_size:
                 self.images.append(torch.from_numpy(arr.copy()))
         if not self.images:

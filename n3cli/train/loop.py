@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from ..errors import N3Error
 from ..imaging import noise
+from ..imaging.resize import imresize
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .data import ImageBank
-from .tasks import NoiseSpec, denoise_batch
+from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sr_batch, sr_crop_size
 
 ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
 
@@ -42,8 +43,9 @@ class TrainConfig:
     patch: int = 80
     lr: float | None = None  # default per task: 1e-3 (Adam, denoise) or 0.1 (SGD, sr)
     schedule: str = "paper"  # paper | cosine
+    optimizer: str | None = None  # adam | sgd; default: adam for denoise, sgd (VDSR) for sr
     weight_decay: float = 1e-4
-    grad_clip: float = 0.4  # sr only (VDSR's adjustable gradient clipping, scaled by 1/lr)
+    grad_clip: float = 0.01  # SGD only: VDSR's adjustable clipping of each gradient to ±grad_clip/lr
     seed: int = 0
     eval_every: int = 250
     val_limit: int = 4
@@ -59,22 +61,28 @@ class TrainConfig:
             raise N3Error(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHS)}")
         if self.schedule not in ("paper", "cosine"):
             raise N3Error(f"unknown schedule {self.schedule!r}; expected paper or cosine")
+        if self.optimizer not in (None, "adam", "sgd"):
+            raise N3Error(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
+
+
+def optimizer_name(cfg: TrainConfig) -> str:
+    return cfg.optimizer or ("adam" if cfg.task == "denoise" else "sgd")
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Learning rate at ``step`` (0-based) of ``cfg.steps``.
 
     denoise/paper: 1e-3 decayed exponentially to 1e-8 over the run (Sec. 5, training details);
-    sr/paper: 0.1, divided by 10 every quarter of the run (supplement, following VDSR);
+    sr/paper (SGD): 0.1, divided by 10 every quarter of the run (supplement, following VDSR);
     cosine: half a cosine from the initial rate down to 1e-3 of it, for short CPU budgets.
     """
-    base = cfg.lr if cfg.lr is not None else (1e-3 if cfg.task == "denoise" else 0.1)
+    base = cfg.lr if cfg.lr is not None else (1e-3 if optimizer_name(cfg) == "adam" else 0.1)
     frac = min(step / max(cfg.steps, 1), 1.0)
     if cfg.schedule == "cosine":
         return base * (1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * frac)))
-    if cfg.task == "sr":
+    if optimizer_name(cfg) == "sgd":
         return base * 0.1 ** min(int(frac * 4), 3)
     return base * (1e-8 / base) ** frac
 
@@ -161,6 +169,34 @@ class Validator:
         return sum(psnrs) / len(psnrs)
 
 
+class SRValidator:
+    """Mean PSNR on Y (border of ``scale`` pixels cropped) over the validation images and scales 2, 3, 4."""
+
+    def __init__(self, folder: str, limit: int) -> None:
+        bank = ImageBank([folder], luma="y")
+        self.pairs: list[tuple[int, Tensor, Tensor]] = []
+        for im in bank.images[:limit]:
+            hr = im.float()[None, None] / 255.0
+            for s in SR_SCALES:
+                h, w = hr.shape[-2] // s * s, hr.shape[-1] // s * s
+                crop = hr[:, :, :h, :w]
+                lr = (imresize(crop, 1.0 / s) * 255.0).round().clamp(0, 255) / 255.0
+                self.pairs.append((s, imresize(lr, float(s)), crop))
+        self.sigma = None
+
+    @torch.inference_mode()
+    def __call__(self, model: nn.Module, device: torch.device) -> float:
+        was_training = model.training
+        model.eval()
+        psnrs = []
+        for s, x, hr in self.pairs:
+            out = (model(x.to(device)).float().cpu() * 255.0).round().clamp(0, 255) / 255.0
+            mse = (out - hr)[:, :, s:-s, s:-s].square().mean().item()
+            psnrs.append(10 * math.log10(1.0 / max(mse, 1e-12)))
+        model.train(was_training)
+        return sum(psnrs) / len(psnrs)
+
+
 def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
     state = gen.get_state()
     if d.world == 1:
@@ -189,9 +225,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     elif not resume and last_path.exists():
         raise N3Error(f"{last_path} exists; pass --resume to continue that run or choose another --out")
     cfg.validate()
-    if cfg.task != "denoise":
-        raise N3Error("task 'sr' is not available yet in this version")
-    spec = NoiseSpec.parse(cfg.noise)
+    spec = NoiseSpec.parse(cfg.noise) if cfg.task == "denoise" else NoiseSpec(0.0)
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
     model = build_model(cfg, spec.in_planes)
@@ -200,8 +234,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(param_groups(model, cfg.weight_decay), lr=learning_rate(cfg, 0),
-                           betas=(0.9, 0.999))
+    groups = param_groups(model, cfg.weight_decay)
+    if optimizer_name(cfg) == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
+    else:
+        opt = torch.optim.SGD(groups, lr=learning_rate(cfg, 0), momentum=0.9)
     step, best, seconds = 0, -math.inf, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -212,8 +249,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    bank = ImageBank(cfg.data, min_size=1)
-    validator = Validator(cfg.val, cfg.val_limit, cfg, spec) if cfg.val and d.main else None
+    bank = ImageBank(cfg.data, min_size=1, luma="y" if cfg.task == "sr" else "L")
+    validator: Validator | SRValidator | None = None
+    if cfg.val and d.main:
+        validator = Validator(cfg.val, cfg.val_limit, cfg, spec) if cfg.task == "denoise" else \
+            SRValidator(cfg.val, cfg.val_limit)
+    crop = sr_crop_size(cfg.patch) if cfg.task == "sr" else cfg.patch
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -250,8 +291,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     try:
         while step < cfg.steps:
             t0 = time.monotonic()
-            clean = bank.crops(cfg.batch_size, cfg.patch, gen)
-            x, target = denoise_batch(clean, spec, gen)
+            clean = bank.crops(cfg.batch_size, crop, gen)
+            if cfg.task == "sr":
+                x, target = sr_batch(clean, cfg.patch, gen)
+            else:
+                x, target = denoise_batch(clean, spec, gen)
             x, target = x.to(dev), target.to(dev)
             lr = learning_rate(cfg, step)
             for g in opt.param_groups:
@@ -264,6 +308,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             loss = (pred.float() - target).square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if isinstance(opt, torch.optim.SGD) and cfg.grad_clip > 0:
+                nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip / lr)
             opt.step()
             step += 1
             steps_this_call += 1
@@ -278,7 +324,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                 window_t, window_n, loss_acc = now, 0, 0.0
             if validator is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 psnr = validator(model, dev)
-                log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma})
+                log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task})
                 if psnr > best:
                     best = psnr
                     save(best_path, gather=False)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..imaging import noise
+from ..imaging.resize import imresize
+
+SR_SCALES = (2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,25 @@ def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> tuple
     # Real sensors clip; the Gaussian benchmark protocol does not.
     noisy = torch.where(gauss.view(n, 1, 1, 1), noisy, noisy.clamp(0, 1))
     return torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1), target
+
+
+def sr_crop_size(patch: int, scales: tuple[int, ...] = SR_SCALES) -> int:
+    """HR crop side: the patch plus a margin, rounded up to a multiple of every scale."""
+    lcm = math.lcm(*scales)
+    return -(-(patch + 4) // lcm) * lcm
+
+
+def sr_batch(hr: Tensor, patch: int, gen: torch.Generator, scales: tuple[int, ...] = SR_SCALES
+             ) -> tuple[Tensor, Tensor]:
+    """VDSR-style pairs: each sample at a random scale s, LR = MATLAB-bicubic(HR, 1/s) rounded to 8 bit,
+    input = bicubic(LR, s); both centre-cropped to ``patch`` (away from resampling borders)."""
+    n, _, size, _ = hr.shape
+    choice = torch.randint(0, len(scales), (n,), generator=gen)
+    up = torch.empty_like(hr)
+    for i, s in enumerate(scales):
+        idx = (choice == i).nonzero().flatten()
+        if idx.numel():
+            lr = (imresize(hr[idx], 1.0 / s) * 255.0).round().clamp(0, 255) / 255.0
+            up[idx] = imresize(lr, float(s))
+    o = (size - patch) // 2
+    return up[:, :, o: o + patch, o: o + patch], hr[:, :, o: o + patch, o: o + patch]
