@@ -1,0 +1,133 @@
+"""n3 train: a few steps of each task and architecture on tiny data, resume, distributed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from n3cli.errors import N3Error
+from n3cli.train.checkpoint import load
+from n3cli.train.loop import TrainConfig, learning_rate, param_groups, train
+from n3cli.train.tasks import NoiseSpec, denoise_batch, sr_batch
+
+TINY = {"depth": 3, "features": 8, "embed_features": 8}
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        y, x = np.mgrid[0:48, 0:52]
+        img = (127 + 60 * np.sin(x / (3 + i)) + rng.normal(0, 10, x.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "rgb.png")
+    return folder
+
+
+def _cfg(tmp_path: Path, data: Path, **kw: object) -> TrainConfig:
+    base = dict(out=str(tmp_path / "run"), data=[str(data)], val=str(data), val_limit=1, steps=4, batch_size=2,
+                patch=32, eval_every=2, log_every=1, model=TINY, checkpoint_minutes=100.0)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch,task,noise", [("n3net", "denoise", "25"), ("n3net-light", "denoise", "nlf"),
+                                             ("dncnn", "denoise", "nlf"), ("knn", "denoise", "15"),
+                                             ("n3net-sr", "sr", "25"), ("vdsr", "sr", "25")])
+def test_few_steps(tmp_path: Path, data: Path, arch: str, task: str, noise: str) -> None:
+    records: list[dict] = []
+    cfg = _cfg(tmp_path, data, arch=arch, task=task, noise=noise, patch=36 if task == "sr" else 32)
+    last = train(cfg, on_log=records.append)
+    state = load(last)
+    assert state["step"] == 4
+    assert any("val_psnr" in r and np.isfinite(r["val_psnr"]) for r in records)
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    assert (tmp_path / "run" / "log.jsonl").exists() and (tmp_path / "run" / "best.pt").exists()
+
+
+def test_resume_reaches_the_same_weights(tmp_path: Path, data: Path) -> None:
+    """Killed after 3 steps and resumed: bit-identical to an uninterrupted run with the same seed."""
+    full = train(_cfg(tmp_path / "a", data, steps=6, val=None))
+    part = _cfg(tmp_path / "b", data, steps=6, val=None)
+    train(part, stop_after=3)
+    assert load(Path(part.out) / "last.pt")["step"] == 3
+    resumed = train(_cfg(tmp_path / "b", data, steps=6, val=None), resume=True)
+    a, b = load(full)["model"], load(resumed)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_refuses_to_overwrite_a_run(tmp_path: Path, data: Path) -> None:
+    cfg = _cfg(tmp_path, data, steps=1, val=None)
+    train(cfg)
+    with pytest.raises(N3Error, match="--resume"):
+        train(cfg)
+
+
+def test_bad_config(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(N3Error):
+        train(_cfg(tmp_path, data, arch="resnet"))
+    with pytest.raises(N3Error):
+        train(_cfg(tmp_path, tmp_path / "nope"))
+
+
+def test_schedules() -> None:
+    cfg = TrainConfig(out="x", data=[], steps=100)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 100) == pytest.approx(1e-8)
+    sr = TrainConfig(out="x", data=[], steps=100, task="sr")
+    assert [learning_rate(sr, s) for s in (0, 26, 51, 76)] == pytest.approx([0.1, 0.01, 0.001, 0.0001])
+    cos = TrainConfig(out="x", data=[], steps=100, schedule="cosine")
+    assert learning_rate(cos, 50) == pytest.approx(0.5e-3, rel=0.01)
+
+
+def test_weight_decay_only_on_conv_weights_and_bn_scales() -> None:
+    from n3cli.nn.nets import n3net
+
+    model = n3net(**TINY)
+    decay, no_decay = param_groups(model, 1e-4)
+    ids = {id(p) for p in decay["params"]}
+    for name, p in model.named_parameters():
+        expected = name.endswith("weight")  # conv weights and every BN scale (the distance BN too)
+        assert (id(p) in ids) == expected, name
+    assert no_decay["weight_decay"] == 0
+
+
+def test_conditional_noise_batch() -> None:
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(64, 1, 16, 16, generator=g)
+    x, target = denoise_batch(clean, NoiseSpec.parse("nlf"), g)
+    assert x.shape == (64, 3, 16, 16) and target.shape == clean.shape
+    gauss = x[:, 1, 0, 0] == 0  # a = 0 for Gaussian samples
+    assert 10 < int(gauss.sum()) < 54
+    torch.testing.assert_close(target[gauss], clean[gauss])
+    assert (x[~gauss, 0] >= 0).all() and (x[~gauss, 0] <= 1).all()  # raw-like samples are clipped
+
+
+def test_sr_batch_shapes() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = sr_batch(torch.rand(6, 1, 84, 84, generator=g), 80, g)
+    assert x.shape == y.shape == (6, 1, 80, 80)
+
+
+@pytest.mark.slow
+def test_two_process_ddp(tmp_path: Path, data: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "n3cli", "train", "--data", str(data), "--out", str(out), "--steps", "2", "--batch-size", "2",
+           "--patch", "32", "--arch", "dncnn", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    state = load(out / "last.pt")
+    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0], state["rng"][1])  # each process draws its own crops
