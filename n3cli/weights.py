@@ -189,3 +189,55 @@ def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, M
         return import_official(path) if is_official_checkpoint(path) else load_weights(path)
     known = ", ".join(reg.get("models", {})) or "none shipped"
     raise WeightsError(f"unknown weights {text!r}: not a file and not a shipped name (known: {known})")
+
+
+def export_run(checkpoint_path: Path, name: str) -> tuple[N3Net, ModelInfo]:
+    """Model and facts of a training checkpoint (:mod:`n3cli.train`), ready to save as safetensors."""
+    from .imaging.noise import NLF_PLANES
+    from .train.checkpoint import load
+
+    state = load(Path(checkpoint_path))
+    try:
+        model = build(state["net_config"])
+        model.load_state_dict(state["model"])
+        cfg = state["train_config"]
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
+    conditional = cfg["task"] == "denoise" and cfg["noise"].startswith("nlf")
+    sigma = float(cfg["noise"].split(":")[-1]) if cfg["task"] == "denoise" and not conditional else None
+    training = {
+        "data": [Path(d).name for d in cfg["data"]], "steps": int(state["step"]), "planned_steps": cfg["steps"],
+        "batch_size": cfg["batch_size"], "patch": cfg["patch"], "schedule": cfg["schedule"],
+        "noise": state.get("noise", cfg["noise"]) if cfg["task"] == "denoise" else None,
+        "cpu_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
+    }
+    info = ModelInfo(name=name, task=cfg["task"], planes=["image", *NLF_PLANES] if conditional else ["image"],
+                     sigma=sigma, description=f"{cfg['arch']} trained with n3 train", training=training)
+    return model.eval(), info
+
+
+def register(path: Path, model: N3Net, info: ModelInfo, default: bool = False) -> None:
+    """Add (or replace) a shipped model's entry in ``weights/manifest.json`` (file must be in that folder)."""
+    folder = weights_dir()
+    path = Path(path).resolve()
+    if path.parent != folder.resolve():
+        raise WeightsError(f"shipped weights must live in {folder}, not {path.parent}")
+    reg = manifest()
+    old = reg.get("models", {}).get(info.name, {})
+    reg.setdefault("models", {})[info.name] = {
+        "file": path.name, "task": info.task, "arch": model.config.arch, "planes": info.planes,
+        "sigma": info.sigma, "description": info.description, "training": info.training,
+        "metrics": {} if old.get("file") != path.name or old.get("training") != info.training else old["metrics"],
+    }
+    if default:
+        reg.setdefault("default", {})[info.task] = info.name
+    write_manifest(reg)
+
+
+def write_manifest(reg: dict[str, Any]) -> None:
+    """Atomically rewrite ``weights/manifest.json``."""
+    target = weights_dir() / "manifest.json"
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=target.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, target)

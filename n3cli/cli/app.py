@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from .bench import EPILOG as BENCH_EPILOG
+from .bench import bench_cmd, data_app
 from .denoise import EPILOG as DENOISE_EPILOG
 from .denoise import denoise_cmd
+from ..sets.cli import sets_cmd
 from .train import train_cmd
+from .weights import weights_app
 
 app = typer.Typer(
     name="n3",
@@ -17,6 +21,10 @@ app = typer.Typer(
 )
 app.command("denoise", epilog=DENOISE_EPILOG)(denoise_cmd)
 app.command("train")(train_cmd)
+app.add_typer(weights_app, name="weights")
+app.command("sets")(sets_cmd)
+app.command("bench", epilog=BENCH_EPILOG)(bench_cmd)
+app.add_typer(data_app, name="data")
 
 
 @app.callback()

@@ -1,0 +1,70 @@
+"""`n3 weights`: list shipped weights, import the authors' checkpoints, export a training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..weights import export_run, import_official, manifest, register, save_weights
+from .common import err_console, handle_errors, out_console
+
+weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True)
+
+
+@weights_app.command("list")
+@handle_errors
+def list_cmd(debug: Annotated[bool, typer.Option("--debug")] = False) -> None:
+    """Show the shipped weights with their measured figures."""
+    reg = manifest()
+    table = Table(title="shipped weights")
+    for col in ("name", "task", "default", "arch", "input planes", "training", "measured"):
+        table.add_column(col)
+    defaults = {v: k for k, v in reg.get("default", {}).items()}
+    for name, e in reg.get("models", {}).items():
+        tr = e.get("training", {})
+        training = f"{tr.get('steps', '?')} steps, {tr.get('cpu_hours', '?')} CPU-h"
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in e.get("metrics", {}).items() if isinstance(v, float))
+        table.add_row(name, e.get("task", ""), "yes" if name in defaults else "", e.get("arch", ""),
+                      ",".join(e.get("planes", [])), training, metrics or "not measured yet")
+    out_console.print(table)
+
+
+@weights_app.command("import")
+@handle_errors
+def import_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="An authors' N3Net checkpoint, e.g. n3net_sigma25.t7.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write our .safetensors file.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    debug: Annotated[bool, typer.Option("--debug")] = False,
+) -> None:
+    """Convert an authors' checkpoint you downloaded to our format (for your own use: its license
+    forbids redistribution). `--weights FILE.t7` also works directly, without converting.
+
+    Example: n3 weights import n3net_sigma25.t7 -o n3net_sigma25.safetensors
+    """
+    model, info = import_official(checkpoint)
+    save_weights(output, model, info, overwrite=force)
+    err_console.print(f"wrote {output} ({info.name}, sigma {info.sigma})")
+
+
+@weights_app.command("export")
+@handle_errors
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="A training checkpoint (RUN/last.pt or RUN/best.pt).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .safetensors file to write.")],
+    name: Annotated[str, typer.Option(help="Model name in the registry.")],
+    ship: Annotated[bool, typer.Option("--ship", help="Also register it in weights/manifest.json.")] = False,
+    default: Annotated[bool, typer.Option("--default", help="Make it the default for its task.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    debug: Annotated[bool, typer.Option("--debug")] = False,
+) -> None:
+    """Export the model of a training checkpoint (with its training facts) to safetensors."""
+    model, info = export_run(run, name)
+    save_weights(output, model, info, overwrite=force)
+    if ship:
+        register(output, model, info, default=default)
+    err_console.print(f"wrote {output}: {json.dumps(info.training)}")
