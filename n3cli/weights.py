@@ -209,7 +209,8 @@ def export_run(checkpoint_path: Path, name: str) -> tuple[N3Net, ModelInfo]:
         "data": [Path(d).name for d in cfg["data"]], "steps": int(state["step"]), "planned_steps": cfg["steps"],
         "batch_size": cfg["batch_size"], "patch": cfg["patch"], "schedule": cfg["schedule"],
         "noise": state.get("noise", cfg["noise"]) if cfg["task"] == "denoise" else None,
-        "cpu_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
+        "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
+        "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
     }
     info = ModelInfo(name=name, task=cfg["task"], planes=["image", *NLF_PLANES] if conditional else ["image"],
                      sigma=sigma, description=f"{cfg['arch']} trained with n3 train", training=training)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from ..sets.cli import sets_cmd
 from .bench import EPILOG as BENCH_EPILOG
 from .bench import bench_cmd, data_app
 from .denoise import EPILOG as DENOISE_EPILOG
 from .denoise import denoise_cmd
-from ..sets.cli import sets_cmd
 from .train import train_cmd
 from .weights import weights_app
 

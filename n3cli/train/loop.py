@@ -239,11 +239,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
     else:
         opt = torch.optim.SGD(groups, lr=learning_rate(cfg, 0), momentum=0.9)
-    step, best, seconds = 0, -math.inf, 0.0
+    step, best, seconds, cpu_seconds = 0, -math.inf, 0.0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best, seconds = state["step"], state["best"], state["train_seconds"]
+        cpu_seconds = state.get("cpu_seconds", seconds)  # older checkpoints: wall time only
         gen_states = state["rng"]
         gen.set_state(gen_states[d.rank] if d.rank < len(gen_states) else gen_states[0])
     net: nn.Module = model
@@ -273,7 +274,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         if d.main:
             checkpoint.save_atomic({
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                "train_seconds": seconds, "rng": states, "train_config": asdict(cfg),
+                "train_seconds": seconds, "cpu_seconds": cpu_seconds, "rng": states, "train_config": asdict(cfg),
                 "net_config": model.config.to_dict(), "noise": spec.describe(),
             }, path)
 
@@ -290,7 +291,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     window_t, window_n, loss_acc = time.monotonic(), 0, 0.0
     try:
         while step < cfg.steps:
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             clean = bank.crops(cfg.batch_size, crop, gen)
             if cfg.task == "sr":
                 x, target = sr_batch(clean, cfg.patch, gen)
@@ -314,13 +315,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             step += 1
             steps_this_call += 1
             seconds += time.monotonic() - t0
+            cpu_seconds += time.process_time() - c0  # CPU time of all threads: the budget in CPU-hours
             loss_acc += loss.item()
             window_n += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.monotonic()
                 rate = window_n / max(now - window_t, 1e-9)
                 log({"step": step, "loss": loss_acc / window_n, "lr": lr, "steps_per_s": rate,
-                     "train_seconds": round(seconds, 1)})
+                     "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)})
                 window_t, window_n, loss_acc = now, 0, 0.0
             if validator is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 psnr = validator(model, dev)
