@@ -20,18 +20,23 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure(arch: str, h: int, w: int, threads: int, repeat: int, query_tile: int | None) -> dict:
+def measure(arch: str, h: int, w: int, threads: int, repeat: int, query_tile: int | None, plain: bool) -> dict:
     import torch
 
+    from n3cli.api import prepare_for_inference
     from n3cli.nn.nets import dncnn, n3net
 
     torch.set_num_threads(threads)
     model = (n3net() if arch == "n3net" else dncnn()).eval()
+    if not plain:  # what n3 denoise runs: BN folded, channels-last
+        model = prepare_for_inference(model, torch.device("cpu"))
     if query_tile is not None:
         for m in model.modules():
             if hasattr(m, "query_tile"):
                 m.query_tile = query_tile
     x = torch.rand(1, 1, h, w)
+    if not plain:
+        x = x.contiguous(memory_format=torch.channels_last)
     base = _rss_mb()
     times = []
     with torch.inference_mode():
@@ -41,7 +46,7 @@ def measure(arch: str, h: int, w: int, threads: int, repeat: int, query_tile: in
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"arch": arch, "size": f"{w}x{h}", "threads": threads, "seconds": min(times),
-            "peak_mb": round(peak - base, 1), "query_tile": query_tile}
+            "peak_mb": round(peak - base, 1), "query_tile": query_tile, "plain": plain}
 
 
 def main() -> None:
@@ -51,11 +56,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--query-tile", type=int, default=None)
+    ap.add_argument("--plain", action="store_true", help="no BN folding / channels-last (the plain modules)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         arch, h, w, qt = args.child
-        print(json.dumps(measure(arch, int(h), int(w), args.threads, args.repeat, None if qt == "-" else int(qt))))
+        print(json.dumps(measure(arch, int(h), int(w), args.threads, args.repeat, None if qt == "-" else int(qt),
+                                 args.plain)))
         return
     rows = []
     for size in args.sizes:
@@ -63,7 +70,8 @@ def main() -> None:
         for arch in args.archs:
             qt = "-" if args.query_tile is None else str(args.query_tile)
             out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--repeat",
-                                  str(args.repeat), "--child", arch, str(h), str(w), qt],
+                                  str(args.repeat), "--child", arch, str(h), str(w), qt]
+                                 + (["--plain"] if args.plain else []),
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout))
             print(json.dumps(rows[-1]), flush=True)

@@ -145,7 +145,7 @@ class N3Aggregation2d(nn.Module):
 
     def __init__(self, k: int = 7, patch: int = 10, stride: int = 5, window: int = 15,
                  method: Selection = "continuous", update: Update = "alpha", distance_norm: bool = True,
-                 temperature_scale: float = 0.1, query_tile: int = 12) -> None:
+                 temperature_scale: float = 0.1, query_tile: int = 6) -> None:
         super().__init__()
         self.k, self.patch, self.stride, self.window = k, patch, stride, window
         self.method, self.update = method, update
@@ -167,6 +167,7 @@ class N3Aggregation2d(nn.Module):
                 progress: Callable[[int, int], None] | None = None) -> Tensor:
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
+        x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()  # unfold/fold are fastest in NCHW
         top, bottom = _grid_padding(h, p, s)
         left, right = _grid_padding(w, p, s)
         pad = (left, right, top, bottom)

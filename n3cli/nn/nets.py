@@ -113,11 +113,15 @@ class N3Net(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         guide = x[:, :1] if self.config.embedding == "input" else None
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 or \
+            self.blocks[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
         y = x
         for i, block in enumerate(self.blocks):
             y = block(y)
             if i < len(self.nls):
                 y = self.nls[i](y, guide)
+                if channels_last:  # the aggregation works in NCHW; hand the convolutions NHWC again
+                    y = y.contiguous(memory_format=torch.channels_last)
         return y
 
 

@@ -1,0 +1,297 @@
+"""Benchmark methods by name: our models and the methods people would use instead.
+
+A method is a callable ``run(image, setting) -> image`` plus metadata:
+
+* denoising: ``run(noisy, sigma)``: noisy (H, W, C) float32 with C = 1 (gray sets) or 3 (colour
+  sets; RGB), *unclipped*, σ on the 0-255 scale; returns the denoised (H, W, C) image.
+* super-resolution: ``run(lr, scale)``: LR (H, W, C) float in [0, 1] (8-bit levels), returns the
+  (scale·H, scale·W, C) image. A model-based SR method plugs in with :func:`register`::
+
+      @register("sr-model", "sr", "our N3Net SR model")
+      def _sr_model(arg, opts):
+          restorer = api.load_model(arg, "sr", opts.device)
+          return Method("sr-model", restorer.name, "sr", lambda lr, s: my_sr(restorer, lr, s), paper="N3Net")
+
+Names: ``n3net`` (the shipped default model), ``weights:PATH`` (any weights file, also an authors'
+``.t7``), ``official`` (the authors' ``n3net_sigma{σ}.t7`` from the official folder, σ = 25/50/70),
+``bm3d`` (the ``bm3d`` package; CBM3D for colour), ``nlm`` (scikit-image non-local means),
+``wavelet`` (scikit-image BayesShrink), ``noisy`` (identity: the input PSNR), ``bicubic`` (SR).
+
+Parameters of the classical methods (σ known to all of them; checked on two Set12 / one CBSD68
+image at σ = 25):
+
+* nlm: ``denoise_nl_means(patch_size=5, patch_distance=6, fast_mode=True, sigma=σ/255,
+  h=0.8·σ/255)`` for gray (0.6 and 1.0 were 0.1-0.4 dB worse), ``h=0.6·σ/255`` for colour
+  (distances averaged over 3 channels are less noisy; 0.8 was 0.7 dB worse), as scikit-image's
+  gallery recommends when σ is given.
+* wavelet: ``denoise_wavelet(method="BayesShrink", mode="soft", wavelet="db2", sigma=σ/255,
+  rescale_sigma=True)``; colour in YCbCr (``convert2ycbcr=True``, 1.8 dB better than RGB).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import api
+from ..errors import N3Error
+from ..weights import WeightsError
+
+RunFn = Callable[[np.ndarray, float], np.ndarray]
+NLM_H_GRAY = 0.8
+NLM_H_COLOR = 0.6
+ENV_OFFICIAL = "N3_OFFICIAL_DIR"
+OFFICIAL_SIGMAS = (25, 50, 70)
+
+
+class MethodError(N3Error):
+    """An unknown method name, or a method asked for the wrong task."""
+
+
+class MethodUnavailable(N3Error):
+    """A known method that cannot run here (missing package, weights or checkpoint)."""
+
+
+@dataclass
+class MethodOptions:
+    """What the factories may need: device, tile size, the folder of the authors' checkpoints."""
+
+    device: str = "auto"
+    tile: int | None = None
+    official_dir: Path | None = None
+
+
+@dataclass
+class Method:
+    """A runnable method and how to present it."""
+
+    name: str  # as asked for, e.g. "bm3d" or "weights:/x.t7"
+    label: str  # shown in tables and captions
+    task: str  # denoise | sr
+    run: RunFn
+    paper: str | None = None  # the column of the paper's tables to compare with
+    description: str = ""
+    prepare: Callable[[float], None] | None = None  # before timing, once per setting (e.g. load a model)
+    unavailable: Callable[[float], str | None] | None = None  # why a setting cannot be run, else None
+    caution: Callable[[float], str | None] | None = None  # a warning for a setting (e.g. σ mismatch)
+
+    def skip_reason(self, setting: float) -> str | None:
+        return self.unavailable(setting) if self.unavailable else None
+
+    def warning(self, setting: float) -> str | None:
+        return self.caution(setting) if self.caution else None
+
+
+Factory = Callable[[str | None, MethodOptions], Method]
+
+
+@dataclass
+class _Entry:
+    task: str
+    description: str
+    factory: Factory
+
+
+FACTORIES: dict[str, _Entry] = {}
+
+
+def register(name: str, task: str, description: str) -> Callable[[Factory], Factory]:
+    """Register a method factory ``(argument after "name:" or None, options) -> Method``."""
+
+    def deco(factory: Factory) -> Factory:
+        FACTORIES[name] = _Entry(task, description, factory)
+        return factory
+
+    return deco
+
+
+def known_methods(task: str | None = None) -> list[str]:
+    return [n for n, e in FACTORIES.items() if task is None or e.task == task]
+
+
+def build_method(spec: str, task: str, options: MethodOptions | None = None) -> Method:
+    """A method from its name (``bm3d``, ``weights:PATH`` ...); raises MethodError or MethodUnavailable."""
+    options = options or MethodOptions()
+    base, sep, arg = spec.partition(":")
+    base = base.strip().lower()
+    entry = FACTORIES.get(base)
+    if entry is None:
+        raise MethodError(f"unknown method {spec!r} (known for {task}: {', '.join(known_methods(task))})")
+    if entry.task != task:
+        raise MethodError(f"method {base!r} is for task {entry.task}, not {task}")
+    method = entry.factory(arg.strip() if sep else None, options)
+    method.name = spec
+    return method
+
+
+def build_methods(specs: list[str], task: str, options: MethodOptions | None = None
+                  ) -> tuple[list[Method], list[tuple[str, str]]]:
+    """Methods that can run, and (name, reason) of those that cannot; unknown names raise MethodError."""
+    methods: list[Method] = []
+    missing: list[tuple[str, str]] = []
+    for spec in specs:
+        try:
+            methods.append(build_method(spec, task, options))
+        except MethodUnavailable as exc:
+            missing.append((spec, str(exc)))
+    return methods, missing
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _as_hwc(out: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return np.asarray(out, dtype=np.float32).reshape(like.shape)
+
+
+def _no_arg(name: str, arg: str | None) -> None:
+    if arg:
+        raise MethodError(f"method {name!r} takes no argument (got {name}:{arg})")
+
+
+# --- model methods ---------------------------------------------------------------------------
+
+def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
+    info = restorer.info
+
+    def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        return api.denoise(noisy, sigma, model=restorer, tile=options.tile)
+
+    def caution(sigma: float) -> str | None:
+        if info.sigma is not None and not info.conditional and float(info.sigma) != float(sigma):
+            return f"{info.name} was trained for sigma {info.sigma:g}, benchmarked at sigma {sigma:g}"
+        return None
+
+    return Method("", info.name, "denoise", run, paper="N3Net",
+                  description=info.description or "N3Net", caution=caution)
+
+
+@register("n3net", "denoise", "our shipped default denoising model (api.load_model(None))")
+def _n3net(arg: str | None, options: MethodOptions) -> Method:
+    if arg:
+        return _weights(arg, options)
+    try:
+        restorer = api.load_model(None, "denoise", options.device)
+    except WeightsError as exc:
+        raise MethodUnavailable(f"n3net: {exc}") from None
+    method = _model_method(restorer, options)
+    method.label = "n3net"
+    return method
+
+
+@register("weights", "denoise", "a weights file: weights:PATH (.safetensors, or an authors' .t7 checkpoint)")
+def _weights(arg: str | None, options: MethodOptions) -> Method:
+    if not arg:
+        raise MethodError("method 'weights' needs a file: weights:PATH")
+    return _model_method(api.load_model(arg, "denoise", options.device), options)
+
+
+def default_official_dir() -> Path:
+    """``$N3_OFFICIAL_DIR``, else ``../shared/reference/n3net-official`` beside the source checkout."""
+    env = os.environ.get(ENV_OFFICIAL)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[3] / "shared" / "reference" / "n3net-official"
+
+
+@register("official", "denoise", "the authors' n3net_sigma{25,50,70}.t7 for the benchmarked sigma")
+def _official(arg: str | None, options: MethodOptions) -> Method:
+    folder = Path(arg) if arg else options.official_dir or default_official_dir()
+    have = {s: folder / f"n3net_sigma{s}.t7" for s in OFFICIAL_SIGMAS if (folder / f"n3net_sigma{s}.t7").is_file()}
+    if not have:
+        raise MethodUnavailable(f"official: no n3net_sigma{{25,50,70}}.t7 in {folder} (pass --official-dir DIR)")
+    cache: dict[float, api.Restorer] = {}
+
+    def unavailable(sigma: float) -> str | None:
+        if float(sigma).is_integer() and int(sigma) in have:
+            return None
+        return (f"official: no checkpoint for sigma {sigma:g} in {folder} "
+                f"(have {', '.join(str(s) for s in sorted(have))})")
+
+    def prepare(sigma: float) -> None:
+        if sigma not in cache:
+            cache[sigma] = api.load_model(have[int(sigma)], "denoise", options.device)
+
+    def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        prepare(sigma)
+        return api.denoise(noisy, sigma, model=cache[sigma], tile=options.tile)
+
+    return Method("official", "official", "denoise", run, paper="N3Net",
+                  description=f"authors' checkpoints from {folder}", prepare=prepare, unavailable=unavailable)
+
+
+# --- classical denoisers -------------------------------------------------------------------------
+
+@register("bm3d", "denoise", "BM3D (bm3d package; CBM3D in opponent colour space for RGB)")
+def _bm3d(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("bm3d", arg)
+    try:
+        import bm3d
+    except ImportError:
+        raise MethodUnavailable("bm3d: the bm3d package is not installed (pip install 'n3cli[bench]')") from None
+
+    def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        if noisy.shape[2] == 3:
+            return _as_hwc(bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255.0), noisy)
+        return _as_hwc(bm3d.bm3d(noisy[:, :, 0], sigma_psd=sigma / 255.0), noisy)
+
+    return Method("bm3d", "bm3d", "denoise", run, paper="BM3D", description="BM3D (Dabov et al. 2007)")
+
+
+@register("nlm", "denoise", "non-local means (scikit-image, fast mode, 5x5 patches, distance 6, sigma known)")
+def _nlm(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("nlm", arg)
+    from skimage.restoration import denoise_nl_means
+
+    def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        s = sigma / 255.0
+        if noisy.shape[2] == 3:
+            out = denoise_nl_means(noisy, patch_size=5, patch_distance=6, h=NLM_H_COLOR * s, sigma=s,
+                                   fast_mode=True, channel_axis=-1)
+        else:
+            out = denoise_nl_means(noisy[:, :, 0], patch_size=5, patch_distance=6, h=NLM_H_GRAY * s, sigma=s,
+                                   fast_mode=True)
+        return _as_hwc(out, noisy)
+
+    return Method("nlm", "nlm", "denoise", run, description="non-local means (Buades et al. 2005)")
+
+
+@register("wavelet", "denoise", "wavelet shrinkage (scikit-image BayesShrink, db2, soft, sigma known)")
+def _wavelet(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("wavelet", arg)
+    from skimage.restoration import denoise_wavelet
+
+    def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        s = sigma / 255.0
+        img = noisy.astype(np.float64)
+        if img.shape[2] == 3:
+            out = denoise_wavelet(img, sigma=s, wavelet="db2", method="BayesShrink", mode="soft",
+                                  rescale_sigma=True, channel_axis=-1, convert2ycbcr=True)
+        else:
+            out = denoise_wavelet(img[:, :, 0], sigma=s, wavelet="db2", method="BayesShrink", mode="soft",
+                                  rescale_sigma=True)
+        return _as_hwc(out, noisy)
+
+    return Method("wavelet", "wavelet", "denoise", run, description="BayesShrink (Chang et al. 2000)")
+
+
+@register("noisy", "denoise", "identity: the noisy input itself (input PSNR)")
+def _noisy(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("noisy", arg)
+    return Method("noisy", "noisy", "denoise", lambda noisy, sigma: noisy.copy(), description="noisy input")
+
+
+# --- super-resolution ------------------------------------------------------------------------
+
+@register("bicubic", "sr", "MATLAB-compatible bicubic upscaling (n3cli.imaging.resize.imresize)")
+def _bicubic(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("bicubic", arg)
+    from ..imaging.resize import imresize_np
+
+    def run(lr: np.ndarray, scale: float) -> np.ndarray:
+        return imresize_np(np.asarray(lr, dtype=np.float64), float(scale)).astype(np.float32)
+
+    return Method("bicubic", "bicubic", "sr", run, paper="Bicubic", description="bicubic interpolation")

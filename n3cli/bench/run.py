@@ -1,0 +1,390 @@
+"""The benchmark runner: every method on every image at every setting, scored, timed and aggregated.
+
+Denoising protocol (the paper's): clean images in [0, 1] (gray sets gray, colour sets RGB);
+noisy = clean + N(0, (σ/255)²) drawn with the seed ``noise.seed_for(dataset, image file name, f"{σ:g}")``,
+without clipping or quantisation, so every method and every run sees the same noisy image. PSNR
+compares the unclipped output with the clean image; SSIM (:func:`metrics.ssim`) is computed on the
+output clipped to [0, 1].
+
+SR protocol (:func:`metrics.sr_metrics`): HR cropped to a multiple of the scale, LR = MATLAB bicubic
+``imresize(HR as uint8, 1/s)`` rounded to uint8, the method's output rounded to 8 bits, scored on the
+Y channel with ``s`` border pixels cropped.
+
+Time: ``time.perf_counter`` around the method call only, after one untimed warm-up call per method
+and setting on a 64×64 crop (so one-time costs such as thread-pool start-up are not counted).
+Memory: the peak resident set size of the process while the method runs, sampled from
+``/proc/self/statm`` every 2 ms by a background thread, minus the RSS just before the call: the
+method's own working memory, CPU side (GPU memory is not counted). Freed heap is handed back to the
+OS (glibc ``malloc_trim``) before each call, else memory freed by an earlier method and reused would
+not show. Where ``/proc`` is missing: the growth of ``getrusage(RUSAGE_SELF).ru_maxrss`` (a lower
+bound). ``peak_mb`` of a method is the largest value over its images.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import N3Error
+from ..imaging import metrics, noise
+from ..imaging.color import to_gray
+from ..imaging.io import read_image
+from ..imaging.resize import imresize_np
+from .datasets import Dataset
+from .figures import save_comparison
+from .methods import Method
+from .paper import paper_psnr
+
+Progress = Callable[[int, int, str], None]
+SAMPLE_INTERVAL = 0.002
+WARMUP_SIDE = 64
+
+
+class BenchError(N3Error):
+    """A benchmark could not be run as asked."""
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``), so that a method's allocations
+    show up as RSS growth instead of silently reusing what an earlier method freed."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
+def _maxrss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+class PeakMemory:
+    """Context manager: the peak RSS growth (bytes) while its block runs (see the module docstring)."""
+
+    def __init__(self, interval: float = SAMPLE_INTERVAL) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._base = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc = _rss_bytes() is not None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = _rss_bytes() or 0
+            self.peak = max(self.peak, rss - self._base)
+
+    def __enter__(self) -> PeakMemory:
+        _release_free_memory()
+        self._base = (_rss_bytes() or 0) if self._proc else _maxrss_bytes()
+        if self._proc:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, (_rss_bytes() or 0) - self._base)
+        else:
+            self.peak = max(0, _maxrss_bytes() - self._base)
+
+    @property
+    def mb(self) -> float:
+        return self.peak / 2**20
+
+
+# --- results -----------------------------------------------------------------------------------
+
+@dataclass
+class ImageResult:
+    """One method on one image at one setting."""
+
+    image: str
+    method: str
+    setting: float
+    psnr: float
+    ssim: float
+    seconds: float
+    megapixels: float
+    peak_mb: float
+
+
+@dataclass
+class Summary:
+    """One method at one setting, over all images."""
+
+    dataset: str
+    task: str
+    method: str
+    setting: float
+    psnr: float
+    ssim: float
+    images: int
+    seconds: float
+    megapixels: float
+    peak_mb: float
+    paper_psnr: float | None = None
+    full_set: bool = True
+    warning: str | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.megapixels / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.paper_psnr is None else self.psnr - self.paper_psnr
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record (non-finite numbers as null)."""
+        key = "sigma" if self.task == "denoise" else "scale"
+        rec: dict[str, Any] = {
+            "dataset": self.dataset, "task": self.task, "method": self.method, key: _num(self.setting),
+            "psnr": self.psnr, "ssim": self.ssim, "images": self.images, "seconds": self.seconds,
+            "images_per_second": self.images_per_second, "megapixels_per_second": self.megapixels_per_second,
+            "peak_mb": self.peak_mb, "paper_psnr": self.paper_psnr, "paper_delta": self.delta,
+            "full_set": self.full_set,
+        }
+        if self.warning:
+            rec["warning"] = self.warning
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+
+
+@dataclass
+class BenchResult:
+    dataset: str
+    task: str
+    summaries: list[Summary] = field(default_factory=list)
+    images: list[ImageResult] = field(default_factory=list)
+    skipped: list[tuple[str, float, str]] = field(default_factory=list)  # (method, setting, reason)
+    saved: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class BenchConfig:
+    task: str  # denoise | sr
+    settings: list[float]  # σ values (0-255 scale) or integer scales
+    limit: int | None = None
+    save_images: Path | None = None
+    warmup: bool = True  # one untimed call per method and setting on a small crop first
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def setting_label(task: str, setting: float) -> str:
+    return f"sigma={setting:g}" if task == "denoise" else f"x{setting:g}"
+
+
+# --- images ------------------------------------------------------------------------------------
+
+def load_images(dataset: Dataset, task: str, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """(file name, clean float32 (H, W, C)) of the set's first ``limit`` images (gray sets in gray)."""
+    files = dataset.files[:limit] if limit else dataset.files
+    gray = dataset.spec.gray_for_denoise if dataset.spec is not None and task == "denoise" else False
+    out = []
+    for path in files:
+        px = read_image(path).pixels
+        if gray and px.shape[2] == 3:
+            px = to_gray(px).astype(np.float32)
+        out.append((path.name, px))
+    return out
+
+
+def make_noisy(clean: np.ndarray, sigma: float, dataset: str, image: str) -> np.ndarray:
+    """clean + N(0, (σ/255)²) with the image's fixed seed; no clipping, no quantisation."""
+    gen = noise.generator(noise.seed_for(dataset, image, f"{sigma:g}"))
+    return noise.add_gaussian(torch.from_numpy(np.ascontiguousarray(clean)), sigma, gen).numpy()
+
+
+def make_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(HR cropped to a multiple of ``scale``, LR = bicubic 1/scale of its uint8 levels, as float)."""
+    h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
+    if h < 2 * scale + 1 or w < 2 * scale + 1:
+        raise BenchError(f"image {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}")
+    hr = hr[:h, :w]
+    hr8 = np.floor(np.clip(hr, 0, 1) * 255 + 0.5).astype(np.uint8)
+    lr8 = imresize_np(hr8, 1.0 / scale)
+    return hr8.astype(np.float32) / 255.0, lr8.astype(np.float32) / 255.0
+
+
+def _timed(method: Method, x: np.ndarray, setting: float) -> tuple[np.ndarray, float, float]:
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        out = method.run(x, setting)
+        seconds = time.perf_counter() - t0
+    return np.asarray(out), seconds, mem.mb
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
+              progress: Progress | None = None) -> BenchResult:
+    """Run every method on every image at every setting; see the module docstring for the protocol."""
+    if config.task not in ("denoise", "sr"):
+        raise BenchError(f"task {config.task!r} is not available in n3 bench yet")
+    if not methods:
+        raise BenchError("no method to run")
+    for m in methods:
+        if m.task != config.task:
+            raise BenchError(f"method {m.name} is for task {m.task}, not {config.task}")
+    if config.task == "sr" and any(not float(s).is_integer() or s < 2 for s in config.settings):
+        raise BenchError(f"--scale must be integers >= 2, got {', '.join(f'{s:g}' for s in config.settings)}")
+    images = load_images(dataset, config.task, config.limit)
+    result = BenchResult(dataset.name, config.task)
+    runnable: dict[float, list[Method]] = {}
+    for s in config.settings:
+        runnable[s] = []
+        for m in methods:
+            reason = m.skip_reason(s)
+            if reason:
+                result.skipped.append((m.name, s, reason))
+            else:
+                runnable[s].append(m)
+    total = sum(len(ms) for ms in runnable.values()) * len(images)
+    done = 0
+    per: dict[tuple[float, str], list[ImageResult]] = {}
+    for s in config.settings:
+        for m in runnable[s]:
+            if m.prepare is not None:
+                m.prepare(s)
+        if config.warmup and images:
+            _warm_up(runnable[s], images[0][1], dataset.name, images[0][0], config.task, s)
+        for name, clean in images:
+            if config.task == "denoise":
+                ref, x = clean, make_noisy(clean, s, dataset.name, name)
+            else:
+                ref, x = make_lr(clean, int(s))
+            panels: list[tuple[str, np.ndarray]] = []
+            for m in runnable[s]:
+                if progress is not None:
+                    progress(done, total, f"{setting_label(config.task, s)} {name} {m.label}")
+                out, seconds, mb = _timed(m, x, s)
+                if out.ndim == 2:
+                    out = out[:, :, None]
+                if out.shape != ref.shape:
+                    raise BenchError(f"method {m.name} returned shape {out.shape} for {name}, expected {ref.shape}")
+                if config.task == "denoise":
+                    p, q = metrics.psnr(out, ref), metrics.ssim(np.clip(out, 0.0, 1.0), ref)
+                else:
+                    p, q = metrics.sr_metrics(out, ref, int(s))
+                r = ImageResult(name, m.label, s, p, q, seconds, ref.shape[0] * ref.shape[1] / 1e6, mb)
+                result.images.append(r)
+                per.setdefault((s, m.label), []).append(r)
+                panels.append((f"{m.label} {p:.2f} dB", out))
+                done += 1
+            if config.save_images is not None:
+                result.saved += _save(config, dataset.name, s, name, ref, x, panels, runnable[s])
+    if progress is not None:
+        progress(done, total, "done")
+    paper_set = dataset.spec.name if dataset.spec is not None else None
+    full = config.limit is None or config.limit >= len(dataset.files)
+    for s in config.settings:
+        for m in runnable[s]:
+            rs = per.get((s, m.label), [])
+            if not rs:
+                continue
+            result.summaries.append(Summary(
+                dataset=dataset.name, task=config.task, method=m.label, setting=s,
+                psnr=float(np.mean([r.psnr for r in rs])), ssim=float(np.mean([r.ssim for r in rs])),
+                images=len(rs), seconds=float(sum(r.seconds for r in rs)),
+                megapixels=float(sum(r.megapixels for r in rs)), peak_mb=max(r.peak_mb for r in rs),
+                paper_psnr=paper_psnr(paper_set, config.task, s, m.paper) if paper_set else None,
+                full_set=full and (dataset.spec is None or len(dataset.files) == dataset.spec.count),
+                warning=m.warning(s)))
+    return result
+
+
+def _warm_up(methods: list[Method], clean: np.ndarray, dataset: str, name: str, task: str, s: float) -> None:
+    """One untimed call per method on a crop (first-call costs: thread pools, kernels, caches)."""
+    side = WARMUP_SIDE * (int(s) if task == "sr" else 1)
+    crop = clean[:side, :side]
+    x = make_noisy(crop, s, dataset, name) if task == "denoise" else make_lr(crop, int(s))[1]
+    for m in methods:
+        m.run(x, s)
+
+
+def _save(config: BenchConfig, dataset: str, s: float, name: str, ref: np.ndarray, x: np.ndarray,
+          panels: list[tuple[str, np.ndarray]], methods: list[Method]) -> list[Path]:
+    assert config.save_images is not None
+    if config.task == "denoise":
+        first = [("clean", ref), (f"noisy {metrics.psnr(x, ref):.2f} dB", x)]
+        panels = [p for p, m in zip(panels, methods, strict=True) if m.name != "noisy"]
+    else:
+        k = int(s)
+        lr_big = np.repeat(np.repeat(x, k, axis=0), k, axis=1)[:ref.shape[0], :ref.shape[1]]
+        first = [("HR", ref), (f"LR x{k}", lr_big)]
+    folder = config.save_images / dataset / setting_label(config.task, s).replace("=", "")
+    return save_comparison(folder, Path(name).stem, first + panels, ref)
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+def _fmt(v: float | None, digits: int = 2, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–" if v is None else ("inf" if v > 0 else "-inf")
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+TABLE_HEADER = ("dataset", "setting", "method", "PSNR", "SSIM", "paper", "Δ", "img/s", "MP/s", "peak MB")
+
+
+def table_rows(result: BenchResult) -> list[tuple[str, ...]]:
+    """The report's rows as strings, in :data:`TABLE_HEADER` order."""
+    rows = []
+    for s in result.summaries:
+        rows.append((s.dataset + ("" if s.full_set else f" ({s.images} img)"), setting_label(s.task, s.setting),
+                     s.method, _fmt(s.psnr), _fmt(s.ssim, 4), _fmt(s.paper_psnr), _fmt(s.delta, signed=True),
+                     _fmt(s.images_per_second), _fmt(s.megapixels_per_second, 3),
+                     _fmt(s.peak_mb, 0 if s.peak_mb >= 10 else 1)))
+    return rows
+
+
+def to_markdown(result: BenchResult, command: str) -> str:
+    """A markdown table, with the command line that produced it in a comment above."""
+    lines = [f"<!-- {command.replace('-->', '- ->')} -->",
+             "| " + " | ".join(TABLE_HEADER) + " |",
+             "| " + " | ".join(["---"] * 3 + ["---:"] * (len(TABLE_HEADER) - 3)) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(result: BenchResult) -> str:
+    return json.dumps([s.record() for s in result.summaries], indent=2) + "\n"

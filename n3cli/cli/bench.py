@@ -1,0 +1,233 @@
+"""`n3 bench` and `n3 data list|download`: parsing and presentation; the work is in :mod:`n3cli.bench`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..bench import datasets
+from ..bench.download import download
+from ..bench.methods import MethodOptions, build_methods, known_methods
+from ..bench.run import TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
+from ..errors import N3Error
+from .common import err_console, handle_errors, is_tty, out_console
+from .devices import set_threads
+
+EPILOG = """Several values: comma-separated (--sigma 25,50) or the option repeated (--sigma 25 --sigma 50).
+
+Examples:
+
+  n3 bench --dataset Set12 --sigma 25,50 --methods noisy,bm3d,nlm,wavelet
+
+  n3 bench --dataset BSD68 --data-dir ~/data --methods official,bm3d --sigma 25,50,70 --json bsd68.json
+
+  n3 bench --task sr --dataset Set5 --scale 2,3,4 --methods bicubic --markdown sr.md
+
+  n3 bench --dataset ./my_photos --sigma 15 --weights mine.safetensors --save-images compare/
+"""
+
+DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic"}
+
+
+def split_values(values: list[str] | None) -> list[str]:
+    """``["25,50", "70"]`` → ``["25", "50", "70"]`` (comma-separated and repeated options)."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def parse_numbers(values: list[str] | None, option: str, default: list[float], integer: bool = False) -> list[float]:
+    out: list[float] = []
+    for text in split_values(values) or [f"{d:g}" for d in default]:
+        try:
+            v = float(text)
+        except ValueError:
+            raise N3Error(f"{option} takes numbers, got {text!r}") from None
+        if not v == v or v < 0 or v == float("inf") or (integer and (not v.is_integer() or v < 2)):
+            kind = "integers >= 2" if integer else "non-negative numbers"
+            raise N3Error(f"{option} takes {kind}, got {text!r}")
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def command_line(fallback: list[str]) -> str:
+    """The command as typed (``n3 ...``), or ``fallback`` when not run as ``n3``."""
+    prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    package = Path(__file__).resolve().parents[1]
+    if prog is not None and (prog.name in ("n3", "n3.exe") or prog.resolve().parent == package):
+        return "n3 " + shlex.join(sys.argv[1:])
+    return shlex.join(fallback)
+
+
+@handle_errors
+def bench_cmd(
+    dataset: Annotated[str, typer.Option(help="A registered set (n3 data list) or a folder of images.",
+                                         show_default=False)],
+    data_dir: Annotated[Path | None, typer.Option(help=f"Data root holding <set>/ folders (default: "
+                                                  f"${datasets.ENV_DATA}, else the user cache).")] = None,
+    task: Annotated[str, typer.Option(help="denoise, sr or raw.")] = "denoise",
+    sigma: Annotated[list[str] | None, typer.Option(help="Noise σ (0-255), e.g. 25,50,70.",
+                                                    show_default="25")] = None,
+    scale: Annotated[list[str] | None, typer.Option(help="SR factors, e.g. 2,3,4.", show_default="2,3,4")] = None,
+    methods: Annotated[list[str] | None, typer.Option(
+        help="Methods, e.g. n3net,bm3d,nlm. Denoise: " + ", ".join(known_methods("denoise"))
+        + "; sr: " + ", ".join(known_methods("sr")) + ".",
+        show_default=f"{DEFAULT_METHODS['denoise']} / {DEFAULT_METHODS['sr']}")] = None,
+    weights: Annotated[list[str] | None, typer.Option(help="Also benchmark this weights file "
+                                                      "(.safetensors or an authors' .t7).")] = None,
+    official_dir: Annotated[Path | None, typer.Option(help="Folder of the authors' n3net_sigma*.t7 for "
+                                                      "method 'official'.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted by name).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON records.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write a markdown table (with the command).")] = None,
+    save_images: Annotated[Path | None, typer.Option(help="Write comparison strips (and zoomed crops) "
+                                                     "per image into this folder.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for model methods).")] = "auto",
+    tile: Annotated[int | None, typer.Option(help="Tile size for model methods (default: from memory).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Benchmark denoisers / super-resolution against the paper's tables and the usual alternatives."""
+    if task == "raw":
+        raise N3Error("n3 bench --task raw is not available yet")
+    if task not in ("denoise", "sr"):
+        raise N3Error(f"--task must be denoise, sr or raw, got {task!r}")
+    if limit is not None and limit < 1:
+        raise N3Error(f"--limit must be at least 1, got {limit}")
+    if task == "denoise":
+        settings = parse_numbers(sigma, "--sigma", [25.0])
+        if scale:
+            raise N3Error("--scale applies to --task sr; use --sigma for denoising")
+    else:
+        settings = parse_numbers(scale, "--scale", [2.0, 3.0, 4.0], integer=True)
+        if sigma:
+            raise N3Error("--sigma applies to --task denoise; use --scale for sr")
+    names = list(dict.fromkeys(split_values(methods) or DEFAULT_METHODS[task].split(",")))
+    names += [f"weights:{w}" for w in weights or [] if f"weights:{w}" not in names]
+    ds = datasets.resolve_dataset(dataset, data_dir)
+    if not quiet:
+        if ds.warning:
+            err_console.print(f"[yellow]warning:[/] {ds.warning}", highlight=False)
+        if ds.spec is not None and task not in ds.spec.tasks:
+            err_console.print(f"note: {ds.name} is a {'/'.join(ds.spec.tasks)} set", highlight=False)
+    set_threads(threads)
+    built, missing = build_methods(names, task, MethodOptions(device=device, tile=tile, official_dir=official_dir))
+    for _name, reason in missing:
+        err_console.print(f"[yellow]unavailable:[/] {reason}", highlight=False)
+    if not built:
+        raise N3Error("no method can run: " + "; ".join(reason for _, reason in missing))
+    config = BenchConfig(task, settings, limit, save_images)
+    result = _run(ds, built, config, quiet)
+    for _method, _setting, reason in result.skipped:
+        err_console.print(f"[yellow]skipped:[/] {reason}", highlight=False)
+    _print_table(result)
+    if not quiet:
+        for w in dict.fromkeys(s.warning for s in result.summaries if s.warning):
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        if any(not s.full_set for s in result.summaries):
+            err_console.print("note: paper figures are over the full set; this run used a subset", highlight=False)
+    if json_out is not None:
+        _write_text(json_out, to_json(result))
+    if markdown is not None:
+        fallback = ["n3", "bench", "--dataset", dataset, "--task", task,
+                    "--sigma" if task == "denoise" else "--scale", ",".join(f"{s:g}" for s in settings),
+                    "--methods", ",".join(names)]
+        if data_dir is not None:
+            fallback += ["--data-dir", str(data_dir)]
+        if limit is not None:
+            fallback += ["--limit", str(limit)]
+        _write_text(markdown, to_markdown(result, command_line(fallback)))
+    if save_images is not None and not quiet:
+        err_console.print(f"wrote {len(result.saved)} comparison images to {save_images}", highlight=False)
+
+
+def _run(ds: datasets.Dataset, methods: list[Any], config: BenchConfig, quiet: bool) -> BenchResult:
+    show = not quiet and is_tty()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True) if show else None
+    with bar if bar is not None else nullcontext():
+        task_id = bar.add_task("bench", total=None) if bar is not None else None
+
+        def progress(done: int, total: int, desc: str) -> None:
+            if bar is not None and task_id is not None:
+                bar.update(task_id, completed=done, total=total, description=desc)
+
+        return run_bench(ds, methods, config, progress)
+
+
+def _print_table(result: BenchResult) -> None:
+    table = Table(title=f"n3 bench: {result.dataset} ({result.task})", title_justify="left")
+    for i, name in enumerate(TABLE_HEADER):
+        table.add_column(name, justify="left" if i < 3 else "right", no_wrap=i < 3)
+    for row in table_rows(result):
+        table.add_row(*row)
+    out_console.print(table)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise N3Error(f"{path.parent}: output folder does not exist")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- n3 data -------------------------------------------------------------------------------------
+
+data_app = typer.Typer(name="data", help="Standard test sets: list them and download them.",
+                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@data_app.command("list")
+@handle_errors
+def data_list_cmd(
+    data_dir: Annotated[Path | None, typer.Option(help="Data root (default: $N3_DATA, else the user cache).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """The registered test sets, where they are present locally and where they come from."""
+    root, origin = datasets.data_root(data_dir)
+    table = Table(title=f"data root: {root} (from {origin})", title_justify="left")
+    for name in ("name", "task", "kind", "images", "present locally", "source"):
+        table.add_column(name, justify="right" if name == "images" else "left", no_wrap=name in ("name", "task"),
+                         overflow="fold")
+    for spec in datasets.REGISTRY.values():
+        folder = datasets.local_folder(spec, data_dir)
+        if folder is not None:
+            n = len(datasets.image_files(folder, spec.ext))
+            here = f"{folder} ({n}/{spec.count})"
+        else:
+            here = "no"
+        source = f"{spec.url}\n{spec.source}" if spec.url else f"no URL: {spec.source}"
+        table.add_row(spec.name, "/".join(spec.tasks), spec.kind, str(spec.count), here, source)
+    out_console.print(table)
+
+
+@data_app.command("download")
+@handle_errors
+def data_download_cmd(
+    names: Annotated[list[str], typer.Argument(help="Set names (see n3 data list).", show_default=False)],
+    data_dir: Annotated[Path | None, typer.Option(help="Data root (default: $N3_DATA, else the user cache).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a present copy that fails verification.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Fetch a set's archive, keep its images, verify their sha256 sums and install it under the data root."""
+    specs = [datasets.get_spec(n) for n in names]
+    for spec in specs:
+        console = err_console if not quiet and is_tty() else None
+        folder, fetched = download(spec.name, data_dir, console=console, force=force, spec=spec)
+        what = "downloaded and verified" if fetched else "already present and verified"
+        err_console.print(f"{spec.name}: {what} in {folder}", highlight=False)
