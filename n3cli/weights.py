@@ -242,3 +242,15 @@ def write_manifest(reg: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, target)
+
+
+def record_metrics(task: str, figures: dict[str, Any], command: str) -> None:
+    """Merge benchmark figures into the manifest entry of the default model for ``task``."""
+    reg = manifest()
+    name = reg.get("default", {}).get(task)
+    if name is None or name not in reg.get("models", {}):
+        raise WeightsError(f"no shipped default model for task {task!r} in the manifest")
+    entry = reg["models"][name]
+    entry.setdefault("metrics", {}).update(figures)
+    entry["measured_with"] = command
+    write_manifest(reg)

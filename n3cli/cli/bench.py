@@ -18,6 +18,7 @@ from ..bench.download import download
 from ..bench.methods import MethodOptions, build_methods, known_methods
 from ..bench.run import TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
 from ..errors import N3Error
+from ..weights import record_metrics
 from .common import err_console, handle_errors, is_tty, out_console
 from .devices import set_threads
 
@@ -34,7 +35,7 @@ Examples:
   n3 bench --dataset ./my_photos --sigma 15 --weights mine.safetensors --save-images compare/
 """
 
-DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic"}
+DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic,n3net"}
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -87,6 +88,8 @@ def bench_cmd(
     limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted by name).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON records.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write a markdown table (with the command).")] = None,
+    update_manifest: Annotated[bool, typer.Option("--update-manifest", help="Record the shipped default model's "
+                                                  "full-set figures in weights/manifest.json.")] = False,
     save_images: Annotated[Path | None, typer.Option(help="Write comparison strips (and zoomed crops) "
                                                      "per image into this folder.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for model methods).")] = "auto",
@@ -147,6 +150,22 @@ def bench_cmd(
         _write_text(markdown, to_markdown(result, command_line(fallback)))
     if save_images is not None and not quiet:
         err_console.print(f"wrote {len(result.saved)} comparison images to {save_images}", highlight=False)
+    if update_manifest:
+        written = record_shipped_metrics(result.summaries, task, command_line([]))
+        err_console.print(f"manifest: {written} figure(s) recorded" if written else
+                          "manifest: nothing recorded (needs method n3net over a full set)", highlight=False)
+
+
+def record_shipped_metrics(summaries: list[Any], task: str, command: str) -> int:
+    """Store full-set figures of the shipped default model (method ``n3net``) in weights/manifest.json."""
+    figures = {}
+    for s in summaries:
+        if s.method == "n3net" and s.full_set and s.task == task:
+            key = f"{s.dataset}/{'sigma' if task == 'denoise' else 'x'}{s.setting:g}"
+            figures[key] = {"psnr": round(s.psnr, 3), "ssim": round(s.ssim, 4)}
+    if figures:
+        record_metrics(task, figures, command)
+    return len(figures)
 
 
 def _run(ds: datasets.Dataset, methods: list[Any], config: BenchConfig, quiet: bool) -> BenchResult:

@@ -22,6 +22,8 @@ def train_cmd(
     val: Annotated[Path | None, typer.Option(help="Validation image folder (PSNR logged).")] = None,
     noise: Annotated[str, typer.Option(help="Gaussian sigma ('25') or 'nlf[:gaussian_fraction]'.")] = "25",
     steps: Annotated[int, typer.Option(help="Optimiser steps of the whole run.")] = 1000,
+    budget_hours: Annotated[float | None, typer.Option(help="CPU-hour budget: the schedule follows the budget "
+                                                       "used and the run stops when it is spent.")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step (per process).")] = 16,
     patch: Annotated[int, typer.Option(help="Crop size (the N3 block's search region is 80).")] = 80,
     lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr).")] = None,
@@ -43,7 +45,8 @@ def train_cmd(
     dev = pick_device(device)
     set_threads(threads)
     cfg = TrainConfig(out=str(out), data=[str(d) for d in data], task=task, arch=arch,
-                      val=str(val) if val else None, noise=noise, steps=steps, batch_size=batch_size,
+                      val=str(val) if val else None, noise=noise, steps=steps, budget_hours=budget_hours,
+                      batch_size=batch_size,
                       patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes)
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"

@@ -131,3 +131,12 @@ def test_two_process_ddp(tmp_path: Path, data: Path) -> None:
     state = load(out / "last.pt")
     assert state["step"] == 2 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0], state["rng"][1])  # each process draws its own crops
+
+
+def test_cpu_budget_stops_the_run(tmp_path: Path, data: Path) -> None:
+    """--budget-hours: the schedule follows the CPU time used and the run stops once it is spent."""
+    cfg = _cfg(tmp_path, data, steps=10_000, val=None, budget_hours=1e-6)  # 3.6 ms of CPU
+    state = load(train(cfg))
+    assert 1 <= state["step"] < 10_000
+    assert state["cpu_seconds"] >= 3.6e-3
+    assert learning_rate(cfg, 0, cpu_seconds=3.6e-3) == pytest.approx(1e-8)
