@@ -1,16 +1,19 @@
 """The Python API: arrays in, arrays out. The command line is a thin layer over these functions.
 
->>> from n3cli import denoise
+>>> from n3cli import denoise, super_resolve
 >>> clean = denoise(noisy, sigma=25)      # noisy: (H, W) or (H, W, C) float in [0, 1]
+>>> big = super_resolve(small, scale=3)   # (3·H, 3·W[, C])
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,10 +21,16 @@ from torch import Tensor
 
 from .errors import N3Error
 from .imaging import noise
+from .imaging.color import rgb2ycbcr, ycbcr2rgb
+from .imaging.resize import imresize
 from .imaging.tiling import tiled_apply
 from .nn.fuse import fold_batchnorm
 from .nn.nets import N3Net
+from .train.tasks import SR_SCALES
 from .weights import ModelInfo, resolve
+
+if TYPE_CHECKING:
+    from .raw.io import RawImage
 
 Progress = Callable[[int, int], None]
 
@@ -126,12 +135,13 @@ def estimate_sigma(image: np.ndarray) -> float:
     return float(np.mean(_est(img, channel_axis=-1, average_sigmas=False))) * 255.0
 
 
-def _hwc(image: np.ndarray) -> np.ndarray:
+def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise N3Error(f"expected an (H, W) or (H, W, C) image with C in 1, 3, 4; got shape {arr.shape}")
+    if arr.ndim != 3 or arr.shape[2] not in channels:
+        allowed = ", ".join(str(c) for c in channels)
+        raise N3Error(f"expected an (H, W) or (H, W, C) image with C in {allowed}; got shape {arr.shape}")
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
@@ -165,3 +175,194 @@ def denoise(image: np.ndarray, sigma: float | None = None, *, nlf: tuple[float, 
     if alpha is not None:
         y = np.concatenate([y, alpha], axis=2)
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
+
+
+def check_scale(scale: object) -> int:
+    """The SR factor as an int: an integer >= 2 (2.0 is accepted, 2.5 is refused with an N3Error)."""
+    if isinstance(scale, bool):
+        raise N3Error(f"scale must be an integer (2, 3 or 4), got {scale!r}")
+    try:
+        value = float(scale)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise N3Error(f"scale must be an integer (2, 3 or 4), got {scale!r}") from None
+    if not math.isfinite(value) or not value.is_integer():
+        raise N3Error(f"scale must be an integer (2, 3 or 4), got {scale!r}")
+    if value < 2:
+        raise N3Error(f"scale must be at least 2, got {scale!r}")
+    return int(value)
+
+
+def untrained_scale_note(scale: int) -> str | None:
+    """A warning text when ``scale`` is not one the SR models were trained for, else None."""
+    if scale in SR_SCALES:
+        return None
+    return f"scale {scale} is outside the trained scales {', '.join(map(str, SR_SCALES))}; results may be poor"
+
+
+def super_resolve(image: np.ndarray, scale: int, *, model: Restorer | str | Path | None = None,
+                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+                  device: str | torch.device | None = "auto", progress: Progress | None = None) -> np.ndarray:
+    """Upscale a gray or colour image (H, W) / (H, W, C), float in [0, 1] (or uint8/uint16), by an
+    integer ``scale``; returns float32 (scale·H, scale·W[, C]) clipped to [0, 1].
+
+    As the SR models are trained (VDSR-style): the image is upscaled with MATLAB bicubic
+    (:func:`~n3cli.imaging.resize.imresize`) and the network restores the luma. Gray images go
+    through the network as they are; RGB is converted with MATLAB ``rgb2ycbcr``, the network
+    restores Y, Cb and Cr stay bicubic; an alpha channel (C = 2 or 4, last) is upscaled bicubically.
+    The models are trained for scales 2, 3 and 4; larger integers run with a warning (untrained).
+    """
+    s = check_scale(scale)
+    note = untrained_scale_note(s)
+    if note is not None:
+        warnings.warn(note, stacklevel=2)
+    img = _hwc(image, channels=(1, 2, 3, 4))
+    restorer = model if isinstance(model, Restorer) else load_model(model, "sr", device)
+    if restorer.info.task != "sr":
+        raise N3Error(f"model {restorer.name!r} is for task {restorer.info.task!r}, not 'sr'")
+    if restorer.model.config.in_channels != 1:
+        raise N3Error(f"model {restorer.name!r} takes {restorer.model.config.in_channels} input planes; "
+                      "SR models take one (the bicubic-upscaled luma)")
+    c = img.shape[2]
+    alpha = img[:, :, c - 1:] if c in (2, 4) else None
+    color = img[:, :, :c - 1] if alpha is not None else img
+    chw = torch.from_numpy(np.ascontiguousarray(color.transpose(2, 0, 1)))
+    planes = rgb2ycbcr(chw) if chw.shape[0] == 3 else chw
+    up = imresize(planes, float(s))  # (C, s·H, s·W), float32
+    y = run(restorer, up[None, :1], tile, overlap, progress)[0]
+    out = torch.cat([y, up[1:]], dim=0)
+    if out.shape[0] == 3:
+        out = ycbcr2rgb(out)
+    result = out.clamp_(0.0, 1.0).numpy().transpose(1, 2, 0)
+    if alpha is not None:
+        a = imresize(torch.from_numpy(np.ascontiguousarray(alpha[:, :, 0])), float(s)).clamp_(0.0, 1.0)
+        result = np.concatenate([result, a.numpy()[:, :, None]], axis=2)
+    result = np.ascontiguousarray(result, dtype=np.float32)
+    return result[:, :, 0] if np.ndim(image) == 2 else result
+
+
+# --- camera raw -------------------------------------------------------------------------------
+
+#: How the Bayer mosaic goes through the gray model (see :func:`denoise_mosaic`).
+CFA_MODES = ("planes", "mosaic")
+DEFAULT_CFA = "planes"
+
+
+@dataclass(frozen=True)
+class NLFInfo:
+    """The noise level function used for a raw, σ²(x) = a·x + b with x the normalised mosaic value
+    (0 at the black level, 1 at the white level), and where it came from: ``"given"`` (passed in),
+    ``"dng"`` (the file's NoiseProfile tag) or ``"estimated"`` (:func:`n3cli.raw.estimate_raw_nlf`)."""
+
+    a: float
+    b: float
+    source: str
+
+    def sigma(self, x: float = 0.5) -> float:
+        """Noise standard deviation at ``x`` (default mid-grey), in normalised units."""
+        return noise.nlf_sigma_at(self.a, self.b, x)
+
+
+def check_nlf(nlf: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """(a, b) as floats; both finite and non-negative, else an N3Error."""
+    try:
+        a, b = (float(v) for v in nlf)
+    except (TypeError, ValueError):
+        raise N3Error(f"nlf must be two numbers (a, b), got {nlf!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
+        raise N3Error(f"nlf values must be finite and non-negative, got ({a:g}, {b:g})")
+    return a, b
+
+
+def raw_nlf(raw: RawImage, nlf: tuple[float, float] | None = None) -> NLFInfo:
+    """The NLF of a :class:`~n3cli.raw.RawImage`: ``nlf`` when given, else the DNG NoiseProfile of
+    the raw's file, else estimated from its mosaic."""
+    from .raw import RawError, estimate_raw_nlf, nlf_from_dng
+
+    if nlf is not None:
+        return NLFInfo(*check_nlf(nlf), "given")
+    try:
+        tag = nlf_from_dng(raw.path)
+    except RawError:  # not TIFF-based (e.g. CR3, RAF) or no file behind the RawImage
+        tag = None
+    if tag is not None and math.isfinite(tag[0]) and math.isfinite(tag[1]) and min(tag) >= 0:
+        return NLFInfo(tag[0], tag[1], "dng")
+    try:
+        est = estimate_raw_nlf(raw)
+    except ValueError as e:
+        raise N3Error(f"{raw.path}: cannot estimate the noise level ({e}); pass nlf=(a, b)") from None
+    if not (math.isfinite(est.a) and math.isfinite(est.b)):
+        raise N3Error(f"{raw.path}: cannot estimate the noise level (too little flat area); "
+                      "pass nlf=(a, b)")
+    return NLFInfo(est.a, est.b, "estimated")
+
+
+def load_raw_model(model: Restorer | str | Path | None = None, device: str | torch.device | None = "auto"
+                   ) -> Restorer:
+    """A noise-level-conditional denoiser for raw data (None: the shipped default), else an N3Error."""
+    restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
+    if not restorer.info.conditional:
+        trained = f" (trained for sigma {restorer.info.sigma:g} only)" if restorer.info.sigma is not None else ""
+        raise N3Error(f"raw denoising needs a noise-level-conditional model (input planes image, sqrt_a, sqrt_b); "
+                      f"{restorer.name!r} is not{trained}")
+    return restorer
+
+
+def denoise_mosaic(mosaic: np.ndarray, pattern: str, nlf: tuple[float, float], *,
+                   model: Restorer | str | Path | None = None, cfa: str = DEFAULT_CFA, tile: int | None = None,
+                   overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
+                   progress: Progress | None = None) -> np.ndarray:
+    """Denoise a normalised Bayer mosaic (H, W) with a noise-level-conditional model and its NLF.
+
+    ``cfa="planes"`` (default): the mosaic is packed into its four half-resolution planes R, G1, G2, B,
+    which go through the gray model as one batch of 4 (shared tiling and progress) and are unpacked again;
+    each plane holds one colour, i.e. a gray image like those the model was trained on, and the same
+    (a, b) apply since the NLF is defined on the normalised mosaic values. ``cfa="mosaic"``: the whole
+    mosaic as one gray image. Planes is the default because on mosaics with a real colour filter
+    pattern (RGB images with camera-like channel gains, sampled RGGB) it was 1.6-2.2 dB better; on a gray
+    image used as its own mosaic, where the "mosaic" is a plain full-resolution gray image, the mosaic mode
+    wins by 0.3-1.4 dB, but real raws are not like that (figures: CHANGELOG.md, n3 raw-denoise).
+    Values are not clipped (below 0 stays below 0); returns float32 (H, W).
+    """
+    from .raw import pack_bayer, unpack_bayer
+
+    if cfa not in CFA_MODES:
+        raise N3Error(f"cfa must be one of {', '.join(CFA_MODES)}, got {cfa!r}")
+    m = np.asarray(mosaic, dtype=np.float32)
+    if m.ndim != 2:
+        raise N3Error(f"expected a 2-D Bayer mosaic, got shape {m.shape}")
+    if m.shape[0] < 4 or m.shape[1] < 4:
+        raise N3Error(f"mosaic of shape {m.shape} is too small to denoise")
+    if not np.all(np.isfinite(m)):
+        raise N3Error("the mosaic holds NaN or infinite values")
+    a, b = check_nlf(nlf)
+    restorer = load_raw_model(model, device)
+    t = torch.from_numpy(np.ascontiguousarray(m))
+    x = pack_bayer(t, pattern)[:, None] if cfa == "planes" else t[None, None]  # (4 or 1, 1, h, w)
+    x = torch.cat([x, noise.nlf_planes(a, b, x)], dim=1)
+    y = run(restorer, x, tile, overlap, progress)[:, 0]
+    out = unpack_bayer(y, pattern, m.shape) if cfa == "planes" else y[0]
+    return np.ascontiguousarray(out.numpy(), dtype=np.float32)
+
+
+def raw_denoise(raw: RawImage, nlf: tuple[float, float] | None = None, *,
+                model: Restorer | str | Path | None = None, cfa: str = DEFAULT_CFA, tile: int | None = None,
+                overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
+                progress: Progress | None = None) -> tuple[np.ndarray, NLFInfo]:
+    """Denoise a camera raw (:class:`~n3cli.raw.RawImage`, from :func:`n3cli.raw.read_raw`).
+
+    Returns the denoised normalised mosaic (float32, the raw's shape; develop it with
+    :func:`n3cli.raw.develop` or save it with :func:`n3cli.raw.write_dng`) and the :class:`NLFInfo` used.
+    The NLF is ``nlf=(a, b)`` when given, else the DNG NoiseProfile tag, else estimated from the mosaic.
+    ``model``: a noise-level-conditional model (None: the shipped default denoiser); ``cfa``: see
+    :func:`denoise_mosaic`.
+
+    >>> from n3cli.raw import read_raw, develop
+    >>> raw = read_raw("IMG_0001.dng")
+    >>> clean, nlf = raw_denoise(raw, model="nlf.safetensors")
+    >>> rgb = develop(raw, clean, no_auto_bright=True)
+    """
+    restorer = load_raw_model(model, device)
+    info = raw_nlf(raw, nlf)
+    out = denoise_mosaic(raw.mosaic, raw.pattern, (info.a, info.b), model=restorer,
+                         cfa=cfa, tile=tile, overlap=overlap, progress=progress)
+    return out, info

@@ -5,17 +5,16 @@ A method is a callable ``run(image, setting) -> image`` plus metadata:
 * denoising: ``run(noisy, sigma)``: noisy (H, W, C) float32 with C = 1 (gray sets) or 3 (colour
   sets; RGB), *unclipped*, σ on the 0-255 scale; returns the denoised (H, W, C) image.
 * super-resolution: ``run(lr, scale)``: LR (H, W, C) float in [0, 1] (8-bit levels), returns the
-  (scale·H, scale·W, C) image. A model-based SR method plugs in with :func:`register`::
+  (scale·H, scale·W, C) image. Model methods call :func:`n3cli.api.super_resolve` on the LR image.
 
-      @register("sr-model", "sr", "our N3Net SR model")
-      def _sr_model(arg, opts):
-          restorer = api.load_model(arg, "sr", opts.device)
-          return Method("sr-model", restorer.name, "sr", lambda lr, s: my_sr(restorer, lr, s), paper="N3Net")
+A name may serve several tasks with different factories (``n3net`` and ``weights`` do):
+:func:`register` ``(name, task, description)`` adds one factory per (name, task).
 
-Names: ``n3net`` (the shipped default model), ``weights:PATH`` (any weights file, also an authors'
-``.t7``), ``official`` (the authors' ``n3net_sigma{σ}.t7`` from the official folder, σ = 25/50/70),
-``bm3d`` (the ``bm3d`` package; CBM3D for colour), ``nlm`` (scikit-image non-local means),
-``wavelet`` (scikit-image BayesShrink), ``noisy`` (identity: the input PSNR), ``bicubic`` (SR).
+Names: ``n3net`` (the shipped default model of the task), ``weights:PATH`` (any weights file of the
+task, also an authors' denoising ``.t7``), ``official`` (the authors' ``n3net_sigma{σ}.t7`` from the
+official folder, σ = 25/50/70), ``bm3d`` (the ``bm3d`` package; CBM3D for colour), ``nlm``
+(scikit-image non-local means), ``wavelet`` (scikit-image BayesShrink), ``noisy`` (identity: the input
+PSNR), ``bicubic`` (SR: MATLAB bicubic).
 
 Parameters of the classical methods (σ known to all of them; checked on two Set12 / one CBSD68
 image at σ = 25):
@@ -31,6 +30,7 @@ image at σ = 25):
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,21 +96,22 @@ class _Entry:
     factory: Factory
 
 
-FACTORIES: dict[str, _Entry] = {}
+#: name → task → factory entry.
+FACTORIES: dict[str, dict[str, _Entry]] = {}
 
 
 def register(name: str, task: str, description: str) -> Callable[[Factory], Factory]:
-    """Register a method factory ``(argument after "name:" or None, options) -> Method``."""
+    """Register a method factory ``(argument after "name:" or None, options) -> Method`` for ``task``."""
 
     def deco(factory: Factory) -> Factory:
-        FACTORIES[name] = _Entry(task, description, factory)
+        FACTORIES.setdefault(name, {})[task] = _Entry(task, description, factory)
         return factory
 
     return deco
 
 
 def known_methods(task: str | None = None) -> list[str]:
-    return [n for n, e in FACTORIES.items() if task is None or e.task == task]
+    return [n for n, by_task in FACTORIES.items() if task is None or task in by_task]
 
 
 def build_method(spec: str, task: str, options: MethodOptions | None = None) -> Method:
@@ -118,11 +119,12 @@ def build_method(spec: str, task: str, options: MethodOptions | None = None) -> 
     options = options or MethodOptions()
     base, sep, arg = spec.partition(":")
     base = base.strip().lower()
-    entry = FACTORIES.get(base)
-    if entry is None:
+    by_task = FACTORIES.get(base)
+    if by_task is None:
         raise MethodError(f"unknown method {spec!r} (known for {task}: {', '.join(known_methods(task))})")
-    if entry.task != task:
-        raise MethodError(f"method {base!r} is for task {entry.task}, not {task}")
+    entry = by_task.get(task)
+    if entry is None:
+        raise MethodError(f"method {base!r} is for task {'/'.join(by_task)}, not {task}")
     method = entry.factory(arg.strip() if sep else None, options)
     method.name = spec
     return method
@@ -295,3 +297,137 @@ def _bicubic(arg: str | None, options: MethodOptions) -> Method:
         return imresize_np(np.asarray(lr, dtype=np.float64), float(scale)).astype(np.float32)
 
     return Method("bicubic", "bicubic", "sr", run, paper="Bicubic", description="bicubic interpolation")
+
+
+def _sr_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
+    info = restorer.info
+
+    def run(lr: np.ndarray, scale: float) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # untrained scales are reported once, by ``caution``
+            return api.super_resolve(lr, int(scale), model=restorer, tile=options.tile)
+
+    return Method("", info.name, "sr", run, paper="N3Net", description=info.description or "N3Net (SR)",
+                  caution=lambda scale: api.untrained_scale_note(int(scale)))
+
+
+@register("n3net", "sr", "our shipped default SR model (api.load_model(None, 'sr'))")
+def _n3net_sr(arg: str | None, options: MethodOptions) -> Method:
+    if arg:
+        return _weights_sr(arg, options)
+    try:
+        restorer = api.load_model(None, "sr", options.device)
+    except WeightsError as exc:
+        raise MethodUnavailable(f"n3net: {exc}") from None
+    method = _sr_model_method(restorer, options)
+    method.label = "n3net"
+    return method
+
+
+@register("weights", "sr", "an SR weights file: weights:PATH (.safetensors)")
+def _weights_sr(arg: str | None, options: MethodOptions) -> Method:
+    if not arg:
+        raise MethodError("method 'weights' needs a file: weights:PATH")
+    return _sr_model_method(api.load_model(arg, "sr", options.device), options)
+
+
+# --- raw (synthetic Bayer mosaics) -------------------------------------------------------------
+# ``run(noisy, (a, b))``: noisy (H, W, 1) normalised mosaic (RGGB, Poisson-Gaussian, clipped to [0, 1]),
+# (a, b) the true NLF σ²(x) = a·x + b; returns the denoised (H, W, 1) mosaic.
+
+RAW_PATTERN = "RGGB"
+
+
+def _raw_model_method(restorer: api.Restorer, options: MethodOptions, estimate: bool = False) -> Method:
+    info = restorer.info
+    if not info.conditional:
+        raise MethodUnavailable(f"raw benchmarks need a noise-level-conditional model; {info.name!r} is not")
+
+    def run(noisy: np.ndarray, nlf: tuple[float, float]) -> np.ndarray:
+        mosaic = noisy[:, :, 0]
+        if estimate:
+            from ..raw.nlf import estimate_nlf
+
+            est = estimate_nlf(mosaic, RAW_PATTERN)
+            if not (np.isfinite(est.a) and np.isfinite(est.b)):
+                raise N3Error(f"{info.name}: the NLF estimate failed on a {mosaic.shape} mosaic")
+            nlf = (est.a, est.b)
+        out = api.denoise_mosaic(mosaic, RAW_PATTERN, nlf, model=restorer, tile=options.tile)
+        return out[:, :, None]
+
+    label = f"{info.name}-est" if estimate else info.name
+    what = "NLF estimated from the noisy mosaic (estimate_nlf)" if estimate else "true NLF"
+    return Method("", label, "raw", run, paper=None, description=f"{info.description or 'N3Net'}; {what}")
+
+
+def _raw_restorer(name: str, arg: str | None, options: MethodOptions) -> api.Restorer:
+    try:
+        return api.load_model(arg or None, "denoise", options.device)
+    except WeightsError as exc:
+        if arg:
+            raise
+        raise MethodUnavailable(f"{name}: {exc}") from None
+
+
+@register("n3net", "raw", "our default (noise-level-conditional) model with the true NLF; n3net:PATH for a file")
+def _n3net_raw(arg: str | None, options: MethodOptions) -> Method:
+    method = _raw_model_method(_raw_restorer("n3net", arg, options), options)
+    if not arg:
+        method.label = "n3net"
+    return method
+
+
+@register("weights", "raw", "a noise-level-conditional weights file with the true NLF: weights:PATH")
+def _weights_raw(arg: str | None, options: MethodOptions) -> Method:
+    if not arg:
+        raise MethodError("method 'weights' needs a file: weights:PATH")
+    return _raw_model_method(api.load_model(arg, "denoise", options.device), options)
+
+
+@register("n3net-est", "raw", "like n3net, with the NLF estimated from the noisy mosaic; n3net-est:PATH for a file")
+def _n3net_est_raw(arg: str | None, options: MethodOptions) -> Method:
+    method = _raw_model_method(_raw_restorer("n3net-est", arg, options), options, estimate=True)
+    if not arg:
+        method.label = "n3net-est"
+    return method
+
+
+@register("gat-bm3d", "raw", "generalised Anscombe transform + BM3D + closed-form exact unbiased inverse "
+          "(true NLF; per CFA plane, gat-bm3d:mosaic for the whole mosaic)")
+def _gat_bm3d(arg: str | None, options: MethodOptions) -> Method:
+    cfa = (arg or "planes").lower()
+    if cfa not in api.CFA_MODES:
+        raise MethodError(f"gat-bm3d takes planes or mosaic (gat-bm3d:mosaic), got {arg!r}")
+    try:
+        import bm3d
+    except ImportError:
+        raise MethodUnavailable("gat-bm3d: the bm3d package is not installed (pip install 'n3cli[bench]')") from None
+    from ..imaging.anscombe import gat, gat_inverse
+    from ..raw.io import pack_bayer, unpack_bayer
+
+    def denoise_plane(z: np.ndarray, a: float, b: float) -> np.ndarray:
+        d = gat(z, a, b)
+        lo, hi = float(d.min()), float(d.max())
+        span = max(hi - lo, 1e-6)  # BM3D on [0, 1]-scaled data; the stabilised noise std becomes 1/span
+        est = np.asarray(bm3d.bm3d((d - lo) / span, sigma_psd=1.0 / span), dtype=np.float64) * span + lo
+        return gat_inverse(est, a, b)
+
+    def run(noisy: np.ndarray, nlf: tuple[float, float]) -> np.ndarray:
+        a, b = (float(v) for v in nlf)
+        mosaic = noisy[:, :, 0].astype(np.float64)
+        if cfa == "mosaic":
+            out = denoise_plane(mosaic, a, b)
+        else:
+            planes = pack_bayer(mosaic, RAW_PATTERN)
+            out = unpack_bayer(np.stack([denoise_plane(p, a, b) for p in planes]), RAW_PATTERN, mosaic.shape)
+        return out.astype(np.float32)[:, :, None]
+
+    label = "gat-bm3d" if cfa == "planes" else "gat-bm3d-mosaic"
+    return Method("gat-bm3d", label, "raw", run, paper=None,
+                  description="GAT + BM3D + exact unbiased inverse (Mäkitalo & Foi 2013)")
+
+
+@register("noisy", "raw", "identity: the noisy mosaic itself (input PSNR)")
+def _noisy_raw(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("noisy", arg)
+    return Method("noisy", "noisy", "raw", lambda noisy, nlf: noisy.copy(), description="noisy input")

@@ -10,6 +10,16 @@ SR protocol (:func:`metrics.sr_metrics`): HR cropped to a multiple of the scale,
 ``imresize(HR as uint8, 1/s)`` rounded to uint8, the method's output rounded to 8 bits, scored on the
 Y channel with ``s`` border pixels cropped.
 
+Raw protocol (synthetic Bayer data, ``--task raw``): each clean image (gray; colour sets by their BT.601
+luminance) is made raw-like with Eq. 13 at fixed ``f_e = 2.2`` (roughly undoing an sRGB-like gamma) and
+``f_c = 1`` (:data:`RAW_F_E`, :data:`RAW_F_C`), cropped to even size and used as its own RGGB mosaic (the
+four CFA planes are the image's pixels at the four 2x2 offsets). Noise: Poisson-Gaussian ``a·Poisson(x/a) +
+N(0, b)`` clipped to [0, 1] like a sensor, seeded by ``noise.seed_for(dataset, image, "raw", a, b)``, at fixed
+NLFs (default :data:`RAW_NLFS`, σ(0.5) ≈ 0.023, 0.046, 0.073: the middle to upper part of the paper's
+range). Methods receive the noisy mosaic and the true (a, b); PSNR and SSIM are computed on the linear mosaic
+(data range 1; SSIM on the output clipped to [0, 1]). No paper figures (the paper's raw results are on
+the Darmstadt Noise Dataset).
+
 Time: ``time.perf_counter`` around the method call only, after one untimed warm-up call per method
 and setting on a 64×64 crop (so one-time costs such as thread-pool start-up are not counted).
 Memory: the peak resident set size of the process while the method runs, sampled from
@@ -49,6 +59,11 @@ from .methods import Method
 from .paper import paper_psnr
 
 Progress = Callable[[int, int, str], None]
+#: A benchmark setting: σ (denoise), the integer scale (sr) or an NLF (a, b) (raw).
+Setting = float | tuple[float, float]
+#: Eq. 13 parameters of the raw protocol and its default noise level functions (a, b).
+RAW_F_E, RAW_F_C = 2.2, 1.0
+RAW_NLFS: tuple[tuple[float, float], ...] = ((1e-3, 1e-5), (4e-3, 4e-5), (1e-2, 1e-4))
 SAMPLE_INTERVAL = 0.002
 WARMUP_SIDE = 64
 
@@ -133,7 +148,7 @@ class ImageResult:
 
     image: str
     method: str
-    setting: float
+    setting: Setting
     psnr: float
     ssim: float
     seconds: float
@@ -148,7 +163,7 @@ class Summary:
     dataset: str
     task: str
     method: str
-    setting: float
+    setting: Setting
     psnr: float
     ssim: float
     images: int
@@ -173,9 +188,12 @@ class Summary:
 
     def record(self) -> dict[str, Any]:
         """The JSON record (non-finite numbers as null)."""
-        key = "sigma" if self.task == "denoise" else "scale"
+        if self.task == "raw":
+            key, value = "nlf", [float(v) for v in self.setting]  # type: ignore[union-attr]
+        else:
+            key, value = ("sigma" if self.task == "denoise" else "scale"), _num(self.setting)  # type: ignore[arg-type]
         rec: dict[str, Any] = {
-            "dataset": self.dataset, "task": self.task, "method": self.method, key: _num(self.setting),
+            "dataset": self.dataset, "task": self.task, "method": self.method, key: value,
             "psnr": self.psnr, "ssim": self.ssim, "images": self.images, "seconds": self.seconds,
             "images_per_second": self.images_per_second, "megapixels_per_second": self.megapixels_per_second,
             "peak_mb": self.peak_mb, "paper_psnr": self.paper_psnr, "paper_delta": self.delta,
@@ -198,8 +216,8 @@ class BenchResult:
 
 @dataclass
 class BenchConfig:
-    task: str  # denoise | sr
-    settings: list[float]  # σ values (0-255 scale) or integer scales
+    task: str  # denoise | sr | raw
+    settings: list[Setting]  # σ values (0-255 scale), integer scales or NLFs (a, b)
     limit: int | None = None
     save_images: Path | None = None
     warmup: bool = True  # one untimed call per method and setting on a small crop first
@@ -209,7 +227,10 @@ def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else float(v)
 
 
-def setting_label(task: str, setting: float) -> str:
+def setting_label(task: str, setting: Setting) -> str:
+    if task == "raw":
+        a, b = setting  # type: ignore[misc]
+        return f"nlf={a:g},{b:g}"
     return f"sigma={setting:g}" if task == "denoise" else f"x{setting:g}"
 
 
@@ -222,10 +243,28 @@ def load_images(dataset: Dataset, task: str, limit: int | None = None) -> list[t
     out = []
     for path in files:
         px = read_image(path).pixels
+        if task == "raw":
+            out.append((path.name, raw_clean(px)))
+            continue
         if gray and px.shape[2] == 3:
             px = to_gray(px).astype(np.float32)
         out.append((path.name, px))
     return out
+
+
+def raw_clean(pixels: np.ndarray) -> np.ndarray:
+    """The raw protocol's clean mosaic (H, W, 1): Eq. 13 with f_e = 2.2, f_c = 1, cropped to even size."""
+    px = pixels[: pixels.shape[0] // 2 * 2, : pixels.shape[1] // 2 * 2, :3]
+    t = torch.from_numpy(np.ascontiguousarray(px.transpose(2, 0, 1), dtype=np.float32))
+    return np.ascontiguousarray(noise.raw_like(t, RAW_F_E, RAW_F_C).numpy().transpose(1, 2, 0))
+
+
+def make_noisy_raw(clean: np.ndarray, nlf: tuple[float, float], dataset: str, image: str) -> np.ndarray:
+    """Poisson-Gaussian noise a·Poisson(x/a) + N(0, b), clipped to [0, 1], with the image's fixed seed."""
+    a, b = nlf
+    gen = noise.generator(noise.seed_for(dataset, image, "raw", f"{a:g}", f"{b:g}"))
+    t = torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32))
+    return noise.add_poisson_gaussian(t, a, b, gen, clip=True).numpy()
 
 
 def make_noisy(clean: np.ndarray, sigma: float, dataset: str, image: str) -> np.ndarray:
@@ -245,7 +284,7 @@ def make_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return hr8.astype(np.float32) / 255.0, lr8.astype(np.float32) / 255.0
 
 
-def _timed(method: Method, x: np.ndarray, setting: float) -> tuple[np.ndarray, float, float]:
+def _timed(method: Method, x: np.ndarray, setting: Setting) -> tuple[np.ndarray, float, float]:
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         out = method.run(x, setting)
@@ -258,7 +297,7 @@ def _timed(method: Method, x: np.ndarray, setting: float) -> tuple[np.ndarray, f
 def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
               progress: Progress | None = None) -> BenchResult:
     """Run every method on every image at every setting; see the module docstring for the protocol."""
-    if config.task not in ("denoise", "sr"):
+    if config.task not in ("denoise", "sr", "raw"):
         raise BenchError(f"task {config.task!r} is not available in n3 bench yet")
     if not methods:
         raise BenchError("no method to run")
@@ -290,6 +329,8 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
         for name, clean in images:
             if config.task == "denoise":
                 ref, x = clean, make_noisy(clean, s, dataset.name, name)
+            elif config.task == "raw":
+                ref, x = clean, make_noisy_raw(clean, s, dataset.name, name)
             else:
                 ref, x = make_lr(clean, int(s))
             panels: list[tuple[str, np.ndarray]] = []
@@ -301,7 +342,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                     out = out[:, :, None]
                 if out.shape != ref.shape:
                     raise BenchError(f"method {m.name} returned shape {out.shape} for {name}, expected {ref.shape}")
-                if config.task == "denoise":
+                if config.task in ("denoise", "raw"):
                     p, q = metrics.psnr(out, ref), metrics.ssim(np.clip(out, 0.0, 1.0), ref)
                 else:
                     p, q = metrics.sr_metrics(out, ref, int(s))
@@ -314,7 +355,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                 result.saved += _save(config, dataset.name, s, name, ref, x, panels, runnable[s])
     if progress is not None:
         progress(done, total, "done")
-    paper_set = dataset.spec.name if dataset.spec is not None else None
+    paper_set = dataset.spec.name if dataset.spec is not None and config.task != "raw" else None
     full = config.limit is None or config.limit >= len(dataset.files)
     for s in config.settings:
         for m in runnable[s]:
@@ -332,26 +373,33 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
     return result
 
 
-def _warm_up(methods: list[Method], clean: np.ndarray, dataset: str, name: str, task: str, s: float) -> None:
+def _warm_up(methods: list[Method], clean: np.ndarray, dataset: str, name: str, task: str, s: Setting) -> None:
     """One untimed call per method on a crop (first-call costs: thread pools, kernels, caches)."""
     side = WARMUP_SIDE * (int(s) if task == "sr" else 1)
     crop = clean[:side, :side]
-    x = make_noisy(crop, s, dataset, name) if task == "denoise" else make_lr(crop, int(s))[1]
+    if task == "raw":
+        crop = crop[: crop.shape[0] // 2 * 2, : crop.shape[1] // 2 * 2]
+        x = make_noisy_raw(crop, s, dataset, name)
+    else:
+        x = make_noisy(crop, s, dataset, name) if task == "denoise" else make_lr(crop, int(s))[1]
     for m in methods:
-        m.run(x, s)
+        try:
+            m.run(x, s)
+        except (N3Error, ValueError):  # best effort: e.g. an NLF estimate needs more than a small crop
+            pass
 
 
-def _save(config: BenchConfig, dataset: str, s: float, name: str, ref: np.ndarray, x: np.ndarray,
+def _save(config: BenchConfig, dataset: str, s: Setting, name: str, ref: np.ndarray, x: np.ndarray,
           panels: list[tuple[str, np.ndarray]], methods: list[Method]) -> list[Path]:
     assert config.save_images is not None
-    if config.task == "denoise":
+    if config.task in ("denoise", "raw"):
         first = [("clean", ref), (f"noisy {metrics.psnr(x, ref):.2f} dB", x)]
         panels = [p for p, m in zip(panels, methods, strict=True) if m.name != "noisy"]
     else:
         k = int(s)
         lr_big = np.repeat(np.repeat(x, k, axis=0), k, axis=1)[:ref.shape[0], :ref.shape[1]]
         first = [("HR", ref), (f"LR x{k}", lr_big)]
-    folder = config.save_images / dataset / setting_label(config.task, s).replace("=", "")
+    folder = config.save_images / dataset / setting_label(config.task, s).replace("=", "").replace(",", "_")
     return save_comparison(folder, Path(name).stem, first + panels, ref)
 
 

@@ -9,6 +9,10 @@ from .bench import EPILOG as BENCH_EPILOG
 from .bench import bench_cmd, data_app
 from .denoise import EPILOG as DENOISE_EPILOG
 from .denoise import denoise_cmd
+from .raw import EPILOG as RAW_EPILOG
+from .raw import raw_denoise_cmd
+from .sr import EPILOG as SR_EPILOG
+from .sr import sr_cmd
 from .train import train_cmd
 from .weights import weights_app
 
@@ -20,6 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("denoise", epilog=DENOISE_EPILOG)(denoise_cmd)
+app.command("raw-denoise", epilog=RAW_EPILOG)(raw_denoise_cmd)
+app.command("sr", epilog=SR_EPILOG)(sr_cmd)
 app.command("train")(train_cmd)
 app.add_typer(weights_app, name="weights")
 app.command("sets")(sets_cmd)

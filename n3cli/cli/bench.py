@@ -16,10 +16,11 @@ from rich.table import Table
 from ..bench import datasets
 from ..bench.download import download
 from ..bench.methods import MethodOptions, build_methods, known_methods
-from ..bench.run import TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
+from ..bench.run import RAW_NLFS, TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
 from ..errors import N3Error
 from ..weights import record_metrics
 from .common import err_console, handle_errors, is_tty, out_console
+from .denoise import parse_nlf
 from .devices import set_threads
 
 EPILOG = """Several values: comma-separated (--sigma 25,50) or the option repeated (--sigma 25 --sigma 50).
@@ -33,9 +34,13 @@ Examples:
   n3 bench --task sr --dataset Set5 --scale 2,3,4 --methods bicubic --markdown sr.md
 
   n3 bench --dataset ./my_photos --sigma 15 --weights mine.safetensors --save-images compare/
+
+  n3 bench --task raw --dataset Set12 --limit 3 --weights nlf.safetensors --methods noisy,gat-bm3d
+  (synthetic raw: Eq. 13 with f_e 2.2, f_c 1; Poisson-Gaussian noise at --nlf a,b, repeatable;
+  default NLFs 1e-3,1e-5 / 4e-3,4e-5 / 1e-2,1e-4)
 """
 
-DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic,n3net"}
+DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic,n3net", "raw": "noisy,n3net,n3net-est,gat-bm3d"}
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -58,6 +63,23 @@ def parse_numbers(values: list[str] | None, option: str, default: list[float], i
     return out
 
 
+def parse_nlf_values(values: list[str] | None) -> list[tuple[float, float]]:
+    """``["1e-3,1e-5", "4e-3,4e-5"]`` → NLFs (a, b); ``None`` → the raw protocol's defaults."""
+    if not values:
+        return list(RAW_NLFS)
+    out = []
+    for text in values:
+        for part in text.replace(";", " ").split():
+            pair = parse_nlf(part)
+            assert pair is not None
+            if pair[0] <= 0:
+                raise N3Error(f"--nlf needs a > 0 for Poisson-Gaussian noise, got {part!r}")
+            out.append(pair)
+    if not out:
+        raise N3Error("--nlf needs values 'a,b'")
+    return out
+
+
 def command_line(fallback: list[str]) -> str:
     """The command as typed (``n3 ...``), or ``fallback`` when not run as ``n3``."""
     prog = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
@@ -77,10 +99,13 @@ def bench_cmd(
     sigma: Annotated[list[str] | None, typer.Option(help="Noise σ (0-255), e.g. 25,50,70.",
                                                     show_default="25")] = None,
     scale: Annotated[list[str] | None, typer.Option(help="SR factors, e.g. 2,3,4.", show_default="2,3,4")] = None,
+    nlf: Annotated[list[str] | None, typer.Option(
+        help="Raw: a noise level function 'a,b' (σ² = a·x + b, x in [0,1]); repeat for several.",
+        show_default="1e-3,1e-5 4e-3,4e-5 1e-2,1e-4")] = None,
     methods: Annotated[list[str] | None, typer.Option(
         help="Methods, e.g. n3net,bm3d,nlm. Denoise: " + ", ".join(known_methods("denoise"))
-        + "; sr: " + ", ".join(known_methods("sr")) + ".",
-        show_default=f"{DEFAULT_METHODS['denoise']} / {DEFAULT_METHODS['sr']}")] = None,
+        + "; sr: " + ", ".join(known_methods("sr")) + "; raw: " + ", ".join(known_methods("raw")) + ".",
+        show_default=f"{DEFAULT_METHODS['denoise']} / {DEFAULT_METHODS['sr']} / {DEFAULT_METHODS['raw']}")] = None,
     weights: Annotated[list[str] | None, typer.Option(help="Also benchmark this weights file "
                                                       "(.safetensors or an authors' .t7).")] = None,
     official_dir: Annotated[Path | None, typer.Option(help="Folder of the authors' n3net_sigma*.t7 for "
@@ -99,13 +124,20 @@ def bench_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Benchmark denoisers / super-resolution against the paper's tables and the usual alternatives."""
-    if task == "raw":
-        raise N3Error("n3 bench --task raw is not available yet")
-    if task not in ("denoise", "sr"):
+    if task not in ("denoise", "sr", "raw"):
         raise N3Error(f"--task must be denoise, sr or raw, got {task!r}")
     if limit is not None and limit < 1:
         raise N3Error(f"--limit must be at least 1, got {limit}")
-    if task == "denoise":
+    if nlf and task != "raw":
+        raise N3Error("--nlf applies to --task raw")
+    settings: list[Any]
+    if task == "raw":
+        if sigma or scale:
+            raise N3Error("--sigma and --scale do not apply to --task raw; use --nlf a,b")
+        if update_manifest:
+            raise N3Error("--update-manifest records denoise/sr figures only, not --task raw")
+        settings = list(dict.fromkeys(parse_nlf_values(nlf)))
+    elif task == "denoise":
         settings = parse_numbers(sigma, "--sigma", [25.0])
         if scale:
             raise N3Error("--scale applies to --task sr; use --sigma for denoising")
@@ -119,7 +151,7 @@ def bench_cmd(
     if not quiet:
         if ds.warning:
             err_console.print(f"[yellow]warning:[/] {ds.warning}", highlight=False)
-        if ds.spec is not None and task not in ds.spec.tasks:
+        if ds.spec is not None and task not in ds.spec.tasks and task != "raw":
             err_console.print(f"note: {ds.name} is a {'/'.join(ds.spec.tasks)} set", highlight=False)
     set_threads(threads)
     built, missing = build_methods(names, task, MethodOptions(device=device, tile=tile, official_dir=official_dir))
@@ -135,14 +167,16 @@ def bench_cmd(
     if not quiet:
         for w in dict.fromkeys(s.warning for s in result.summaries if s.warning):
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        if any(not s.full_set for s in result.summaries):
+        if task != "raw" and any(not s.full_set for s in result.summaries):
             err_console.print("note: paper figures are over the full set; this run used a subset", highlight=False)
     if json_out is not None:
         _write_text(json_out, to_json(result))
     if markdown is not None:
-        fallback = ["n3", "bench", "--dataset", dataset, "--task", task,
-                    "--sigma" if task == "denoise" else "--scale", ",".join(f"{s:g}" for s in settings),
-                    "--methods", ",".join(names)]
+        if task == "raw":
+            values = [v for a, b in settings for v in ("--nlf", f"{a:g},{b:g}")]
+        else:
+            values = ["--sigma" if task == "denoise" else "--scale", ",".join(f"{s:g}" for s in settings)]
+        fallback = ["n3", "bench", "--dataset", dataset, "--task", task, *values, "--methods", ",".join(names)]
         if data_dir is not None:
             fallback += ["--data-dir", str(data_dir)]
         if limit is not None:

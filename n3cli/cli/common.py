@@ -1,16 +1,17 @@
-"""What every subcommand shares: error handling, console, device choice."""
+"""What every subcommand shares: error handling, console, and the options of the image commands."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from ..errors import N3Error
+from ..imaging.io import DEFAULT_MAX_PIXELS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,3 +56,31 @@ def _one_line(exc: BaseException) -> str:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+# --- options shared by the image commands (n3 denoise, n3 sr) -------------------------------------
+
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+TileOpt = Annotated[int | None, typer.Option(help="Tile size in pixels (default: from free memory).")]
+TileOverlapOpt = Annotated[int, typer.Option(help="Overlap of neighbouring tiles.")]
+BitDepthOpt = Annotated[int | None, typer.Option(help="Output bit depth (default: the input's).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per image on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+AllowLargeOpt = Annotated[bool, typer.Option("--allow-large", help="Decode images over "
+                                             f"{DEFAULT_MAX_PIXELS // 1_000_000} megapixels.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary lines.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def check_tile(tile: int | None, overlap: int) -> None:
+    """--tile at least 32 pixels, --tile-overlap non-negative."""
+    if tile is not None and tile < 32:
+        raise N3Error(f"--tile must be at least 32 pixels, got {tile}")
+    if overlap < 0:
+        raise N3Error(f"--tile-overlap must be >= 0, got {overlap}")
+
+
+def check_bit_depth(bit_depth: int | None) -> None:
+    if bit_depth is not None and bit_depth not in (8, 16, 32):
+        raise N3Error(f"--bit-depth must be 8, 16 or 32, got {bit_depth}")

@@ -10,11 +10,24 @@ import typer
 
 from .. import api
 from ..errors import N3Error
-from ..imaging.io import DEFAULT_MAX_PIXELS, Image, read_image
+from ..imaging.io import Image, read_image
 from ..imaging.metrics import psnr, ssim
-from .common import err_console, handle_errors
+from .common import (
+    AllowLargeOpt,
+    BitDepthOpt,
+    DebugOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    TileOpt,
+    TileOverlapOpt,
+    err_console,
+    handle_errors,
+)
 from .devices import set_threads
-from .pipeline import Job, Options, plan_jobs, run_jobs
+from .pipeline import Job, make_options, plan_jobs, run_jobs
 
 EPILOG = """Examples:
 
@@ -53,13 +66,6 @@ def parse_nlf(text: str | None) -> tuple[float, float] | None:
     return a, b
 
 
-def tile_options(tile: int | None, overlap: int) -> None:
-    if tile is not None and tile < 32:
-        raise N3Error(f"--tile must be at least 32 pixels, got {tile}")
-    if overlap < 0:
-        raise N3Error(f"--tile-overlap must be >= 0, got {overlap}")
-
-
 @handle_errors
 def denoise_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
@@ -70,30 +76,26 @@ def denoise_cmd(
                                             "instead of --sigma.")] = None,
     weights: Annotated[str | None, typer.Option(help="Shipped model name or weights file "
                                                 "(.safetensors, or an authors' .t7 checkpoint).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    tile: Annotated[int | None, typer.Option(help="Tile size in pixels (default: from free memory).")] = None,
-    tile_overlap: Annotated[int, typer.Option(help="Overlap of neighbouring tiles.")] = api.DEFAULT_OVERLAP,
+    device: DeviceOpt = "auto",
+    tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
     reference: Annotated[Path | None, typer.Option(help="Clean image (or folder) to report PSNR/SSIM.")] = None,
-    bit_depth: Annotated[int | None, typer.Option(help="Output bit depth (default: the input's).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON record per image on stdout.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
-    allow_large: Annotated[bool, typer.Option("--allow-large", help="Decode images over "
-                                              f"{DEFAULT_MAX_PIXELS // 1_000_000} megapixels.")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary lines.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    bit_depth: BitDepthOpt = None,
+    json_out: JsonOpt = False,
+    force: ForceOpt = False,
+    allow_large: AllowLargeOpt = False,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Remove noise from photos and scans (gray or colour; colour channel by channel)."""
     sigma_value = parse_sigma(sigma)
     nlf_value = parse_nlf(nlf)
     if nlf_value is not None and sigma is not None:
         raise N3Error("give either --sigma or --nlf, not both")
-    tile_options(tile, tile_overlap)
-    if bit_depth is not None and bit_depth not in (8, 16, 32):
-        raise N3Error(f"--bit-depth must be 8, 16 or 32, got {bit_depth}")
+    opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
+                        json=json_out, allow_large=allow_large)
     set_threads(threads)
-    opts = Options(force=force, quiet=quiet, json=json_out, bit_depth=bit_depth,
-                   max_pixels=None if allow_large else DEFAULT_MAX_PIXELS)
     jobs, early = plan_jobs(inputs, output, reference, opts)
     restorer = api.load_model(weights, "denoise", device)
     info = restorer.info

@@ -28,9 +28,13 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def set_threads(threads: int | None = None) -> None:
-    """Use all cores (or ``threads``) for intra-op parallelism on CPU."""
+    """Use ``threads``, else $OMP_NUM_THREADS when set, else all cores, for intra-op parallelism on CPU."""
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        if env.isdigit() and int(env) > 0:
+            threads = int(env)
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads < 1:
         raise N3Error(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import N3Error
-from ..imaging.io import FORMAT_OF_EXTENSION, Image, list_images, read_image, write_image
-from .common import EXIT_BAD_INPUT, EXIT_PARTIAL, err_console, is_tty, out_console
+from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, Image, list_images, read_image, write_image
+from .common import EXIT_BAD_INPUT, EXIT_PARTIAL, check_bit_depth, check_tile, err_console, is_tty, out_console
 
 TileProgress = Callable[[int, int], None]
 
@@ -44,6 +44,15 @@ class Options:
     bit_depth: int | None = None
     suffix: str = "_n3"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_options(*, tile: int | None, tile_overlap: int, bit_depth: int | None, force: bool, quiet: bool,
+                 json: bool, allow_large: bool, suffix: str = "_n3") -> Options:
+    """Check the options every image command shares and bundle those the file loop needs."""
+    check_tile(tile, tile_overlap)
+    check_bit_depth(bit_depth)
+    return Options(force=force, quiet=quiet, json=json, bit_depth=bit_depth, suffix=suffix,
+                   max_pixels=None if allow_large else DEFAULT_MAX_PIXELS)
 
 
 def _expand(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:
@@ -111,8 +120,9 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
              score: Callable[[Job, Image, Image], dict[str, Any]] | None = None) -> int:
     """Process every job; returns the exit status (0 ok, 1 some failed, 2 nothing could be done).
 
-    ``process`` returns the output pixels and facts for the record (e.g. the σ used); ``score``
-    compares input and the saved output with the job's reference.
+    ``process`` returns the output pixels and facts for the record (e.g. the σ used); pixels with
+    2 or 4 channels carry a new alpha channel last (e.g. upscaled), which replaces the input's.
+    ``score`` compares input and the saved output with the job's reference.
     """
     failures = list(early_errors)
     for msg in early_errors:
@@ -139,7 +149,10 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
                 t0 = time.perf_counter()
                 pixels, facts = process(img, on_tile)
                 seconds = time.perf_counter() - t0
-                write_image(job.output, pixels, like=img, bit_depth=opts.bit_depth, overwrite=opts.force)
+                like = img
+                if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+                    like, pixels = replace(img, alpha=pixels[:, :, -1]), pixels[:, :, :-1]
+                write_image(job.output, pixels, like=like, bit_depth=opts.bit_depth, overwrite=opts.force)
                 record: dict[str, Any] = {"input": str(job.input), "output": str(job.output), **facts}
                 if score is not None and job.reference is not None:
                     record.update(score(job, img, read_image(job.output, max_pixels=None)))
@@ -162,8 +175,8 @@ def _report(record: dict[str, Any], opts: Options) -> None:
     if opts.quiet:
         return
     parts = [f"{record['input']} → {record['output']}"]
-    labels = {"sigma": "σ {:.1f}", "scale": "×{}", "psnr_in": "PSNR in {:.2f} dB", "psnr_out": "PSNR out {:.2f} dB",
-              "ssim_out": "SSIM out {:.4f}"}
+    labels = {"sigma": "σ {:.1f}", "scale": "×{}", "psnr_in": "PSNR in {:.2f} dB",
+              "psnr_bicubic": "PSNR bicubic {:.2f} dB", "psnr_out": "PSNR out {:.2f} dB", "ssim_out": "SSIM out {:.4f}"}
     parts += [fmt.format(record[key]) for key, fmt in labels.items() if record.get(key) is not None]
     parts.append(f"{record['seconds']:.1f} s")
     err_console.print("  ".join(parts), highlight=False)

@@ -1,0 +1,186 @@
+"""`n3 raw-denoise`: parsing and messages; the work is :func:`n3cli.api.denoise_mosaic` and :mod:`n3cli.raw`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import api
+from ..errors import N3Error
+from ..imaging.io import FORMAT_OF_EXTENSION, write_image
+from .common import (
+    DebugOpt,
+    DeviceOpt,
+    ForceOpt,
+    QuietOpt,
+    ThreadsOpt,
+    TileOpt,
+    err_console,
+    handle_errors,
+    is_tty,
+    out_console,
+)
+from .denoise import parse_nlf
+from .devices import set_threads
+
+EPILOG = """Examples:
+
+  n3 raw-denoise IMG_0042.dng -o IMG_0042.png --weights nlf.safetensors
+
+  n3 raw-denoise shot.cr2 -o shot.tif --bits 16 --compare --dng shot_denoised.dng
+
+  n3 raw-denoise shot.nef -o shot.jpg --nlf 5.2e-4,1.1e-6 --json
+"""
+
+SOURCE_TEXT = {"given": "--nlf", "dng": "the DNG NoiseProfile tag", "estimated": "estimated from the image"}
+
+
+def _check_target(path: Path, inp: Path, force: bool, what: str) -> None:
+    """Refuse before computing: the input itself, an existing file without --force, a bad folder."""
+    if path.exists() and inp.exists() and os.path.samefile(path, inp):
+        raise N3Error(f"{path}: {what} would overwrite the input file")
+    if path.is_dir():
+        raise N3Error(f"{path}: {what} is a folder")
+    if path.exists() and not force:
+        raise N3Error(f"{path}: already exists (use --force to overwrite)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise N3Error(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise N3Error(f"{parent}: output folder is not writable")
+
+
+def plan_outputs(inp: Path, output: Path, dng: Path | None, compare: bool, bits: int, force: bool
+                 ) -> tuple[Path | None, list[Path]]:
+    """The comparison image's path (or None) and every path to be written, all checked up front."""
+    suffix = output.suffix.lower()
+    if suffix not in FORMAT_OF_EXTENSION:
+        raise N3Error(f"{output}: unknown output format {output.suffix or '(no extension)'!r}; "
+                      f"use one of {', '.join(sorted(set(FORMAT_OF_EXTENSION)))}")
+    if bits not in (8, 16):
+        raise N3Error(f"--bits must be 8 or 16, got {bits}")
+    if bits == 16 and FORMAT_OF_EXTENSION[suffix] not in ("PNG", "TIFF"):
+        raise N3Error(f"{output}: --bits 16 needs a PNG or TIFF output")
+    original = output.with_name(f"{output.stem}_original{output.suffix}") if compare else None
+    if dng is not None and dng.suffix.lower() != ".dng":
+        raise N3Error(f"{dng}: --dng needs a file name ending in .dng")
+    targets = [p for p in (output, original, dng) if p is not None]
+    for p, what in zip(targets, ("the output", "the comparison image" if compare else "the DNG", "the DNG"),
+                       strict=False):
+        _check_target(p, inp, force, what)
+    return original, targets
+
+
+def _as_float(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32) / np.float32(np.iinfo(rgb.dtype).max)
+
+
+@handle_errors
+def raw_denoise_cmd(
+    input: Annotated[Path, typer.Argument(help="Camera raw file (DNG, CR2, NEF, ARW, ...; Bayer sensors).",
+                                          show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Developed, denoised image (.png, .tif, .jpg).",
+                                         show_default=False)],
+    dng: Annotated[Path | None, typer.Option(help="Also write the denoised mosaic as a DNG.")] = None,
+    nlf: Annotated[str | None, typer.Option(
+        help="Noise level function 'a,b': variance a·x + b, a = variance per unit signal, b = signal-independent "
+             "variance, both for values x normalised to [0,1] between black and white level; e.g. --nlf "
+             "1e-4,1e-6 gives σ ≈ 0.0071 at mid-grey. Default: the DNG NoiseProfile, else estimated.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Also write <output stem>_original.<ext>: the "
+                                          "untouched raw developed the same way.")] = False,
+    bits: Annotated[int, typer.Option(help="Bits per sample of the developed image(s): 8 or 16.")] = 8,
+    weights: Annotated[str | None, typer.Option(help="Noise-level-conditional model: shipped name or "
+                                                ".safetensors file (default: the shipped denoiser).")] = None,
+    cfa: Annotated[str, typer.Option(help="planes (the 4 CFA planes as gray images) or mosaic.",
+                                     hidden=True)] = api.DEFAULT_CFA,
+    device: DeviceOpt = "auto",
+    tile: TileOpt = None,
+    threads: ThreadsOpt = None,
+    force: ForceOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON record on stdout.")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Denoise a camera raw with its noise level function (NLF), then develop it with LibRaw.
+
+    NLF: --nlf, else the DNG NoiseProfile tag, else estimated from the image. Each CFA plane is denoised as gray.
+
+    Development: camera white balance, AHD demosaic, no auto-brightening; --compare develops the original the same way.
+
+    --nlf from sensor data: gain g e-/DN, white - black = R DN, read noise r DN: a = 1/(g·R), b = (r/R)².
+
+    E.g. g = 0.5, R = 3840 (12 bit), r = 4 DN: --nlf 5.2e-4,1.1e-6 (σ ≈ 0.016 at mid-grey).
+    """
+    nlf_value = parse_nlf(nlf)
+    if tile is not None and tile < 32:
+        raise N3Error(f"--tile must be at least 32 pixels, got {tile}")
+    if cfa not in api.CFA_MODES:
+        raise N3Error(f"--cfa must be one of {', '.join(api.CFA_MODES)}, got {cfa!r}")
+    original_path, targets = plan_outputs(input, output, dng, compare, bits, force)
+    set_threads(threads)
+
+    from ..raw import develop, read_raw, write_dng
+
+    t0 = time.perf_counter()
+    raw = read_raw(input)
+    restorer = api.load_raw_model(weights, device)
+    info = api.raw_nlf(raw, nlf_value)
+    h, w = raw.shape
+    if not quiet:
+        err_console.print(f"{input}: {w}x{h} {raw.pattern} mosaic; model {restorer.name} on {restorer.device}",
+                          highlight=False)
+        err_console.print(f"NLF ({SOURCE_TEXT[info.source]}): a={info.a:.3g}, b={info.b:.3g}; "
+                          f"σ at mid-grey {info.sigma():.4f} ({100 * info.sigma():.2f}% of white)", highlight=False)
+
+    show = not quiet and is_tty()
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, transient=True, disable=not show)
+    with bar if show else nullcontext():
+        task = bar.add_task("tiles", total=None)
+
+        def on_tile(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        t1 = time.perf_counter()
+        clean = api.denoise_mosaic(raw.mosaic, raw.pattern, (info.a, info.b), model=restorer, cfa=cfa, tile=tile,
+                                   progress=on_tile)
+        denoise_seconds = time.perf_counter() - t1
+    settings: dict[str, Any] = {"no_auto_bright": True}
+    developed = develop(raw, clean, bits=bits, **settings)
+    before = develop(raw, None, bits=bits, **settings) if original_path is not None else None
+
+    existed = {p for p in targets if p.exists()}
+    written: list[Path] = []
+    try:
+        written.append(write_image(output, _as_float(developed), bit_depth=bits, overwrite=force))
+        if original_path is not None and before is not None:
+            written.append(write_image(original_path, _as_float(before), bit_depth=bits, overwrite=force))
+        if dng is not None:
+            written.append(write_dng(dng, raw, clean, overwrite=force))
+    except BaseException:
+        for p in written:  # all or nothing: remove what this run created
+            if p not in existed:
+                p.unlink(missing_ok=True)
+        raise
+    record: dict[str, Any] = {
+        "input": str(input), "output": str(output), "original": str(original_path) if original_path else None,
+        "dng": str(dng) if dng else None, "nlf": [info.a, info.b], "nlf_source": info.source,
+        "sigma_mid": info.sigma(), "model": restorer.name, "device": str(restorer.device), "cfa": cfa,
+        "width": w, "height": h, "bits": bits, "denoise_seconds": round(denoise_seconds, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if json_out:
+        if is_tty():
+            out_console.print_json(json.dumps(record))
+        else:
+            print(json.dumps(record), flush=True)
+    elif not quiet:
+        err_console.print(f"wrote {', '.join(str(p) for p in written)} ({record['seconds']:.1f} s)", highlight=False)

@@ -1,0 +1,135 @@
+"""`n3 sr`: parsing and messages; the work is :func:`n3cli.api.super_resolve`."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from .. import api
+from ..errors import N3Error
+from ..imaging.io import Image, read_image
+from ..imaging.metrics import sr_metrics
+from ..imaging.resize import imresize_np
+from .common import (
+    AllowLargeOpt,
+    BitDepthOpt,
+    DebugOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    QuietOpt,
+    ThreadsOpt,
+    TileOpt,
+    TileOverlapOpt,
+    err_console,
+    handle_errors,
+)
+from .devices import set_threads
+from .pipeline import Job, make_options, plan_jobs, run_jobs
+
+EPILOG = """Examples:
+
+  n3 sr photo.png --scale 2 -o photo_big.png
+
+  n3 sr thumbnails/ --scale 4 -o upscaled/ --json
+
+  n3 sr lr.png --scale 3 --reference hr.png
+"""
+
+
+def parse_scale(text: str) -> int:
+    """'2' / '3' / '4' → int; other integers >= 2 are accepted (untrained, warned about)."""
+    try:
+        return api.check_scale(text.strip())
+    except N3Error:
+        raise N3Error(f"--scale must be an integer factor 2, 3 or 4, got {text!r}") from None
+
+
+def _alpha_float(alpha: np.ndarray) -> np.ndarray:
+    if np.issubdtype(alpha.dtype, np.integer):
+        return alpha.astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
+    return alpha.astype(np.float32, copy=False)
+
+
+def _crop_to_scale(ref: np.ndarray, scale: int) -> np.ndarray:
+    return ref[: ref.shape[0] - ref.shape[0] % scale, : ref.shape[1] - ref.shape[1] % scale]
+
+
+@handle_errors
+def sr_cmd(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    scale: Annotated[str, typer.Option(help="Upscaling factor: 2, 3 or 4 (the trained scales).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file, or folder for several "
+                                                "inputs (default: <stem>_x<scale>.<ext> beside each input).")
+                      ] = None,
+    weights: Annotated[str | None, typer.Option(help="Shipped SR model name or weights file (.safetensors).")
+                       ] = None,
+    device: DeviceOpt = "auto",
+    tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
+    reference: Annotated[Path | None, typer.Option(help="High-resolution image (or folder) to report PSNR/SSIM "
+                                                   "on Y with the SR protocol.")] = None,
+    bit_depth: BitDepthOpt = None,
+    json_out: JsonOpt = False,
+    force: ForceOpt = False,
+    allow_large: AllowLargeOpt = False,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Upscale photos ×2, ×3 or ×4 (single-image super-resolution; colour: the network restores the luma)."""
+    s = parse_scale(scale)
+    opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
+                        json=json_out, allow_large=allow_large, suffix=f"_x{s}")
+    set_threads(threads)
+    jobs, early = plan_jobs(inputs, output, reference, opts)
+    restorer = api.load_model(weights, "sr", device)
+    note = api.untrained_scale_note(s)
+    if note is not None:
+        err_console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    if not quiet:
+        err_console.print(f"model {restorer.name} on {restorer.device}", highlight=False)
+    references = {job.input: job.reference for job in jobs if job.reference is not None}
+    hr: dict[Path, np.ndarray] = {}
+
+    def load_reference(img: Image) -> None:
+        """Read the HR reference and check its size before any work (cropped to a multiple of the scale)."""
+        if img.path is None or img.path not in references:
+            return
+        path = references[img.path]
+        ref = _crop_to_scale(read_image(path, max_pixels=opts.max_pixels).pixels, s)
+        want = (img.height * s, img.width * s)
+        if ref.shape[:2] != want:
+            raise N3Error(f"{path}: reference is {ref.shape[1]}x{ref.shape[0]} (cropped to a multiple of {s}), "
+                          f"the ×{s} output is {want[1]}x{want[0]}")
+        if ref.shape[2] != img.channels:
+            kinds = {1: "gray", 3: "colour"}
+            raise N3Error(f"{path}: reference is {kinds[ref.shape[2]]}, the input is {kinds[img.channels]}")
+        hr[img.path] = ref
+
+    def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        load_reference(img)
+        pixels = img.pixels
+        if img.alpha is not None:
+            pixels = np.concatenate([pixels, _alpha_float(img.alpha)[:, :, None]], axis=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the untrained-scale note is printed once above
+            out = api.super_resolve(pixels, s, model=restorer, tile=tile, overlap=tile_overlap, progress=on_tile)
+        return out, {"scale": s}
+
+    def score(job: Job, img: Image, out: Image) -> dict[str, Any]:
+        ref = hr.pop(job.input)
+        try:
+            p, q = sr_metrics(out.pixels, ref, s)
+            bicubic = imresize_np(img.pixels.astype(np.float64), float(s))
+            p_bic, _ = sr_metrics(bicubic, ref, s)
+        except ValueError as exc:  # e.g. too small to crop the border
+            raise N3Error(f"{job.reference}: {exc}") from None
+        return {"psnr_bicubic": p_bic, "psnr_out": p, "ssim_out": q}
+
+    code = run_jobs(jobs, early, opts, process, score if reference is not None else None)
+    raise typer.Exit(code)
