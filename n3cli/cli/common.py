@@ -16,8 +16,9 @@ from ..imaging.io import DEFAULT_MAX_PIXELS
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Messages and progress go to stderr; stdout is kept for machine-readable output (--json).
-err_console = Console(stderr=True)
-out_console = Console()
+#: In logs and pipes (not a terminal) tables get a generous width instead of rich's 80 columns.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 1
