@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..train.loop import ARCHS, TrainConfig, train
-from .common import err_console, handle_errors
+from .common import err_console, handle_errors, is_tty
 from .devices import pick_device, set_threads
 
 
@@ -51,15 +53,24 @@ def train_cmd(
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes)
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
     err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
-    last = train(cfg, resume=resume, device=dev, on_log=_printer())
+    bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
+                   TextColumn("{task.fields[rate]:.2f} steps/s  loss {task.fields[loss]:.2e}"), TimeRemainingColumn(),
+                   console=err_console, disable=not is_tty())
+    with bar:
+        task_id = bar.add_task("train", total=steps, rate=0.0, loss=float("nan"))
+        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id))
     err_console.print(f"saved {last}")
 
 
-def _printer():  # one line per log record; works in a terminal and in a log file alike
-    def show(rec: dict) -> None:
+def _printer(bar: Progress, task_id: TaskID) -> Callable[[dict[str, Any]], None]:
+    """A progress bar (steps/s, loss, ETA) in a terminal; one line per log record in a log file."""
+
+    def show(rec: dict[str, Any]) -> None:
         if "val_psnr" in rec:
             what = f"sigma {rec['val_sigma']:g}" if rec.get("val_sigma") is not None else "x2/x3/x4 on Y"
-            err_console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB ({what})")
+            bar.console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB ({what})")
+        elif is_tty():
+            bar.update(task_id, completed=rec["step"], rate=rec["steps_per_s"], loss=rec["loss"])
         else:
             err_console.print(f"step {rec['step']:>7}  loss {rec['loss']:.3e}  lr {rec['lr']:.2e}  "
                               f"{rec['steps_per_s']:.2f} steps/s")
