@@ -70,7 +70,7 @@ def _printer(bar: Progress, task_id: TaskID) -> Callable[[dict[str, Any]], None]
             what = f"sigma {rec['val_sigma']:g}" if rec.get("val_sigma") is not None else "x2/x3/x4 on Y"
             bar.console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB ({what})")
         elif is_tty():
-            bar.update(task_id, completed=rec["step"], rate=rec["steps_per_s"], loss=rec["loss"])
+            bar.update(task_id, completed=rec["step"], total=rec["steps"], rate=rec["steps_per_s"], loss=rec["loss"])
         else:
             err_console.print(f"step {rec['step']:>7}  loss {rec['loss']:.3e}  lr {rec['lr']:.2e}  "
                               f"{rec['steps_per_s']:.2f} steps/s")

@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.monotonic()
                 rate = window_n / max(now - window_t, 1e-9)
-                log({"step": step, "loss": loss_acc / window_n, "lr": lr, "steps_per_s": rate,
+                log({"step": step, "steps": cfg.steps, "loss": loss_acc / window_n, "lr": lr, "steps_per_s": rate,
                      "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)})
                 window_t, window_n, loss_acc = now, 0, 0.0
             if validator is not None and step % cfg.eval_every == 0:
