@@ -1,10 +1,10 @@
 """n3: image restoration with Neural Nearest Neighbors Networks (Plötz & Roth, NeurIPS 2018).
 
-The Python API: :func:`denoise`, :func:`super_resolve`, :func:`load_model`, :func:`estimate_sigma`;
+The Python API: :func:`denoise`, :func:`super_resolve`, :func:`raw_denoise`, :func:`load_model`, :func:`estimate_sigma`;
 the networks live in :mod:`n3cli.nn` (``from n3cli.nn import n3net, dncnn``).
 """
 
-from .api import Restorer, denoise, estimate_sigma, load_model, super_resolve
+from .api import Restorer, denoise, estimate_sigma, load_model, raw_denoise, super_resolve
 
 __version__ = "0.1.0"
-__all__ = ["Restorer", "denoise", "estimate_sigma", "load_model", "super_resolve", "__version__"]
+__all__ = ["Restorer", "denoise", "estimate_sigma", "load_model", "raw_denoise", "super_resolve", "__version__"]

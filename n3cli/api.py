@@ -317,10 +317,12 @@ def denoise_mosaic(mosaic: np.ndarray, pattern: str, nlf: tuple[float, float], *
     which go through the gray model as one batch of 4 (shared tiling and progress) and are unpacked again;
     each plane holds one colour, i.e. a gray image like those the model was trained on, and the same
     (a, b) apply since the NLF is defined on the normalised mosaic values. ``cfa="mosaic"``: the whole
-    mosaic as one gray image. Planes is the default because on mosaics with a real colour filter
-    pattern (RGB images with camera-like channel gains, sampled RGGB) it was 1.6-2.2 dB better; on a gray
-    image used as its own mosaic, where the "mosaic" is a plain full-resolution gray image, the mosaic mode
-    wins by 0.3-1.4 dB, but real raws are not like that (figures: CHANGELOG.md, n3 raw-denoise).
+    mosaic as one gray image. Planes is the default. Measured (``benchmarks/raw_cfa.py``, an early
+    conditional checkpoint, Poisson-Gaussian NLFs (1e-3, 1e-5) / (4e-3, 4e-5) / (1e-2, 1e-4), 3 images each):
+    on colour-filter mosaics (Kodak RGB, linearised, camera-like channel gains, sampled RGGB) planes
+    beat mosaic by 8.9 / 7.6 / 7.0 dB: the mosaic's colour checkerboard is structure a gray model never saw,
+    and the mosaic mode fell below the noisy input. Only when a gray image is used as its own mosaic (no
+    colour structure, Set12) does the mosaic mode win (by 1.2 / 1.2 / 1.4 dB, full-resolution context).
     Values are not clipped (below 0 stays below 0); returns float32 (H, W).
     """
     from .raw import pack_bayer, unpack_bayer

@@ -1,0 +1,219 @@
+"""Raw denoising: the API (CFA handling, NLF priority), `n3 raw-denoise` end to end, and `n3 bench --task raw`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from n3cli import api
+from n3cli.cli.app import app
+from n3cli.errors import N3Error
+from n3cli.imaging import noise
+from n3cli.imaging.io import read_image
+from n3cli.nn.nets import n3net_light
+from n3cli.raw import develop, pack_bayer, read_raw, write_dng
+from n3cli.raw.io import RawImage, denormalise
+from n3cli.weights import ModelInfo, save_weights
+
+runner = CliRunner()
+NLF = (2e-3, 2e-5)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained noise-level-conditional model."""
+    torch.manual_seed(0)
+    model = n3net_light(in_channels=3, depth=3, features=8, embed_features=8).eval()
+    info = ModelInfo(name="tiny", planes=["image", "sqrt_a", "sqrt_b"])
+    return save_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors", model, info)
+
+
+@pytest.fixture(scope="module")
+def plain_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny fixed-σ (not conditional) model."""
+    model = n3net_light(in_channels=1, depth=3, features=8, embed_features=8).eval()
+    info = ModelInfo(name="plain", planes=["image"], sigma=25.0)
+    return save_weights(tmp_path_factory.mktemp("p") / "plain.safetensors", model, info)
+
+
+@pytest.fixture(scope="module")
+def restorer(weights: Path) -> api.Restorer:
+    return api.load_raw_model(weights, "cpu")
+
+
+def _synthetic_raw(h: int = 128, w: int = 160, seed: int = 0) -> RawImage:
+    """A smooth GRBG scene with Poisson-Gaussian noise at :data:`NLF`, as a RawImage (14-bit)."""
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    scene = 0.15 + 0.6 * x + 0.1 * np.sin(9 * y)
+    gen = noise.generator(seed)
+    mosaic = noise.add_poisson_gaussian(torch.from_numpy(scene.astype(np.float32)), *NLF, gen).numpy()
+    black, white = np.array([[512.0, 512.0], [512.0, 512.0]]), 16383.0
+    raw = RawImage(path=Path("synthetic.dng"), mosaic=mosaic, pattern="GRBG", black_levels=black,
+                   white_level=white, camera_wb=(2.0, 1.0, 1.5, 1.0), daylight_wb=(2.0, 1.0, 1.5, 1.0),
+                   color_matrix=np.eye(3, 4), xyz_to_cam=(np.array([[0.9, -0.4, 0.0], [-0.3, 1.3, 0.2],
+                                                                     [0.0, 0.15, 0.7]]),),
+                   illuminants=(21,), make="Test", model="Cam")
+    raw.mosaic = denormalise(raw, mosaic).astype(np.float32)  # the integers a DNG would hold, normalised again
+    raw.mosaic = (raw.mosaic - 512.0) / (white - 512.0)
+    return raw
+
+
+@pytest.fixture
+def dng(tmp_path: Path) -> Path:
+    """A small synthetic DNG with a NoiseProfile tag."""
+    raw = _synthetic_raw()
+    return write_dng(tmp_path / "scene.dng", raw, raw.mosaic, noise_profile=NLF)
+
+
+def run(*args: object) -> object:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+# --- API ------------------------------------------------------------------------------------------
+
+def test_planes_mode_denoises_each_cfa_plane_as_a_gray_image(restorer: api.Restorer) -> None:
+    raw = _synthetic_raw(64, 80)
+    out = api.denoise_mosaic(raw.mosaic, raw.pattern, NLF, model=restorer, cfa="planes")
+    assert out.shape == raw.mosaic.shape and out.dtype == np.float32
+    planes = pack_bayer(raw.mosaic, raw.pattern)
+    expected = [api.denoise(p, nlf=NLF, model=restorer) for p in planes]
+    assert np.allclose(pack_bayer(out, raw.pattern), np.stack(expected), atol=1e-5)
+    whole = api.denoise_mosaic(raw.mosaic, raw.pattern, NLF, model=restorer, cfa="mosaic")
+    assert np.allclose(whole, api.denoise(raw.mosaic, nlf=NLF, model=restorer), atol=1e-5)
+    odd = api.denoise_mosaic(raw.mosaic[:63, :79], raw.pattern, NLF, model=restorer)
+    assert odd.shape == (63, 79) and np.all(np.isfinite(odd))
+
+
+def test_api_errors(restorer: api.Restorer, plain_weights: Path) -> None:
+    m = _synthetic_raw(32, 32).mosaic
+    with pytest.raises(N3Error, match="noise-level-conditional"):
+        api.denoise_mosaic(m, "RGGB", NLF, model=str(plain_weights), device="cpu")
+    with pytest.raises(N3Error, match="cfa"):
+        api.denoise_mosaic(m, "RGGB", NLF, model=restorer, cfa="bayer")
+    with pytest.raises(N3Error, match="non-negative"):
+        api.denoise_mosaic(m, "RGGB", (-1.0, 0.0), model=restorer)
+    with pytest.raises(N3Error, match="NaN"):
+        api.denoise_mosaic(np.full((32, 32), np.nan, np.float32), "RGGB", NLF, model=restorer)
+
+
+def test_nlf_priority(dng: Path, tmp_path: Path) -> None:
+    raw = read_raw(dng)
+    assert api.raw_nlf(raw) == api.NLFInfo(*NLF, "dng")
+    given = api.raw_nlf(raw, (1e-4, 1e-6))
+    assert given.source == "given" and (given.a, given.b) == (1e-4, 1e-6)
+    assert given.sigma() == pytest.approx(0.00714, abs=1e-5)
+    untagged = read_raw(write_dng(tmp_path / "untagged.dng", raw, raw.mosaic))
+    est = api.raw_nlf(untagged)
+    assert est.source == "estimated"
+    assert est.sigma() == pytest.approx(api.NLFInfo(*NLF, "").sigma(), rel=0.3)
+    assert api.raw_nlf(dataclasses.replace(raw, path=tmp_path / "gone.dng")).source == "estimated"
+
+
+def test_raw_denoise_on_blackmagic_crop(blackmagic: RawImage, restorer: api.Restorer) -> None:
+    h, w = blackmagic.shape
+    top, left = h // 4 * 2, w // 4 * 2  # even: the CFA pattern is unchanged
+    crop = dataclasses.replace(blackmagic, mosaic=blackmagic.mosaic[top:top + 192, left:left + 256], crop=None)
+    out, info = api.raw_denoise(crop, model=restorer)
+    assert out.shape == (192, 256) and np.all(np.isfinite(out))
+    assert info.source == "estimated" and info.a >= 0 and info.b >= 0 and info.sigma() > 0
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+def test_cli_end_to_end(dng: Path, tmp_path: Path, weights: Path, restorer: api.Restorer) -> None:
+    out, out_dng = tmp_path / "out.png", tmp_path / "out.dng"
+    result = run("raw-denoise", dng, "-o", out, "--compare", "--dng", out_dng, "--weights", weights,
+                 "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["nlf_source"] == "dng" and record["nlf"] == pytest.approx(list(NLF))
+    assert record["cfa"] == "planes" and record["model"] == "tiny"
+    raw = read_raw(dng)
+    developed = develop(raw, None, no_auto_bright=True)
+    img = np.asarray(Image.open(out))
+    assert img.shape == developed.shape and img.dtype == np.uint8
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out_original.png")), developed)
+    back = read_raw(out_dng)  # the denoised mosaic round trips through the DNG (to the raw integers)
+    assert back.pattern == raw.pattern and back.shape == raw.shape
+    clean = api.denoise_mosaic(raw.mosaic, raw.pattern, NLF, model=restorer)
+    assert np.array_equal(denormalise(back, back.mosaic), denormalise(raw, clean))
+    assert np.array_equal(img, develop(back, None, no_auto_bright=True))
+
+    nlf_out = tmp_path / "given.tif"
+    result = run("raw-denoise", dng, "-o", nlf_out, "--nlf", "1e-4,1e-6", "--bits", "16", "--weights", weights,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "--nlf" in result.output and "0.0071" in result.output
+    assert read_image(nlf_out).bit_depth == 16
+
+
+def test_cli_errors(dng: Path, tmp_path: Path, weights: Path, plain_weights: Path) -> None:
+    def fails(*args: object, pattern: str) -> None:
+        result = run("raw-denoise", *args, "--weights", weights, "--device", "cpu")
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and pattern.lower() in result.output.lower(), result.output
+
+    out = tmp_path / "o.png"
+    fails(tmp_path / "missing.dng", "-o", out, pattern="no such file")
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(png)
+    fails(png, "-o", out, pattern="not a raw image")
+    fails(dng, "-o", out, "--nlf", "1e-4", pattern="--nlf")
+    fails(dng, "-o", out, "--nlf", "-1,0", pattern="non-negative")
+    fails(dng, "-o", tmp_path / "o.gif", pattern="unknown output format")
+    fails(dng, "-o", tmp_path / "o.jpg", "--bits", "16", pattern="PNG or TIFF")
+    fails(dng, "-o", out, "--bits", "12", pattern="--bits")
+    fails(dng, "-o", tmp_path / "no" / "o.png", pattern="does not exist")
+    fails(dng, "-o", out, "--dng", dng, "--force", pattern="overwrite the input")
+    fails(dng, "-o", out, "--dng", tmp_path / "x.tif", pattern=".dng")
+    (tmp_path / "taken.dng").write_bytes(b"keep")
+    fails(dng, "-o", out, "--dng", tmp_path / "taken.dng", pattern="already exists")
+    assert not out.exists() and (tmp_path / "taken.dng").read_bytes() == b"keep"
+    result = run("raw-denoise", dng, "-o", out, "--weights", plain_weights, "--device", "cpu")
+    assert result.exit_code == 2 and "noise-level-conditional" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "scene.dng", "taken.dng"]
+
+
+def test_cli_removes_partial_outputs(dng: Path, tmp_path: Path, weights: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import n3cli.raw as raw_pkg
+    from n3cli.raw.io import RawError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RawError("disk full")
+
+    monkeypatch.setattr(raw_pkg, "write_dng", broken)
+    result = run("raw-denoise", dng, "-o", tmp_path / "o.png", "--compare", "--dng", tmp_path / "o.dng",
+                 "--weights", weights, "--device", "cpu")
+    assert result.exit_code == 2 and "disk full" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.dng"]
+
+
+# --- bench ----------------------------------------------------------------------------------------
+
+def test_bench_raw(tmp_path: Path, weights: Path) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    y, x = np.mgrid[0:128, 0:160] / 160
+    img = np.clip(0.5 + 0.4 * np.sin(5 * x) * np.cos(4 * y), 0, 1)
+    Image.fromarray((img * 255).astype(np.uint8)).save(folder / "im.png")
+    out = tmp_path / "r.json"
+    result = run("bench", "--task", "raw", "--dataset", folder, "--nlf", "4e-3,4e-5", "--device", "cpu",
+                 "--methods", f"noisy,weights:{weights},n3net-est:{weights},gat-bm3d", "--json", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    records = {r["method"]: r for r in json.loads(out.read_text())}
+    assert set(records) == {"noisy", "tiny", "tiny-est", "gat-bm3d"}
+    for r in records.values():
+        assert r["task"] == "raw" and r["nlf"] == [4e-3, 4e-5] and "sigma" not in r and r["images"] == 1
+        assert np.isfinite(r["psnr"]) and r["paper_psnr"] is None
+    assert records["gat-bm3d"]["psnr"] > records["noisy"]["psnr"] + 3
+    assert run("bench", "--task", "raw", "--dataset", folder, "--sigma", "25").exit_code == 2
+    assert run("bench", "--task", "raw", "--dataset", folder, "--nlf", "0,1e-4").exit_code == 2
+    assert run("bench", "--dataset", folder, "--nlf", "1e-3,1e-5").exit_code == 2
