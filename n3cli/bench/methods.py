@@ -171,24 +171,37 @@ def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
                   description=info.description or "N3Net", caution=caution)
 
 
-@register("n3net", "denoise", "our shipped default denoising model (api.load_model(None))")
-def _n3net(arg: str | None, options: MethodOptions) -> Method:
+ModelMethod = Callable[[api.Restorer, MethodOptions], Method]
+
+
+def shipped_method(task: str, build: ModelMethod, arg: str | None, options: MethodOptions) -> Method:
+    """``n3net``: the shipped default model of ``task`` (or ``n3net:PATH``); unavailable if none is shipped."""
     if arg:
-        return _weights(arg, options)
+        return file_method(task, build, arg, options)
     try:
-        restorer = api.load_model(None, "denoise", options.device)
+        restorer = api.load_model(None, task, options.device)
     except WeightsError as exc:
         raise MethodUnavailable(f"n3net: {exc}") from None
-    method = _model_method(restorer, options)
+    method = build(restorer, options)
     method.label = "n3net"
     return method
 
 
-@register("weights", "denoise", "a weights file: weights:PATH (.safetensors, or an authors' .t7 checkpoint)")
-def _weights(arg: str | None, options: MethodOptions) -> Method:
+def file_method(task: str, build: ModelMethod, arg: str | None, options: MethodOptions) -> Method:
+    """``weights:PATH``: any weights file for ``task``."""
     if not arg:
         raise MethodError("method 'weights' needs a file: weights:PATH")
-    return _model_method(api.load_model(arg, "denoise", options.device), options)
+    return build(api.load_model(arg, task, options.device), options)
+
+
+@register("n3net", "denoise", "our shipped default denoising model (api.load_model(None))")
+def _n3net(arg: str | None, options: MethodOptions) -> Method:
+    return shipped_method("denoise", _model_method, arg, options)
+
+
+@register("weights", "denoise", "a weights file: weights:PATH (.safetensors, or an authors' .t7 checkpoint)")
+def _weights(arg: str | None, options: MethodOptions) -> Method:
+    return file_method("denoise", _model_method, arg, options)
 
 
 def default_official_dir() -> Path:
@@ -313,22 +326,12 @@ def _sr_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
 
 @register("n3net", "sr", "our shipped default SR model (api.load_model(None, 'sr'))")
 def _n3net_sr(arg: str | None, options: MethodOptions) -> Method:
-    if arg:
-        return _weights_sr(arg, options)
-    try:
-        restorer = api.load_model(None, "sr", options.device)
-    except WeightsError as exc:
-        raise MethodUnavailable(f"n3net: {exc}") from None
-    method = _sr_model_method(restorer, options)
-    method.label = "n3net"
-    return method
+    return shipped_method("sr", _sr_model_method, arg, options)
 
 
 @register("weights", "sr", "an SR weights file: weights:PATH (.safetensors)")
 def _weights_sr(arg: str | None, options: MethodOptions) -> Method:
-    if not arg:
-        raise MethodError("method 'weights' needs a file: weights:PATH")
-    return _sr_model_method(api.load_model(arg, "sr", options.device), options)
+    return file_method("sr", _sr_model_method, arg, options)
 
 
 # --- raw (synthetic Bayer mosaics) -------------------------------------------------------------
@@ -371,17 +374,12 @@ def _raw_restorer(name: str, arg: str | None, options: MethodOptions) -> api.Res
 
 @register("n3net", "raw", "our default (noise-level-conditional) model with the true NLF; n3net:PATH for a file")
 def _n3net_raw(arg: str | None, options: MethodOptions) -> Method:
-    method = _raw_model_method(_raw_restorer("n3net", arg, options), options)
-    if not arg:
-        method.label = "n3net"
-    return method
+    return shipped_method("denoise", _raw_model_method, arg, options)
 
 
 @register("weights", "raw", "a noise-level-conditional weights file with the true NLF: weights:PATH")
 def _weights_raw(arg: str | None, options: MethodOptions) -> Method:
-    if not arg:
-        raise MethodError("method 'weights' needs a file: weights:PATH")
-    return _raw_model_method(api.load_model(arg, "denoise", options.device), options)
+    return file_method("denoise", _raw_model_method, arg, options)
 
 
 @register("n3net-est", "raw", "like n3net, with the NLF estimated from the noisy mosaic; n3net-est:PATH for a file")

@@ -142,13 +142,12 @@ def _pattern_of(rp: Any, p: Path) -> tuple[str, np.ndarray]:
     return pattern, idx
 
 
-def _tiff_tags(path: Path) -> dict[int, Any]:
-    """Tags of IFD0 and its SubIFDs (IFD0 first) when the raw is TIFF-based (DNG, NEF, CR2, ...), else {}."""
-    try:
-        import tifffile
-    except ImportError:  # pragma: no cover - tifffile is a dependency
-        return {}
-    tags: dict[int, Any] = {}
+@contextmanager
+def tiff_pages(path: Path) -> Iterator[list[Any]]:
+    """IFD0 and its SubIFDs of a TIFF-based file (DNG, NEF, CR2, ...), with tifffile's logging and warnings
+    muted. Whatever tifffile raises for other files propagates to the caller."""
+    import tifffile
+
     logger = logging.getLogger("tifffile")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -157,15 +156,21 @@ def _tiff_tags(path: Path) -> dict[int, Any]:
             warnings.simplefilter("ignore")
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
-                for tag in page.tags.values():
-                    tags.setdefault(tag.code, tag.value)
-                for sub in page.pages or ():
-                    for tag in sub.tags.values():
-                        tags.setdefault(tag.code, tag.value)
-    except Exception:  # noqa: BLE001 - not TIFF-based, or a layout tifffile cannot parse: no extra metadata
-        return {}
+                yield [page, *(page.pages or ())]
     finally:
         logger.setLevel(level)
+
+
+def _tiff_tags(path: Path) -> dict[int, Any]:
+    """Tags of IFD0 and its SubIFDs (IFD0 first) when the raw is TIFF-based (DNG, NEF, CR2, ...), else {}."""
+    tags: dict[int, Any] = {}
+    try:
+        with tiff_pages(path) as pages:
+            for pg in pages:
+                for tag in pg.tags.values():
+                    tags.setdefault(tag.code, tag.value)
+    except Exception:  # noqa: BLE001 - not TIFF-based, or a layout tifffile cannot parse: no extra metadata
+        return {}
     return tags
 
 

@@ -15,15 +15,13 @@ under-estimate low-count Poisson noise badly).
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from n3cli.raw.io import RawError, RawImage, pack_bayer
+from n3cli.raw.io import RawError, RawImage, pack_bayer, tiff_pages
 
 __all__ = ["NLFEstimate", "estimate_nlf", "estimate_raw_nlf", "nlf_from_dng"]
 
@@ -41,30 +39,14 @@ def nlf_from_dng(path: str | Path) -> tuple[float, float] | None:
     give the planes of a Bayer sensor the same or nearly the same values). Raises :class:`RawError` for a
     missing or non-TIFF file.
     """
-    import tifffile
-
     p = Path(path)
     if not p.is_file():
         raise RawError(f"{p}: no such file")
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with tifffile.TiffFile(p) as tif:
-                page = tif.pages.first
-                pages = [page, *(page.pages or ())]
-                value = None
-                for pg in pages:
-                    tag = pg.tags.get(51041)
-                    if tag is not None:
-                        value = tag.value
-                        break
+        with tiff_pages(p) as pages:
+            value = next((pg.tags[51041].value for pg in pages if 51041 in pg.tags), None)
     except Exception as e:  # noqa: BLE001 - tifffile raises many types for non-TIFF input
         raise RawError(f"{p}: not a TIFF/DNG file ({' '.join(str(e).split()) or type(e).__name__})") from None
-    finally:
-        logger.setLevel(level)
     if value is None:
         return None
     vals = np.asarray(value, dtype=np.float64).ravel()
