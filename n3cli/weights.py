@@ -85,6 +85,7 @@ def save_weights(path: Path, model: N3Net, info: ModelInfo, overwrite: bool = Fa
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -241,6 +242,7 @@ def write_manifest(reg: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=target.parent)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(reg, indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)
 
 
@@ -252,5 +254,15 @@ def record_metrics(task: str, figures: dict[str, Any], command: str) -> None:
         raise WeightsError(f"no shipped default model for task {task!r} in the manifest")
     entry = reg["models"][name]
     entry.setdefault("metrics", {}).update(figures)
-    entry["measured_with"] = command
+    commands = entry.get("measured_with", {})
+    if isinstance(commands, str):  # older manifests kept only the last command
+        commands = {_dataset_of(commands): commands}
+    for key in figures:
+        commands[key.split("/")[0]] = command
+    entry["measured_with"] = commands
     write_manifest(reg)
+
+
+def _dataset_of(command: str) -> str:
+    words = command.split()
+    return words[words.index("--dataset") + 1] if "--dataset" in words[:-1] else "?"
