@@ -9,11 +9,11 @@ redistributed, so the project never ships them or anything converted from them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,13 @@ class ModelInfo:
 
 def weights_dir() -> Path:
     """The shipped weights folder: inside the installed package, else the repository's ``weights/``."""
-    try:
-        path = Path(str(resources.files("n3cli.weights_data")))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+    try:  # weights/ is installed as a namespace data package: take its folder from the import spec
+        spec = importlib.util.find_spec("n3cli.weights_data")
+    except ModuleNotFoundError:
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "manifest.json").exists():
+            return Path(location)
     return Path(__file__).resolve().parents[1] / "weights"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,22 @@ def test_official_checkpoint_reproduces_stored_psnr() -> None:
 
 
 STORED_SET12_SIGMA25 = [30.4176, 32.5911]  # measured with this code (the paper: 30.55 mean on Set12)
+
+
+def test_shipped_weights_found_in_an_installed_layout(tmp_path: Path) -> None:
+    """A wheel installs weights/ as the data package n3cli.weights_data (see pyproject): mimic that layout."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "n3cli", site / "n3cli", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "weights", site / "n3cli" / "weights_data")
+    code = "import n3cli.weights as w; print(w.weights_dir()); print(sorted(w.manifest()['models']))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(site), "PATH": ""})
+    folder, names = out.stdout.splitlines()
+    assert Path(folder) == site / "n3cli" / "weights_data"
+    assert names == str(sorted(json.loads((REPO / "weights" / "manifest.json").read_text())["models"]))
