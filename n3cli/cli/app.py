@@ -16,9 +16,23 @@ from .sr import sr_cmd
 from .train import train_cmd
 from .weights import weights_app
 
+ROOT_EPILOG = """Examples:
+
+  n3 denoise photo.png --sigma 50 -o clean.png
+
+  n3 raw-denoise img.dng --nlf 1e-4,1e-6 -o clean.tif
+
+  n3 sr low.png --scale 3
+
+  n3 bench --dataset Set12 --sigma 25 --methods n3net,bm3d
+
+Run 'n3 COMMAND --help' for the options and examples of each command.
+"""
+
 app = typer.Typer(
     name="n3",
     help="Image restoration with Neural Nearest Neighbors Networks (N3Net, Plötz & Roth, NeurIPS 2018).",
+    epilog=ROOT_EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
