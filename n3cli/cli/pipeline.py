@@ -104,11 +104,19 @@ def check_output(job: Job, opts: Options) -> None:
     if out.suffix.lower() not in FORMAT_OF_EXTENSION:
         raise N3Error(f"{out}: unknown output format {out.suffix or '(no extension)'!r}; "
                       f"use one of {', '.join(sorted(set(FORMAT_OF_EXTENSION)))}")
-    if out.exists() and inp.exists() and os.path.samefile(out, inp):
-        raise N3Error(f"{out}: output is the input file; choose another -o")
-    if out.exists() and not opts.force:
-        raise N3Error(f"{out}: already exists (use --force to overwrite)")
-    parent = out.parent
+    check_target(out, inp, opts.force)
+
+
+def check_target(path: Path, inp: Path, force: bool, what: str = "output") -> None:
+    """Refuse before computing: the input itself, a folder, an existing file without --force, a missing or
+    unwritable folder (every subcommand's outputs go through this)."""
+    if path.exists() and inp.exists() and os.path.samefile(path, inp):
+        raise N3Error(f"{path}: {what} is the input file; writing it would overwrite the input")
+    if path.is_dir():
+        raise N3Error(f"{path}: {what} is a folder")
+    if path.exists() and not force:
+        raise N3Error(f"{path}: already exists (use --force to overwrite)")
+    parent = path.parent
     if not parent.is_dir():
         raise N3Error(f"{parent}: output folder does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,6 +29,7 @@ from .common import (
 )
 from .denoise import parse_nlf
 from .devices import set_threads
+from .pipeline import check_target
 
 EPILOG = """Examples:
 
@@ -41,21 +41,6 @@ EPILOG = """Examples:
 """
 
 SOURCE_TEXT = {"given": "--nlf", "dng": "the DNG NoiseProfile tag", "estimated": "estimated from the image"}
-
-
-def _check_target(path: Path, inp: Path, force: bool, what: str) -> None:
-    """Refuse before computing: the input itself, an existing file without --force, a bad folder."""
-    if path.exists() and inp.exists() and os.path.samefile(path, inp):
-        raise N3Error(f"{path}: {what} would overwrite the input file")
-    if path.is_dir():
-        raise N3Error(f"{path}: {what} is a folder")
-    if path.exists() and not force:
-        raise N3Error(f"{path}: already exists (use --force to overwrite)")
-    parent = path.parent
-    if not parent.is_dir():
-        raise N3Error(f"{parent}: output folder does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise N3Error(f"{parent}: output folder is not writable")
 
 
 def plan_outputs(inp: Path, output: Path, dng: Path | None, compare: bool, bits: int, force: bool
@@ -75,7 +60,7 @@ def plan_outputs(inp: Path, output: Path, dng: Path | None, compare: bool, bits:
     targets = [p for p in (output, original, dng) if p is not None]
     for p, what in zip(targets, ("the output", "the comparison image" if compare else "the DNG", "the DNG"),
                        strict=False):
-        _check_target(p, inp, force, what)
+        check_target(p, inp, force, what)
     return original, targets
 
 
