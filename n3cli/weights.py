@@ -193,8 +193,12 @@ def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, M
     raise WeightsError(f"unknown weights {text!r}: not a file and not a shipped name (known: {known})")
 
 
-def export_run(checkpoint_path: Path, name: str) -> tuple[N3Net, ModelInfo]:
-    """Model and facts of a training checkpoint (:mod:`n3cli.train`), ready to save as safetensors."""
+def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N3Net, ModelInfo]:
+    """Model and facts of a training checkpoint (:mod:`n3cli.train`), ready to save as safetensors.
+
+    ``precise_bn``: recompute the BN statistics from this many batches drawn from the run's training
+    data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages.
+    """
     from .imaging.noise import NLF_PLANES
     from .train.checkpoint import load
 
@@ -205,6 +209,8 @@ def export_run(checkpoint_path: Path, name: str) -> tuple[N3Net, ModelInfo]:
         cfg = state["train_config"]
     except (KeyError, RuntimeError, ValueError) as exc:
         raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
+    if precise_bn > 0:
+        _recalibrate(model, cfg, precise_bn)
     conditional = cfg["task"] == "denoise" and cfg["noise"].startswith("nlf")
     sigma = float(cfg["noise"].split(":")[-1]) if cfg["task"] == "denoise" and not conditional else None
     training = {
@@ -213,10 +219,26 @@ def export_run(checkpoint_path: Path, name: str) -> tuple[N3Net, ModelInfo]:
         "noise": state.get("noise", cfg["noise"]) if cfg["task"] == "denoise" else None,
         "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
         "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
+        "precise_bn_batches": precise_bn,
     }
     info = ModelInfo(name=name, task=cfg["task"], planes=["image", *NLF_PLANES] if conditional else ["image"],
                      sigma=sigma, description=f"{cfg['arch']} trained with n3 train", training=training)
     return model.eval(), info
+
+
+def _recalibrate(model: N3Net, cfg: dict[str, Any], batches: int) -> None:
+    from .train.data import ImageBank
+    from .train.loop import TrainConfig, calibration_inputs
+    from .train.precise_bn import recalibrate_bn
+
+    missing = [d for d in cfg["data"] if not Path(d).is_dir()]
+    if missing:
+        raise WeightsError(f"training data {missing[0]} not found (needed to recompute BN statistics; "
+                           "run from the directory the run was started in, or pass --precise-bn 0)")
+    tcfg = TrainConfig(**cfg)
+    bank = ImageBank(tcfg.data, min_size=1, luma="y" if tcfg.task == "sr" else "L")
+    recalibrate_bn(model, calibration_inputs(tcfg, bank, batches))
+    model.eval()
 
 
 def register(path: Path, model: N3Net, info: ModelInfo, default: bool = False) -> None:

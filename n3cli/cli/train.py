@@ -23,7 +23,8 @@ def train_cmd(
     arch: Annotated[str, typer.Option(help=f"One of: {', '.join(ARCHS)}.")] = "n3net",
     val: Annotated[Path | None, typer.Option(help="Validation image folder (PSNR logged).")] = None,
     noise: Annotated[str, typer.Option(help="Gaussian sigma ('25') or 'nlf[:gaussian_fraction]'.")] = "25",
-    steps: Annotated[int, typer.Option(help="Optimiser steps of the whole run.")] = 1000,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps of the whole run (default 1000; with "
+                                               "--resume: a new length for the run).")] = None,
     budget_hours: Annotated[float | None, typer.Option(help="CPU-hour budget: the schedule follows the budget "
                                                        "used and the run stops when it is spent.")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step (per process).")] = 16,
@@ -35,6 +36,8 @@ def train_cmd(
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 250,
     val_limit: Annotated[int, typer.Option(help="Validation images used.")] = 4,
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between checkpoints.")] = 5.0,
+    precise_bn: Annotated[int, typer.Option(help="Training batches used to recompute BN statistics before each "
+                                            "validation (0: use the running averages).")] = 40,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
@@ -47,18 +50,18 @@ def train_cmd(
     dev = pick_device(device)
     set_threads(threads)
     cfg = TrainConfig(out=str(out), data=[str(d) for d in data], task=task, arch=arch,
-                      val=str(val) if val else None, noise=noise, steps=steps, budget_hours=budget_hours,
+                      val=str(val) if val else None, noise=noise, steps=steps or 1000, budget_hours=budget_hours,
                       batch_size=batch_size,
                       patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
-                      val_limit=val_limit, checkpoint_minutes=checkpoint_minutes)
+                      val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn)
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
     err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
     bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("{task.fields[rate]:.2f} steps/s  loss {task.fields[loss]:.2e}"), TimeRemainingColumn(),
                    console=err_console, disable=not is_tty())
     with bar:
-        task_id = bar.add_task("train", total=steps, rate=0.0, loss=float("nan"))
-        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id))
+        task_id = bar.add_task("train", total=cfg.steps, rate=0.0, loss=float("nan"))
+        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id), steps=steps if resume else None)
     err_console.print(f"saved {last}")
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..weights import export_run, import_official, manifest, register, save_weights
 from .common import err_console, handle_errors, out_console
+from .devices import set_threads
 
 weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True)
 
@@ -60,10 +61,14 @@ def export_cmd(
     ship: Annotated[bool, typer.Option("--ship", help="Also register it in weights/manifest.json.")] = False,
     default: Annotated[bool, typer.Option("--default", help="Make it the default for its task.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    precise_bn: Annotated[int, typer.Option(help="Training batches used to recompute the BN statistics "
+                                            "(0: keep the running averages).")] = 100,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Export the model of a training checkpoint (with its training facts) to safetensors."""
-    model, info = export_run(run, name)
+    set_threads(threads)
+    model, info = export_run(run, name, precise_bn=precise_bn)
     save_weights(output, model, info, overwrite=force)
     if ship:
         register(output, model, info, default=default)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..imaging.resize import imresize
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .data import ImageBank
+from .precise_bn import recalibrate_bn
 from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sr_batch, sr_crop_size
 
 ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
@@ -53,6 +55,7 @@ class TrainConfig:
     val_sigma: float = 25.0
     checkpoint_minutes: float = 5.0
     log_every: int = 10
+    precise_bn: int = 40  # batches for recomputing BN statistics before each validation (0: off)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
     def validate(self) -> None:
@@ -118,6 +121,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             is_bn_scale = isinstance(m, nn.modules.batchnorm._BatchNorm) and name == "weight"
             (decay if is_conv_w or is_bn_scale else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = 20181203) -> Iterator[Tensor]:
+    """``n`` network inputs drawn as in training, from a generator of their own (the run's is untouched)."""
+    spec = NoiseSpec.parse(cfg.noise) if cfg.task == "denoise" else NoiseSpec(0.0)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    crop = sr_crop_size(cfg.patch) if cfg.task == "sr" else cfg.patch
+    for _ in range(n):
+        clean = bank.crops(cfg.batch_size, crop, gen)
+        yield sr_batch(clean, cfg.patch, gen)[0] if cfg.task == "sr" else denoise_batch(clean, spec, gen)[0]
 
 
 def build_model(cfg: TrainConfig, in_planes: int) -> N3Net:
@@ -211,10 +225,12 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
-          stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> Path:
+          stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
+          steps: int | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
+    ``steps``: on resume, a new length for the run (the schedule follows it from the current step on).
     """
     dev = torch.device(device)
     d = _init_distributed(dev)
@@ -224,6 +240,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     if resume and last_path.exists():
         state = checkpoint.load(last_path)
         cfg = TrainConfig(**state["train_config"])
+        if steps is not None and steps != cfg.steps:
+            if steps < state["step"]:
+                raise N3Error(f"--steps {steps} is below the run's current step {state['step']}")
+            cfg = replace(cfg, steps=steps)
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
     elif not resume and last_path.exists():
@@ -272,15 +292,29 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         if on_log is not None:
             on_log(record)
 
-    def save(path: Path, gather: bool = True) -> None:
+    def save(path: Path, gather: bool = True, weights: dict[str, Tensor] | None = None) -> None:
         """Checkpoint; with ``gather`` every rank must call it (RNG states of all ranks are kept)."""
         states = _rng_state(gen, d) if gather else [gen.get_state()]
         if d.main:
             checkpoint.save_atomic({
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                "model": model.state_dict() if weights is None else weights, "optimizer": opt.state_dict(),
+                "step": step, "best": best,
                 "train_seconds": seconds, "cpu_seconds": cpu_seconds, "rng": states, "train_config": asdict(cfg),
                 "net_config": model.config.to_dict(), "noise": spec.describe(),
             }, path)
+
+    def evaluate(validator: Validator | SRValidator) -> None:
+        """Validate a copy with precise BN statistics (the run's own state is untouched); keep the best."""
+        nonlocal best
+        probe = copy.deepcopy(model)
+        if cfg.precise_bn > 0:
+            recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
+        psnr = validator(probe, dev)
+        log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task,
+             "precise_bn": cfg.precise_bn})
+        if psnr > best:
+            best = psnr
+            save(best_path, gather=False, weights=probe.state_dict())
 
     stop = {"flag": False}
 
@@ -329,11 +363,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                      "train_seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1)})
                 window_t, window_n, loss_acc = now, 0, 0.0
             if validator is not None and step % cfg.eval_every == 0:
-                psnr = validator(model, dev)
-                log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task})
-                if psnr > best:
-                    best = psnr
-                    save(best_path, gather=False)
+                evaluate(validator)
             want_save = time.monotonic() - last_save > cfg.checkpoint_minutes * 60
             want_stop = stop["flag"] or (stop_after is not None and steps_this_call >= stop_after)
             if d.world > 1:  # every rank takes the same decisions
@@ -350,11 +380,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             signal.signal(s, h)
     finished = step >= cfg.steps or bool(cfg.budget_hours and cpu_seconds >= cfg.budget_hours * 3600.0)
     if validator is not None and finished and step % cfg.eval_every != 0:  # the final model is always measured
-        psnr = validator(model, dev)
-        log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task})
-        if psnr > best:
-            best = psnr
-            save(best_path, gather=False)
+        evaluate(validator)
     save(last_path)
     if d.main and stop["flag"]:
         print(f"interrupted: state saved at step {step} in {last_path}", file=sys.stderr)

@@ -140,3 +140,45 @@ def test_cpu_budget_stops_the_run(tmp_path: Path, data: Path) -> None:
     assert 1 <= state["step"] < 10_000
     assert state["cpu_seconds"] >= 3.6e-3
     assert learning_rate(cfg, 0, cpu_seconds=3.6e-3) == pytest.approx(1e-8)
+
+
+def test_validation_leaves_the_run_untouched(tmp_path: Path, data: Path) -> None:
+    """Validation (with precise BN on a copy) inside the run: resumed = uninterrupted, bit for bit."""
+    full = train(_cfg(tmp_path / "a", data, steps=6, precise_bn=2))
+    part = _cfg(tmp_path / "b", data, steps=6, precise_bn=2)
+    train(part, stop_after=3)
+    resumed = train(_cfg(tmp_path / "b", data, steps=6, precise_bn=2), resume=True)
+    a, b = load(full)["model"], load(resumed)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    best = load(tmp_path / "a" / "run" / "best.pt")["model"]  # the calibrated copy, not the running averages
+    assert any(not torch.equal(best[k], a[k]) for k in a if k.endswith("running_mean"))
+
+
+def test_resume_with_a_new_length(tmp_path: Path, data: Path) -> None:
+    cfg = _cfg(tmp_path, data, steps=4, val=None)
+    train(cfg, stop_after=2)
+    with pytest.raises(N3Error, match="below the run's current step"):
+        train(_cfg(tmp_path, data, steps=4, val=None), resume=True, steps=1)
+    last = train(_cfg(tmp_path, data, steps=4, val=None), resume=True, steps=5)
+    state = load(last)
+    assert state["step"] == 5 and state["train_config"]["steps"] == 5
+
+
+def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
+    from n3cli.weights import WeightsError, export_run
+
+    last = train(_cfg(tmp_path, data, steps=2, val=None, noise="nlf"))
+    plain, info0 = export_run(last, "x")
+    calibrated, info = export_run(last, "x", precise_bn=3)
+    assert info0.training["precise_bn_batches"] == 0 and info.training["precise_bn_batches"] == 3
+    assert info.planes == ["image", "sqrt_a", "sqrt_b"]
+    s0, s1 = plain.state_dict(), calibrated.state_dict()
+    assert any(not torch.equal(s0[k], s1[k]) for k in s0 if k.endswith("running_var"))
+    assert all(torch.equal(s0[k], s1[k]) for k in s0 if not k.endswith(("running_var", "running_mean",
+                                                                             "num_batches_tracked")))
+    state = load(last)
+    state["train_config"]["data"] = [str(tmp_path / "gone")]
+    torch.save(state, tmp_path / "moved.pt")
+    with pytest.raises(WeightsError, match="not found"):
+        export_run(tmp_path / "moved.pt", "x", precise_bn=3)
