@@ -1,0 +1,56 @@
+"""Refresh the README's result tables from the files ``n3 bench --markdown`` wrote.
+
+Each table in README.md follows a comment holding the exact ``n3 bench`` command that produced it; the
+command names its ``--markdown results/NAME.md`` file. This script replaces the table under every such
+comment with that file's table (the file's first line is the same command comment), so the README only
+ever shows figures a command produced. ``--check`` exits 1 when the README is out of date.
+
+    python benchmarks/readme_tables.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMENT = re.compile(r"^<!-- (n3 bench .*--markdown (\S+\.md).*) -->$")
+
+
+def refresh(text: str, root: Path = ROOT) -> str:
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = COMMENT.match(lines[i])
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        source = (root / m.group(2)).read_text().splitlines()
+        out.extend(source)  # its own command comment, then the table
+        i += 1
+        while i < len(lines) and lines[i].startswith("|"):  # drop the old table
+            i += 1
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only report whether README.md is current")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    new = refresh(old)
+    if args.check:
+        print("README tables are current" if new == old else "README tables are out of date")
+        return int(new != old)
+    readme.write_text(new)
+    print("README tables refreshed" if new != old else "README tables already current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
