@@ -38,6 +38,9 @@ def train_cmd(
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between checkpoints.")] = 5.0,
     precise_bn: Annotated[int, typer.Option(help="Training batches used to recompute BN statistics before each "
                                             "validation (0: use the running averages).")] = 40,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 (mixed precision; the N3 math stays float32) "
+                                                  "or auto: bf16 where the hardware runs it natively "
+                                                  "(default auto; with --resume: the run's own).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
@@ -53,7 +56,8 @@ def train_cmd(
                       val=str(val) if val else None, noise=noise, steps=steps or 1000, budget_hours=budget_hours,
                       batch_size=batch_size,
                       patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
-                      val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn)
+                      val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
+                      precision=precision or "auto")
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
     err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
     bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -61,7 +65,8 @@ def train_cmd(
                    console=err_console, disable=not is_tty())
     with bar:
         task_id = bar.add_task("train", total=cfg.steps, rate=0.0, loss=float("nan"))
-        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id), steps=steps if resume else None)
+        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
+                     steps=steps if resume else None, precision=precision if resume else None)
     err_console.print(f"saved {last}")
 
 

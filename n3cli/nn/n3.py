@@ -15,8 +15,10 @@ between embeddings, logits α = -D (optionally normalised), temperature, the sel
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,16 +62,39 @@ class DistanceNorm(nn.BatchNorm1d):
         return (alpha - self.running_mean) * scale + self.bias
 
 
+def full_precision(*tensors: Tensor) -> tuple[contextlib.AbstractContextManager[Any], list[Tensor]]:
+    """Under CPU/CUDA autocast: a context that turns it off, and the tensors in float32.
+
+    Distances are differences of large dot products (cancellation) and the selection divides by small
+    temperatures, so the N3 math always runs in float32, even when the convolutions around it run in
+    bfloat16 / float16 (mixed-precision training, half-precision inference).
+    """
+    dev = tensors[0].device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return torch.autocast(dev, enabled=False), [t.float() for t in tensors]
+    return contextlib.nullcontext(), list(tensors)
+
+
 def neighbour_volumes(queries: Tensor, candidates: Tensor, values: Tensor, temperature: Tensor | float,
                       k: int, valid: Tensor | None = None, norm: DistanceNorm | None = None,
                       method: Selection = "continuous", update: Update = "alpha") -> Tensor:
-    """The core of an N3 block for one group of queries.
+    """The core of an N3 block for one group of queries (always in float32, see :func:`full_precision`).
 
     queries (B, Q, E), candidates (B, M, E), values (B, M, F) (what is aggregated), temperature
     (B, Q, 1) or a float, ``valid`` a boolean mask broadcastable to (B, Q, M). Returns the k
     continuous neighbours (B, Q, k, F) (Eq. 11). A query without any valid candidate gets itself
     back only when values and queries coincide; otherwise zeros (callers handle that case).
     """
+    ctx, (queries, candidates, values) = full_precision(queries, candidates, values)
+    if isinstance(temperature, Tensor):
+        temperature = temperature.float()
+    with ctx:
+        return _neighbour_volumes(queries, candidates, values, temperature, k, valid, norm, method, update)
+
+
+def _neighbour_volumes(queries: Tensor, candidates: Tensor, values: Tensor, temperature: Tensor | float,
+                       k: int, valid: Tensor | None, norm: DistanceNorm | None, method: Selection,
+                       update: Update) -> Tensor:
     alpha = -squared_distances(queries, candidates)  # Eq. 4
     if norm is not None:
         alpha = norm(alpha, valid)
@@ -165,6 +190,11 @@ class N3Aggregation2d(nn.Module):
 
     def forward(self, x: Tensor, e: Tensor, log_t: Tensor,
                 progress: Callable[[int, int], None] | None = None) -> Tensor:
+        ctx, (x, e, log_t) = full_precision(x, e, log_t)  # the folding sums too
+        with ctx:
+            return self._forward(x, e, log_t, progress)
+
+    def _forward(self, x: Tensor, e: Tensor, log_t: Tensor, progress: Callable[[int, int], None] | None) -> Tensor:
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
         x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()  # unfold/fold are fastest in NCHW

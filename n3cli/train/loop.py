@@ -28,6 +28,28 @@ from .precise_bn import recalibrate_bn
 from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sr_batch, sr_crop_size
 
 ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 convolutions run natively (CUDA with bf16 support; CPUs with AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
+    """The autocast context of a run's precision on ``device`` (None: full float32).
+
+    Measured on this project's 2-core CPU (AVX512-BF16), N3Net training step, batch 16 × 80², one
+    thread: 4.6 s float32, 4.4 s channels-last, 2.3 s bf16 + channels-last.
+    """
+    use = precision == "bf16" or (precision == "auto" and native_bf16(device))
+    if not use or device.type not in ("cpu", "cuda"):
+        return None
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -56,6 +78,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every: int = 10
     precise_bn: int = 40  # batches for recomputing BN statistics before each validation (0: off)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
     def validate(self) -> None:
@@ -67,6 +90,8 @@ class TrainConfig:
             raise N3Error(f"unknown schedule {self.schedule!r}; expected paper or cosine")
         if self.optimizer not in (None, "adam", "sgd"):
             raise N3Error(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
+        if self.precision not in PRECISIONS:
+            raise N3Error(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
 
@@ -226,11 +251,12 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          steps: int | None = None) -> Path:
+          steps: int | None = None, precision: str | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
-    ``steps``: on resume, a new length for the run (the schedule follows it from the current step on).
+    ``steps``: on resume, a new length for the run (the schedule follows it from the current step on);
+    ``precision``: on resume, switch the run's arithmetic (see :func:`autocast_for`).
     """
     dev = torch.device(device)
     d = _init_distributed(dev)
@@ -244,6 +270,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if steps < state["step"]:
                 raise N3Error(f"--steps {steps} is below the run's current step {state['step']}")
             cfg = replace(cfg, steps=steps)
+        if precision is not None:
+            cfg = replace(cfg, precision=precision)
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
     elif not resume and last_path.exists():
@@ -256,8 +284,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     dncnn_init(model, gen)  # deterministic from the seed, identical on every rank
     gen.manual_seed(cfg.seed * 1000 + d.rank)  # then each rank draws its own crops
     model.to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # faster convolutions (CPU: 4.6 -> 4.4 s per step)
     groups = param_groups(model, cfg.weight_decay)
     if optimizer_name(cfg) == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
@@ -322,7 +349,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         stop["flag"] = True
 
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    amp = autocast_for(cfg.precision, dev)
     net.train()
     last_save = time.monotonic()
     steps_this_call = 0

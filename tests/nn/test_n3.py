@@ -147,3 +147,22 @@ def test_set_block_learned_scalar_temperature_gets_gradient() -> None:
     block = N3Set(2, embedding=nn.Linear(5, 3))
     block(torch.rand(2, 7, 5)).sum().backward()
     assert block.log_temperature.grad is not None and torch.isfinite(block.log_temperature.grad)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_n3_math_stays_float32_under_autocast(training: bool) -> None:
+    """Mixed precision: the aggregation (distances, selection, folding) is computed exactly as in float32."""
+    torch.manual_seed(0)
+    agg = N3Aggregation2d(k=3).train(training)
+    x, e, log_t = torch.randn(2, 4, 30, 30), torch.randn(2, 8, 30, 30), torch.randn(2, 1, 30, 30)
+    plain = agg(x, e, log_t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = agg(x.bfloat16(), e, log_t)  # a bf16 input is promoted, not the other way round
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, agg(x.bfloat16().float(), e, log_t), rtol=0, atol=0)
+    assert plain.shape == mixed.shape
+    s = N3Set(2, nn.Linear(4, 3))
+    items = torch.randn(1, 10, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = s(items)
+    torch.testing.assert_close(out.float(), s(items), rtol=1e-2, atol=1e-2)  # embedding Linear runs in bf16

@@ -40,12 +40,14 @@ def _cfg(tmp_path: Path, data: Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("arch,task,noise", [("n3net", "denoise", "25"), ("n3net-light", "denoise", "nlf"),
-                                             ("dncnn", "denoise", "nlf"), ("knn", "denoise", "15"),
-                                             ("n3net-sr", "sr", "25"), ("vdsr", "sr", "25")])
-def test_few_steps(tmp_path: Path, data: Path, arch: str, task: str, noise: str) -> None:
+@pytest.mark.parametrize("arch,task,noise,precision", [
+    ("n3net", "denoise", "25", "fp32"), ("n3net-light", "denoise", "nlf", "fp32"), ("dncnn", "denoise", "nlf", "fp32"),
+    ("knn", "denoise", "15", "fp32"), ("n3net-sr", "sr", "25", "fp32"), ("vdsr", "sr", "25", "fp32"),
+    ("n3net", "denoise", "nlf", "bf16")])
+def test_few_steps(tmp_path: Path, data: Path, arch: str, task: str, noise: str, precision: str) -> None:
     records: list[dict] = []
-    cfg = _cfg(tmp_path, data, arch=arch, task=task, noise=noise, patch=36 if task == "sr" else 32)
+    cfg = _cfg(tmp_path, data, arch=arch, task=task, noise=noise, patch=36 if task == "sr" else 32,
+               precision=precision)
     last = train(cfg, on_log=records.append)
     state = load(last)
     assert state["step"] == 4
@@ -160,9 +162,12 @@ def test_resume_with_a_new_length(tmp_path: Path, data: Path) -> None:
     train(cfg, stop_after=2)
     with pytest.raises(N3Error, match="below the run's current step"):
         train(_cfg(tmp_path, data, steps=4, val=None), resume=True, steps=1)
-    last = train(_cfg(tmp_path, data, steps=4, val=None), resume=True, steps=5)
+    last = train(_cfg(tmp_path, data, steps=4, val=None), resume=True, steps=5, precision="bf16")
     state = load(last)
     assert state["step"] == 5 and state["train_config"]["steps"] == 5
+    assert state["train_config"]["precision"] == "bf16"
+    with pytest.raises(N3Error, match="unknown precision"):
+        train(_cfg(tmp_path / "c", data, steps=1, val=None, precision="fp8"))
 
 
 def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
