@@ -18,6 +18,8 @@ def sets_cmd(
     batch: Annotated[int, typer.Option(help="Sets per step.")] = 4,
     seed: Annotated[int, typer.Option(help="Initialisation seed (the training sets are fixed).")] = 0,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    schedule: Annotated[str, typer.Option(help="cosine (decay over the run) or constant.")] = "cosine",
+    select: Annotated[str, typer.Option(help="Test the best-validation weights (best) or the last.")] = "best",
     models: Annotated[str, typer.Option(help="Comma-separated: cnnnet, n3.")] = "cnnnet,n3",
     k: Annotated[int, typer.Option("--k", help="Neighbours of the N3 block.")] = 4,
     ess_weight: Annotated[float, typer.Option(help="Weight of the essential-matrix loss (0: off).")] = 0.0,
@@ -36,7 +38,8 @@ def sets_cmd(
     Example: n3 sets --steps 3000 --out runs/sets
     """
     argv = ["--steps", str(steps), "--n", str(n), "--batch", str(batch), "--seed", str(seed), "--lr", str(lr),
-            "--models", models, "--k", str(k), "--ess-weight", str(ess_weight), "--ess-after", str(ess_after),
+            "--schedule", schedule, "--select", select, "--models", models, "--k", str(k),
+            "--ess-weight", str(ess_weight), "--ess-after", str(ess_after),
             "--test-sets", str(test_sets), "--val-sets", str(val_sets), "--val-every", str(val_every),
             "--device", device, "--threads", str(threads)]
     if time_limit is not None:

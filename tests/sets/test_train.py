@@ -53,3 +53,20 @@ def test_main_end_to_end(tmp_path: Path, capsys) -> None:
         assert net.config.n3 == n3 and net.config.k == 2 and meta["steps"] == 2
         x = make_batch("test", range(1), TwoViewConfig(n=64)).x
         assert net(x).shape == (1, 64)
+
+
+def test_the_best_validation_weights_are_tested(tmp_path: Path) -> None:
+    res = main(["--steps", "3", "--n", "64", "--batch", "2", "--test-sets", "2", "--val-sets", "2",
+                "--val-every", "1", "--channels", "8", "--blocks", "2", "--models", "cnnnet", "--log-every", "1",
+                "--out", str(tmp_path)])
+    rec = res["models"]["cnnnet"]
+    vals = [(h["step"], sum(h["val"][f"mAP@{t}"] for t in (5, 10, 20))) for h in rec["history"] if "val" in h]
+    assert [s for s, _ in vals] == [1, 2, 3]
+    best = max(v for _, v in vals)
+    assert rec["selected_step"] == max(s for s, v in vals if v == best)
+    _, meta = load_weights(tmp_path / "cnnnet.safetensors")
+    assert meta["selected_step"] == rec["selected_step"]
+    last = main(["--steps", "2", "--n", "64", "--batch", "2", "--test-sets", "2", "--val-sets", "2",
+                 "--val-every", "1", "--channels", "8", "--blocks", "2", "--models", "cnnnet", "--select", "last",
+                 "--schedule", "constant"])
+    assert last["models"]["cnnnet"]["selected_step"] == 2
