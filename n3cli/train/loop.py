@@ -43,8 +43,10 @@ def native_bf16(device: torch.device) -> bool:
 def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
     """The autocast context of a run's precision on ``device`` (None: full float32).
 
-    Measured on this project's 2-core CPU (AVX512-BF16), N3Net training step, batch 16 × 80², one
-    thread: 4.6 s float32, 4.4 s channels-last, 2.3 s bf16 + channels-last.
+    Only the local CNNs run in bfloat16: the N3 blocks (embedding, temperature, selection, Eq. 11) stay
+    float32 (:meth:`n3cli.nn.n3.N3Block2d.forward`). Measured on this project's 2-core CPU (AVX512-BF16),
+    N3Net training step, batch 16 × 80², one thread: 4.7 s float32, 4.1 s channels-last, 3.2 s
+    bf16 local CNNs + channels-last (2.3 s with the N3 blocks in bf16 too, whose gradients went astray).
     """
     use = precision == "bf16" or (precision == "auto" and native_bf16(device))
     if not use or device.type not in ("cpu", "cuda"):

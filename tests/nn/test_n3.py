@@ -166,3 +166,13 @@ def test_n3_math_stays_float32_under_autocast(training: bool) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = s(items)
     torch.testing.assert_close(out.float(), s(items), rtol=1e-2, atol=1e-2)  # embedding Linear runs in bf16
+
+
+def test_image_block_runs_in_float32_under_autocast() -> None:
+    """Embedding and temperature CNNs too: their bf16 gradients lost direction (see N3Block2d.forward)."""
+    torch.manual_seed(0)
+    block = N3Block2d(in_channels=4, k=2, embed_features=8, embed_channels=3).train()
+    x = torch.randn(2, 4, 30, 30)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = block(x)
+    torch.testing.assert_close(mixed, block(x), rtol=0, atol=0)
