@@ -176,3 +176,27 @@ def test_image_block_runs_in_float32_under_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = block(x)
     torch.testing.assert_close(mixed, block(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_distance_norm_is_batchnorm_over_the_valid_entries(momentum: float | None) -> None:
+    from n3cli.nn.n3 import DistanceNorm
+
+    torch.manual_seed(0)
+    ours, ref = DistanceNorm(), nn.BatchNorm1d(1)
+    for m in (ours, ref):
+        m.momentum = momentum
+        with torch.no_grad():
+            m.weight.fill_(1.7)
+            m.bias.fill_(-0.3)
+    alpha = torch.randn(2, 5, 7) * 3 + 1
+    valid = torch.rand(1, 5, 7) > 0.3
+    for _ in range(2):
+        out = ours(alpha, valid)
+        expect = ref(alpha.masked_select(valid.expand_as(alpha)).view(-1, 1)).view(-1)
+        torch.testing.assert_close(out.masked_select(valid.expand_as(alpha)), expect)
+        assert torch.equal(out.masked_select(~valid.expand_as(alpha)), alpha.masked_select(~valid.expand_as(alpha)))
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert ours.num_batches_tracked == ref.num_batches_tracked == 2
+
