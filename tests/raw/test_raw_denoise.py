@@ -91,6 +91,14 @@ def test_planes_mode_denoises_each_cfa_plane_as_a_gray_image(restorer: api.Resto
     assert odd.shape == (63, 79) and np.all(np.isfinite(odd))
 
 
+def test_the_network_sees_the_mosaic_clipped_as_in_training(restorer: api.Restorer) -> None:
+    m = _synthetic_raw(64, 80).mosaic.copy()
+    m[:20] -= 0.05  # below the black level, as real raws have
+    m[-10:] += 1.0  # above the white level
+    out = api.denoise_mosaic(m, "RGGB", NLF, model=restorer)
+    assert np.array_equal(out, api.denoise_mosaic(np.clip(m, 0, 1), "RGGB", NLF, model=restorer))
+
+
 def test_api_errors(restorer: api.Restorer, plain_weights: Path) -> None:
     m = _synthetic_raw(32, 32).mosaic
     with pytest.raises(N3Error, match="noise-level-conditional"):
