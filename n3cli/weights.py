@@ -227,8 +227,7 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
 
 
 def _recalibrate(model: N3Net, cfg: dict[str, Any], batches: int) -> None:
-    from .train.data import ImageBank
-    from .train.loop import TrainConfig, calibration_inputs
+    from .train.loop import TrainConfig, calibration_inputs, training_bank
     from .train.precise_bn import recalibrate_bn
 
     missing = [d for d in cfg["data"] if not Path(d).is_dir()]
@@ -236,8 +235,7 @@ def _recalibrate(model: N3Net, cfg: dict[str, Any], batches: int) -> None:
         raise WeightsError(f"training data {missing[0]} not found (needed to recompute BN statistics; "
                            "run from the directory the run was started in, or pass --precise-bn 0)")
     tcfg = TrainConfig(**cfg)
-    bank = ImageBank(tcfg.data, min_size=1, luma="y" if tcfg.task == "sr" else "L")
-    recalibrate_bn(model, calibration_inputs(tcfg, bank, batches))
+    recalibrate_bn(model, calibration_inputs(tcfg, training_bank(tcfg), batches))
     model.eval()
 
 

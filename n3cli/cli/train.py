@@ -29,7 +29,8 @@ def train_cmd(
                                                        "used and the run stops when it is spent.")] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step (per process).")] = 16,
     patch: Annotated[int, typer.Option(help="Crop size (the N3 block's search region is 80).")] = 80,
-    lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr; "
+                                                 "with --resume: rescales the run's schedule).")] = None,
     schedule: Annotated[str, typer.Option(help="paper (exponential / step decay) or cosine.")] = "paper",
     optimizer: Annotated[str | None, typer.Option(help="adam or sgd (default: adam for denoise, sgd for sr).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
@@ -66,7 +67,8 @@ def train_cmd(
     with bar:
         task_id = bar.add_task("train", total=cfg.steps, rate=0.0, loss=float("nan"))
         last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
-                     steps=steps if resume else None, precision=precision if resume else None)
+                     steps=steps if resume else None, precision=precision if resume else None,
+                     lr=lr if resume else None)
     err_console.print(f"saved {last}")
 
 

@@ -150,15 +150,28 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def training_bank(cfg: TrainConfig) -> ImageBank:
+    """The run's training images, decoded once: luma Y (MATLAB ``rgb2ycbcr``) for sr, PIL gray otherwise."""
+    return ImageBank(cfg.data, min_size=1, luma="y" if cfg.task == "sr" else "L")
+
+
+def crop_size(cfg: TrainConfig) -> int:
+    """Side of the clean crops drawn per sample (sr needs a margin for the resampling)."""
+    return sr_crop_size(cfg.patch) if cfg.task == "sr" else cfg.patch
+
+
+def make_batch(cfg: TrainConfig, spec: NoiseSpec, clean: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(network input, target) for one batch of clean crops, as the task trains."""
+    return sr_batch(clean, cfg.patch, gen) if cfg.task == "sr" else denoise_batch(clean, spec, gen)
+
+
 def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = 20181203) -> Iterator[Tensor]:
     """``n`` network inputs drawn as in training, from a generator of their own (the run's is untouched)."""
     spec = NoiseSpec.parse(cfg.noise) if cfg.task == "denoise" else NoiseSpec(0.0)
     gen = torch.Generator()
     gen.manual_seed(seed)
-    crop = sr_crop_size(cfg.patch) if cfg.task == "sr" else cfg.patch
     for _ in range(n):
-        clean = bank.crops(cfg.batch_size, crop, gen)
-        yield sr_batch(clean, cfg.patch, gen)[0] if cfg.task == "sr" else denoise_batch(clean, spec, gen)[0]
+        yield make_batch(cfg, spec, bank.crops(cfg.batch_size, crop_size(cfg), gen), gen)[0]
 
 
 def build_model(cfg: TrainConfig, in_planes: int) -> N3Net:
@@ -253,12 +266,13 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          steps: int | None = None, precision: str | None = None) -> Path:
+          steps: int | None = None, precision: str | None = None, lr: float | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
     ``steps``: on resume, a new length for the run (the schedule follows it from the current step on);
     ``precision``: on resume, switch the run's arithmetic (see :func:`autocast_for`).
+    ``lr``: on resume, a new initial rate: the schedule's curve is rescaled from the current step on.
     """
     dev = torch.device(device)
     d = _init_distributed(dev)
@@ -274,6 +288,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             cfg = replace(cfg, steps=steps)
         if precision is not None:
             cfg = replace(cfg, precision=precision)
+        if lr is not None:
+            if not lr > 0:
+                raise N3Error(f"--lr must be positive, got {lr:g}")
+            cfg = replace(cfg, lr=lr)
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
     elif not resume and last_path.exists():
@@ -303,12 +321,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    bank = ImageBank(cfg.data, min_size=1, luma="y" if cfg.task == "sr" else "L")
+    bank = training_bank(cfg)
     validator: Validator | SRValidator | None = None
     if cfg.val and d.main:
         validator = Validator(cfg.val, cfg.val_limit, cfg, spec) if cfg.task == "denoise" else \
             SRValidator(cfg.val, cfg.val_limit)
-    crop = sr_crop_size(cfg.patch) if cfg.task == "sr" else cfg.patch
+    crop = crop_size(cfg)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -359,11 +377,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     try:
         while step < cfg.steps and not (cfg.budget_hours and cpu_seconds >= cfg.budget_hours * 3600.0):
             t0, c0 = time.monotonic(), time.process_time()
-            clean = bank.crops(cfg.batch_size, crop, gen)
-            if cfg.task == "sr":
-                x, target = sr_batch(clean, cfg.patch, gen)
-            else:
-                x, target = denoise_batch(clean, spec, gen)
+            x, target = make_batch(cfg, spec, bank.crops(cfg.batch_size, crop, gen), gen)
             x, target = x.to(dev), target.to(dev)
             lr = learning_rate(cfg, step, cpu_seconds)
             for g in opt.param_groups:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +170,21 @@ def test_resume_with_a_new_length(tmp_path: Path, data: Path) -> None:
     assert state["train_config"]["precision"] == "bf16"
     with pytest.raises(N3Error, match="unknown precision"):
         train(_cfg(tmp_path / "c", data, steps=1, val=None, precision="fp8"))
+
+
+def test_resume_with_a_new_rate(tmp_path: Path, data: Path) -> None:
+    """--resume --lr rescales the schedule from the current step on; the rate logged after it follows."""
+    train(_cfg(tmp_path, data, steps=4, val=None, schedule="cosine", log_every=1), stop_after=2)
+    with pytest.raises(N3Error, match="--lr must be positive"):
+        train(_cfg(tmp_path, data, steps=4, val=None), resume=True, lr=0.0)
+    last = train(_cfg(tmp_path, data, steps=4, val=None), resume=True, lr=1e-5)
+    state = load(last)
+    assert state["step"] == 4 and state["train_config"]["lr"] == 1e-5
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    rates = {r["step"]: r["lr"] for r in logged if "lr" in r}
+    cfg = TrainConfig(**state["train_config"])
+    assert rates[2] == pytest.approx(learning_rate(replace(cfg, lr=None), 1))  # before: the default 1e-3 curve
+    assert rates[4] == pytest.approx(learning_rate(cfg, 3))  # after: the same curve from 1e-5
 
 
 def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
