@@ -49,10 +49,16 @@ class Restorer:
     model: N3Net
     info: ModelInfo
     device: torch.device
+    #: Average the outputs over the 8 flips and 90° rotations of the input ("self-ensemble"): 8× the time.
+    self_ensemble: bool = False
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    def describe(self) -> str:
+        """'<name> on <device>', plus the self-ensemble when on (for messages)."""
+        return f"{self.name} on {self.device}" + (" (self-ensemble x8)" if self.self_ensemble else "")
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -62,14 +68,14 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def load_model(weights: str | Path | None = None, task: str = "denoise",
-               device: str | torch.device | None = "auto") -> Restorer:
+               device: str | torch.device | None = "auto", *, self_ensemble: bool = False) -> Restorer:
     """Load shipped weights by name (default for ``task`` when None), a safetensors file, or an
-    authors' checkpoint (``.t7``), onto ``device``."""
+    authors' checkpoint (``.t7``), onto ``device``. ``self_ensemble``: see :class:`Restorer`."""
     model, info = resolve(weights, task)
     if info.task != task:
         raise N3Error(f"weights {info.name!r} are for task {info.task!r}, not {task!r}")
     dev = pick_device(device)
-    return Restorer(prepare_for_inference(model, dev), info, dev)
+    return Restorer(prepare_for_inference(model, dev), info, dev, self_ensemble)
 
 
 def prepare_for_inference(model: N3Net, device: torch.device) -> N3Net:
@@ -130,7 +136,32 @@ def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = D
     # to 0.013 dB, so CPU inference stays float32.
     half = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), half:
-        return tiled_apply(fn, x, tile, overlap, progress)
+        if not restorer.self_ensemble:
+            return tiled_apply(fn, x, tile, overlap, progress)
+        total: Tensor | None = None
+        for t, (flip, turns) in enumerate(DIHEDRAL):
+            def part_progress(i: int, n: int, t: int = t) -> None:
+                if progress is not None:
+                    progress(t * n + i, len(DIHEDRAL) * n)
+
+            y = _undo(tiled_apply(fn, _transform(x, flip, turns), tile, overlap, part_progress), flip, turns)
+            total = y if total is None else total.add_(y)
+        assert total is not None
+        return total.div_(len(DIHEDRAL))
+
+
+#: The 8 symmetries of the square (flip left-right or not, then 0-3 quarter turns): the self-ensemble.
+DIHEDRAL = tuple((flip, turns) for flip in (False, True) for turns in range(4))
+
+
+def _transform(x: Tensor, flip: bool, turns: int) -> Tensor:
+    y = x.flip(-1) if flip else x
+    return torch.rot90(y, turns, dims=(-2, -1)) if turns else y
+
+
+def _undo(y: Tensor, flip: bool, turns: int) -> Tensor:
+    y = torch.rot90(y, -turns, dims=(-2, -1)) if turns else y
+    return y.flip(-1) if flip else y
 
 
 def estimate_sigma(image: np.ndarray) -> float:
@@ -303,10 +334,11 @@ def raw_nlf(raw: RawImage, nlf: tuple[float, float] | None = None) -> NLFInfo:
     return NLFInfo(est.a, est.b, "estimated")
 
 
-def load_raw_model(model: Restorer | str | Path | None = None, device: str | torch.device | None = "auto"
-                   ) -> Restorer:
+def load_raw_model(model: Restorer | str | Path | None = None, device: str | torch.device | None = "auto",
+                   *, self_ensemble: bool = False) -> Restorer:
     """A noise-level-conditional denoiser for raw data (None: the shipped default), else an N3Error."""
-    restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
+    restorer = model if isinstance(model, Restorer) else \
+        load_model(model, "denoise", device, self_ensemble=self_ensemble)
     if not restorer.info.conditional:
         trained = f" (trained for sigma {restorer.info.sigma:g} only)" if restorer.info.sigma is not None else ""
         raise N3Error(f"raw denoising needs a noise-level-conditional model (input planes image, sqrt_a, sqrt_b); "

@@ -63,6 +63,10 @@ class MethodOptions:
     device: str = "auto"
     tile: int | None = None
     official_dir: Path | None = None
+    ensemble: bool = False  # model methods average over the 8 flips/rotations (api.Restorer.self_ensemble)
+
+    def load(self, weights: str | Path | None, task: str) -> api.Restorer:
+        return api.load_model(weights, task, self.device, self_ensemble=self.ensemble)
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Method:
     prepare: Callable[[float], None] | None = None  # before timing, once per setting (e.g. load a model)
     unavailable: Callable[[float], str | None] | None = None  # why a setting cannot be run, else None
     caution: Callable[[float], str | None] | None = None  # a warning for a setting (e.g. σ mismatch)
+    ensembled: bool = False  # a model run with the self-ensemble: labelled "-x8"
 
     def skip_reason(self, setting: float) -> str | None:
         return self.unavailable(setting) if self.unavailable else None
@@ -127,6 +132,9 @@ def build_method(spec: str, task: str, options: MethodOptions | None = None) -> 
         raise MethodError(f"method {base!r} is for task {'/'.join(by_task)}, not {task}")
     method = entry.factory(arg.strip() if sep else None, options)
     method.name = spec
+    if method.ensembled:
+        method.label += "-x8"
+        method.description += " (self-ensemble x8)"
     return method
 
 
@@ -168,7 +176,7 @@ def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
         return None
 
     return Method("", info.name, "denoise", run, paper="N3Net",
-                  description=info.description or "N3Net", caution=caution)
+                  description=info.description or "N3Net", caution=caution, ensembled=restorer.self_ensemble)
 
 
 ModelMethod = Callable[[api.Restorer, MethodOptions], Method]
@@ -179,7 +187,7 @@ def shipped_method(task: str, build: ModelMethod, arg: str | None, options: Meth
     if arg:
         return file_method(task, build, arg, options)
     try:
-        restorer = api.load_model(None, task, options.device)
+        restorer = options.load(None, task)
     except WeightsError as exc:
         raise MethodUnavailable(f"n3net: {exc}") from None
     method = build(restorer, options)
@@ -191,7 +199,7 @@ def file_method(task: str, build: ModelMethod, arg: str | None, options: MethodO
     """``weights:PATH``: any weights file for ``task``."""
     if not arg:
         raise MethodError("method 'weights' needs a file: weights:PATH")
-    return build(api.load_model(arg, task, options.device), options)
+    return build(options.load(arg, task), options)
 
 
 @register("n3net", "denoise", "our shipped default denoising model (api.load_model(None))")
@@ -228,14 +236,15 @@ def _official(arg: str | None, options: MethodOptions) -> Method:
 
     def prepare(sigma: float) -> None:
         if sigma not in cache:
-            cache[sigma] = api.load_model(have[int(sigma)], "denoise", options.device)
+            cache[sigma] = options.load(have[int(sigma)], "denoise")
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
         prepare(sigma)
         return api.denoise(noisy, sigma, model=cache[sigma], tile=options.tile)
 
     return Method("official", "official", "denoise", run, paper="N3Net",
-                  description=f"authors' checkpoints from {folder}", prepare=prepare, unavailable=unavailable)
+                  description=f"authors' checkpoints from {folder}", prepare=prepare, unavailable=unavailable,
+                  ensembled=options.ensemble)
 
 
 # --- classical denoisers -------------------------------------------------------------------------
@@ -321,7 +330,7 @@ def _sr_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
             return api.super_resolve(lr, int(scale), model=restorer, tile=options.tile)
 
     return Method("", info.name, "sr", run, paper="N3Net", description=info.description or "N3Net (SR)",
-                  caution=lambda scale: api.untrained_scale_note(int(scale)))
+                  caution=lambda scale: api.untrained_scale_note(int(scale)), ensembled=restorer.self_ensemble)
 
 
 @register("n3net", "sr", "our shipped default SR model (api.load_model(None, 'sr'))")
@@ -360,12 +369,13 @@ def _raw_model_method(restorer: api.Restorer, options: MethodOptions, estimate: 
 
     label = f"{info.name}-est" if estimate else info.name
     what = "NLF estimated from the noisy mosaic (estimate_nlf)" if estimate else "true NLF"
-    return Method("", label, "raw", run, paper=None, description=f"{info.description or 'N3Net'}; {what}")
+    return Method("", label, "raw", run, paper=None, description=f"{info.description or 'N3Net'}; {what}",
+                  ensembled=restorer.self_ensemble)
 
 
 def _raw_restorer(name: str, arg: str | None, options: MethodOptions) -> api.Restorer:
     try:
-        return api.load_model(arg or None, "denoise", options.device)
+        return options.load(arg or None, "denoise")
     except WeightsError as exc:
         if arg:
             raise

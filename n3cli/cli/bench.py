@@ -119,6 +119,8 @@ def bench_cmd(
                                                      "per image into this folder.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for model methods).")] = "auto",
     tile: Annotated[int | None, typer.Option(help="Tile size for model methods (default: from memory).")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Run model methods with the 8-fold self-ensemble "
+                                           "(labelled -x8).")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -130,6 +132,8 @@ def bench_cmd(
         raise N3Error(f"--limit must be at least 1, got {limit}")
     if nlf and task != "raw":
         raise N3Error("--nlf applies to --task raw")
+    if ensemble and update_manifest:
+        raise N3Error("--update-manifest records single-pass figures; drop --ensemble")
     settings: list[Any]
     if task == "raw":
         if sigma or scale:
@@ -154,7 +158,8 @@ def bench_cmd(
         if ds.spec is not None and task not in ds.spec.tasks and task != "raw":
             err_console.print(f"note: {ds.name} is a {'/'.join(ds.spec.tasks)} set", highlight=False)
     set_threads(threads)
-    built, missing = build_methods(names, task, MethodOptions(device=device, tile=tile, official_dir=official_dir))
+    built, missing = build_methods(names, task, MethodOptions(device=device, tile=tile, official_dir=official_dir,
+                                                                   ensemble=ensemble))
     for _name, reason in missing:
         err_console.print(f"[yellow]unavailable:[/] {reason}", highlight=False)
     if not built:

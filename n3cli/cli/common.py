@@ -64,6 +64,8 @@ def is_tty() -> bool:
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 TileOpt = Annotated[int | None, typer.Option(help="Tile size in pixels (default: from free memory).")]
 TileOverlapOpt = Annotated[int, typer.Option(help="Overlap of neighbouring tiles.")]
+EnsembleOpt = Annotated[bool, typer.Option("--ensemble", help="Average the model over the 8 flips and rotations "
+                                           "of the input (self-ensemble): 8x slower, slightly more accurate.")]
 BitDepthOpt = Annotated[int | None, typer.Option(help="Output bit depth (default: the input's).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per image on stdout.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]

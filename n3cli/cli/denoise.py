@@ -17,6 +17,7 @@ from .common import (
     BitDepthOpt,
     DebugOpt,
     DeviceOpt,
+    EnsembleOpt,
     ForceOpt,
     JsonOpt,
     QuietOpt,
@@ -79,6 +80,7 @@ def denoise_cmd(
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
+    ensemble: EnsembleOpt = False,
     reference: Annotated[Path | None, typer.Option(help="Clean image (or folder) to report PSNR/SSIM.")] = None,
     bit_depth: BitDepthOpt = None,
     json_out: JsonOpt = False,
@@ -97,11 +99,11 @@ def denoise_cmd(
                         json=json_out, allow_large=allow_large)
     set_threads(threads)
     jobs, early = plan_jobs(inputs, output, reference, opts)
-    restorer = api.load_model(weights, "denoise", device)
+    restorer = api.load_model(weights, "denoise", device, self_ensemble=ensemble)
     info = restorer.info
     if not quiet:
         note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
-        err_console.print(f"model {info.name} on {restorer.device}{note}", highlight=False)
+        err_console.print(f"model {restorer.describe()}{note}", highlight=False)
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
         s = sigma_value

@@ -18,6 +18,7 @@ from ..imaging.io import FORMAT_OF_EXTENSION, write_image
 from .common import (
     DebugOpt,
     DeviceOpt,
+    EnsembleOpt,
     ForceOpt,
     QuietOpt,
     ThreadsOpt,
@@ -88,6 +89,7 @@ def raw_denoise_cmd(
                                      hidden=True)] = api.DEFAULT_CFA,
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
+    ensemble: EnsembleOpt = False,
     threads: ThreadsOpt = None,
     force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON record on stdout.")] = False,
@@ -116,11 +118,11 @@ def raw_denoise_cmd(
 
     t0 = time.perf_counter()
     raw = read_raw(input)
-    restorer = api.load_raw_model(weights, device)
+    restorer = api.load_raw_model(weights, device, self_ensemble=ensemble)
     info = api.raw_nlf(raw, nlf_value)
     h, w = raw.shape
     if not quiet:
-        err_console.print(f"{input}: {w}x{h} {raw.pattern} mosaic; model {restorer.name} on {restorer.device}",
+        err_console.print(f"{input}: {w}x{h} {raw.pattern} mosaic; model {restorer.describe()}",
                           highlight=False)
         err_console.print(f"NLF ({SOURCE_TEXT[info.source]}): a={info.a:.3g}, b={info.b:.3g}; "
                           f"σ at mid-grey {info.sigma():.4f} ({100 * info.sigma():.2f}% of white)", highlight=False)

@@ -19,6 +19,7 @@ from .common import (
     BitDepthOpt,
     DebugOpt,
     DeviceOpt,
+    EnsembleOpt,
     ForceOpt,
     JsonOpt,
     QuietOpt,
@@ -71,6 +72,7 @@ def sr_cmd(
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
+    ensemble: EnsembleOpt = False,
     reference: Annotated[Path | None, typer.Option(help="High-resolution image (or folder) to report PSNR/SSIM "
                                                    "on Y with the SR protocol.")] = None,
     bit_depth: BitDepthOpt = None,
@@ -87,12 +89,12 @@ def sr_cmd(
                         json=json_out, allow_large=allow_large, suffix=f"_x{s}")
     set_threads(threads)
     jobs, early = plan_jobs(inputs, output, reference, opts)
-    restorer = api.load_model(weights, "sr", device)
+    restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble)
     note = api.untrained_scale_note(s)
     if note is not None:
         err_console.print(f"[yellow]warning:[/] {note}", highlight=False)
     if not quiet:
-        err_console.print(f"model {restorer.name} on {restorer.device}", highlight=False)
+        err_console.print(f"model {restorer.describe()}", highlight=False)
     references = {job.input: job.reference for job in jobs if job.reference is not None}
     hr: dict[Path, np.ndarray] = {}
 
