@@ -23,3 +23,14 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def tiny_nlf_weights(folder: Path, name: str = "tiny", seed: int = 0) -> Path:
+    """A tiny untrained noise-level-conditional model saved as safetensors (enough to exercise the tool)."""
+    from n3cli.nn.nets import n3net_light
+    from n3cli.weights import ModelInfo, save_weights
+
+    torch.manual_seed(seed)
+    model = n3net_light(in_channels=3, depth=3, features=8, embed_features=8).eval()
+    info = ModelInfo(name=name, planes=["image", "sqrt_a", "sqrt_b"])
+    return save_weights(folder / f"{name}.safetensors", model, info)

@@ -15,16 +15,13 @@ from n3cli.bench.methods import MethodOptions, build_method
 from n3cli.cli.app import app
 from n3cli.imaging import noise
 from n3cli.imaging.io import read_image
-from n3cli.nn.nets import n3net_light
-from n3cli.weights import ModelInfo, save_weights
+
+from .conftest import tiny_nlf_weights
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(3)
-    model = n3net_light(in_channels=3, depth=3, features=8, embed_features=8).eval()
-    info = ModelInfo(name="tiny-test", planes=["image", "sqrt_a", "sqrt_b"])
-    return save_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors", model, info)
+    return tiny_nlf_weights(tmp_path_factory.mktemp("w"), "tiny-test", seed=3)
 
 
 def _input(h: int = 40, w: int = 48) -> torch.Tensor:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from n3cli.cli.app import app
 from n3cli.imaging.io import read_image
-from n3cli.nn.nets import n3net_light
-from n3cli.weights import ModelInfo, save_weights
+
+from ..conftest import tiny_nlf_weights
 
 runner = CliRunner()
 
@@ -22,9 +22,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained noise-level-conditional model (enough to exercise the tool)."""
-    model = n3net_light(in_channels=3, depth=3, features=8, embed_features=8).eval()
-    info = ModelInfo(name="tiny-test", planes=["image", "sqrt_a", "sqrt_b"])
-    return save_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors", model, info)
+    return tiny_nlf_weights(tmp_path_factory.mktemp("w"), "tiny-test", seed=0)
 
 
 def _img(path: Path, shape: tuple[int, ...] = (40, 48), dtype: type = np.uint8) -> Path:

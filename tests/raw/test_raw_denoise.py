@@ -22,6 +22,8 @@ from n3cli.raw import develop, pack_bayer, read_raw, write_dng
 from n3cli.raw.io import RawImage, denormalise
 from n3cli.weights import ModelInfo, save_weights
 
+from ..conftest import tiny_nlf_weights
+
 runner = CliRunner()
 NLF = (2e-3, 2e-5)
 
@@ -29,10 +31,7 @@ NLF = (2e-3, 2e-5)
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny untrained noise-level-conditional model."""
-    torch.manual_seed(0)
-    model = n3net_light(in_channels=3, depth=3, features=8, embed_features=8).eval()
-    info = ModelInfo(name="tiny", planes=["image", "sqrt_a", "sqrt_b"])
-    return save_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors", model, info)
+    return tiny_nlf_weights(tmp_path_factory.mktemp("w"))
 
 
 @pytest.fixture(scope="module")
