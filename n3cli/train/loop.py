@@ -94,6 +94,8 @@ class TrainConfig:
             raise N3Error(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
         if self.precision not in PRECISIONS:
             raise N3Error(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.lr is not None and not self.lr > 0:
+            raise N3Error(f"--lr must be positive, got {self.lr:g}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
 
@@ -289,8 +291,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         if precision is not None:
             cfg = replace(cfg, precision=precision)
         if lr is not None:
-            if not lr > 0:
-                raise N3Error(f"--lr must be positive, got {lr:g}")
             cfg = replace(cfg, lr=lr)
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)

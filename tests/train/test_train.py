@@ -177,6 +177,8 @@ def test_resume_with_a_new_rate(tmp_path: Path, data: Path) -> None:
     train(_cfg(tmp_path, data, steps=4, val=None, schedule="cosine", log_every=1), stop_after=2)
     with pytest.raises(N3Error, match="--lr must be positive"):
         train(_cfg(tmp_path, data, steps=4, val=None), resume=True, lr=0.0)
+    with pytest.raises(N3Error, match="--lr must be positive"):
+        train(_cfg(tmp_path / "new", data, steps=4, val=None, lr=-1e-3))
     last = train(_cfg(tmp_path, data, steps=4, val=None), resume=True, lr=1e-5)
     state = load(last)
     assert state["step"] == 4 and state["train_config"]["lr"] == 1e-5
