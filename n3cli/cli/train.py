@@ -42,6 +42,10 @@ def train_cmd(
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 (mixed precision; the N3 math stays float32) "
                                                   "or auto: bf16 where the hardware runs it natively "
                                                   "(default auto; with --resume: the run's own).")] = None,
+    loss: Annotated[str | None, typer.Option(help="mse (the paper's) or nmse: each sample's squared error divided "
+                                             "by its noise variance, so all noise levels of a noise-level-"
+                                             "conditional run count alike (default mse; with --resume: "
+                                             "switches the run's loss).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
@@ -58,7 +62,7 @@ def train_cmd(
                       batch_size=batch_size,
                       patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
-                      precision=precision or "auto")
+                      precision=precision or "auto", loss=loss or "mse")
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
     err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
     bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -68,7 +72,7 @@ def train_cmd(
         task_id = bar.add_task("train", total=cfg.steps, rate=0.0, loss=float("nan"))
         last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
                      steps=steps if resume else None, precision=precision if resume else None,
-                     lr=lr if resume else None)
+                     lr=lr if resume else None, loss=loss if resume else None)
     err_console.print(f"saved {last}")
 
 

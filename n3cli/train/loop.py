@@ -25,8 +25,9 @@ from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .data import ImageBank
 from .precise_bn import recalibrate_bn
-from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sr_batch, sr_crop_size
+from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size
 
+LOSSES = ("mse", "nmse")
 ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -81,6 +82,7 @@ class TrainConfig:
     log_every: int = 10
     precise_bn: int = 40  # batches for recomputing BN statistics before each validation (0: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native)
+    loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance (denoise)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
     def validate(self) -> None:
@@ -94,6 +96,10 @@ class TrainConfig:
             raise N3Error(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
         if self.precision not in PRECISIONS:
             raise N3Error(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.loss not in LOSSES:
+            raise N3Error(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if self.loss == "nmse" and self.task != "denoise":
+            raise N3Error("--loss nmse weighs samples by their noise level: denoising only")
         if self.lr is not None and not self.lr > 0:
             raise N3Error(f"--lr must be positive, got {self.lr:g}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
@@ -268,13 +274,15 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          steps: int | None = None, precision: str | None = None, lr: float | None = None) -> Path:
+          steps: int | None = None, precision: str | None = None, lr: float | None = None,
+          loss: str | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
     ``steps``: on resume, a new length for the run (the schedule follows it from the current step on);
     ``precision``: on resume, switch the run's arithmetic (see :func:`autocast_for`).
     ``lr``: on resume, a new initial rate: the schedule's curve is rescaled from the current step on.
+    ``loss``: on resume, switch the training loss (``mse`` or ``nmse``, see :func:`sample_weights`).
     """
     dev = torch.device(device)
     d = _init_distributed(dev)
@@ -283,7 +291,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     state: dict[str, Any] | None = None
     if resume and last_path.exists():
         state = checkpoint.load(last_path)
-        cfg = TrainConfig(**state["train_config"])
+        cfg = replace(TrainConfig(**state["train_config"]), out=str(out))  # a run folder may be moved or copied
         if steps is not None and steps != cfg.steps:
             if steps < state["step"]:
                 raise N3Error(f"--steps {steps} is below the run's current step {state['step']}")
@@ -292,6 +300,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             cfg = replace(cfg, precision=precision)
         if lr is not None:
             cfg = replace(cfg, lr=lr)
+        if loss is not None:
+            cfg = replace(cfg, loss=loss)
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
     elif not resume and last_path.exists():
@@ -387,7 +397,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                     pred = net(x)
             else:
                 pred = net(x)
-            loss = (pred.float() - target).square().mean()
+            err = (pred.float() - target).square()
+            if cfg.loss == "nmse":  # every noise level weighs alike (in dB)
+                loss = (err.mean(dim=(1, 2, 3)) * sample_weights(x, target, spec)).mean()
+            else:
+                loss = err.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if isinstance(opt, torch.optim.SGD) and cfg.grad_clip > 0:

@@ -77,6 +77,25 @@ def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> tuple
     return torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1), target
 
 
+#: Noise-normalised loss: reference variance (σ 25) and floor (σ 2) of the per-sample weights, 0-1 scale.
+NMSE_REF, NMSE_FLOOR = (25.0 / 255.0) ** 2, (2.0 / 255.0) ** 2
+
+
+def sample_weights(x: Tensor, target: Tensor, spec: NoiseSpec) -> Tensor:
+    """Per-sample loss weights of the noise-normalised MSE: ``NMSE_REF / (v + NMSE_FLOOR)`` with ``v``
+    the sample's mean noise variance (a·x + b averaged over the clean target; conditional inputs carry
+    √a and √b as planes 1 and 2). A sample's MSE then counts relative to its own noise level, so every
+    noise level weighs about the same in dB instead of the high σ dominating a plain MSE."""
+    n = x.shape[0]
+    if not spec.conditional:
+        v = torch.full((n,), (spec.sigma / 255.0) ** 2, dtype=target.dtype, device=target.device)
+    else:
+        a = x[:, 1, 0, 0].float().square().view(n, 1, 1, 1)
+        b = x[:, 2, 0, 0].float().square().view(n, 1, 1, 1)
+        v = noise.nlf_variance(target, a, b).mean(dim=(1, 2, 3))
+    return NMSE_REF / (v + NMSE_FLOOR)
+
+
 def sr_crop_size(patch: int, scales: tuple[int, ...] = SR_SCALES) -> int:
     """HR crop side: the patch plus a margin, rounded up to a multiple of every scale."""
     lcm = math.lcm(*scales)

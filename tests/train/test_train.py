@@ -206,3 +206,54 @@ def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
     torch.save(state, tmp_path / "moved.pt")
     with pytest.raises(WeightsError, match="not found"):
         export_run(tmp_path / "moved.pt", "x", precise_bn=3)
+
+
+def test_noise_normalised_weights() -> None:
+    """nmse weights a sample by NMSE_REF / (its mean noise variance + floor): Gaussian σ gives σ², a raw-like
+    sample a·mean(x) + b, read back from the NLF planes of the network input."""
+    from n3cli.imaging import noise
+    from n3cli.train.tasks import NMSE_FLOOR, NMSE_REF, sample_weights
+
+    gen = torch.Generator().manual_seed(3)
+    clean = torch.rand(64, 1, 16, 16, generator=gen)
+    spec = NoiseSpec.parse("nlf")
+    x, target = denoise_batch(clean, spec, gen)
+    w = sample_weights(x, target, spec)
+    a, b = x[:, 1, 0, 0].double() ** 2, x[:, 2, 0, 0].double() ** 2
+    expected = NMSE_REF / (a * target.double().clamp(0, 1).mean(dim=(1, 2, 3)) + b + NMSE_FLOOR)
+    assert torch.allclose(w.double(), expected, rtol=1e-4)
+    gaussian = a == 0
+    assert gaussian.any() and (~gaussian).any()  # both kinds of sample were drawn
+    # equal-dB weighting: a sample twice as noisy (in σ) weighs about a quarter as much
+    hi, lo = noise.nlf_planes(0.0, (50 / 255) ** 2, clean[:1]), noise.nlf_planes(0.0, (25 / 255) ** 2, clean[:1])
+    w2 = sample_weights(torch.cat([torch.cat([clean[:1], hi], 1), torch.cat([clean[:1], lo], 1)]), clean[:2], spec)
+    assert float(w2[1] / w2[0]) == pytest.approx(((50 / 255) ** 2 + NMSE_FLOOR) / ((25 / 255) ** 2 + NMSE_FLOOR))
+    fixed = sample_weights(clean[:4], clean[:4], NoiseSpec(25.0))
+    assert torch.allclose(fixed, torch.full((4,), NMSE_REF / (NMSE_REF + NMSE_FLOOR)))
+
+
+def test_noise_normalised_loss_runs_and_switches_on_resume(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(N3Error, match="unknown loss"):
+        train(_cfg(tmp_path / "x", data, loss="l1"))
+    with pytest.raises(N3Error, match="denoising only"):
+        train(_cfg(tmp_path / "y", data, task="sr", arch="vdsr", patch=36, loss="nmse"))
+    records: list[dict] = []
+    train(_cfg(tmp_path, data, noise="nlf", steps=4, val=None), stop_after=2)
+    last = train(_cfg(tmp_path, data, noise="nlf", steps=4, val=None), resume=True, loss="nmse",
+                 on_log=records.append)
+    state = load(last)
+    assert state["step"] == 4 and state["train_config"]["loss"] == "nmse"
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+
+
+def test_a_copied_run_continues_in_its_new_folder(tmp_path: Path, data: Path) -> None:
+    import shutil
+
+    train(_cfg(tmp_path, data, steps=4, val=None), stop_after=2)
+    shutil.copytree(tmp_path / "run", tmp_path / "branch")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    last = train(_cfg(tmp_path, data, out=str(tmp_path / "branch"), steps=4, val=None), resume=True)
+    assert last == tmp_path / "branch" / "last.pt" and load(last)["step"] == 4
+    assert load(last)["train_config"]["out"] == str(tmp_path / "branch")
+    assert json.loads((tmp_path / "branch" / "config.json").read_text())["out"] == str(tmp_path / "branch")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # the original run is untouched
