@@ -117,3 +117,10 @@ def nlf_planes(a: float | Tensor, b: float | Tensor, like: Tensor) -> Tensor:
     ab = torch.stack([torch.as_tensor(a, dtype=like.dtype, device=like.device).expand(n),
                       torch.as_tensor(b, dtype=like.dtype, device=like.device).expand(n)], dim=1)
     return ab.clamp_min(0).sqrt().view(n, 2, 1, 1).expand(n, 2, h, w)
+
+
+def nlf_from_planes(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse of :func:`nlf_planes`: per-sample (a, b), each (N,), from a conditional network input
+    (N, 1 + 2, H, W) whose last two planes hold √a and √b."""
+    ab = x[:, -len(NLF_PLANES):, 0, 0].float().square()
+    return ab[:, 0], ab[:, 1]

@@ -296,12 +296,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if steps < state["step"]:
                 raise N3Error(f"--steps {steps} is below the run's current step {state['step']}")
             cfg = replace(cfg, steps=steps)
-        if precision is not None:
-            cfg = replace(cfg, precision=precision)
-        if lr is not None:
-            cfg = replace(cfg, lr=lr)
-        if loss is not None:
-            cfg = replace(cfg, loss=loss)
+        switches = {"precision": precision, "lr": lr, "loss": loss}
+        cfg = replace(cfg, **{k: v for k, v in switches.items() if v is not None})
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
     elif not resume and last_path.exists():
@@ -399,11 +395,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                 pred = net(x)
             err = (pred.float() - target).square()
             if cfg.loss == "nmse":  # every noise level weighs alike (in dB)
-                loss = (err.mean(dim=(1, 2, 3)) * sample_weights(x, target, spec)).mean()
+                objective = (err.mean(dim=(1, 2, 3)) * sample_weights(x, target, spec)).mean()
             else:
-                loss = err.mean()
+                objective = err.mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             if isinstance(opt, torch.optim.SGD) and cfg.grad_clip > 0:
                 nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip / lr)
             opt.step()
@@ -411,7 +407,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             steps_this_call += 1
             seconds += time.monotonic() - t0
             cpu_seconds += time.process_time() - c0  # CPU time of all threads: the budget in CPU-hours
-            loss_acc += loss.item()
+            loss_acc += objective.item()
             window_n += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.monotonic()

@@ -83,16 +83,15 @@ NMSE_REF, NMSE_FLOOR = (25.0 / 255.0) ** 2, (2.0 / 255.0) ** 2
 
 def sample_weights(x: Tensor, target: Tensor, spec: NoiseSpec) -> Tensor:
     """Per-sample loss weights of the noise-normalised MSE: ``NMSE_REF / (v + NMSE_FLOOR)`` with ``v``
-    the sample's mean noise variance (a·x + b averaged over the clean target; conditional inputs carry
-    √a and √b as planes 1 and 2). A sample's MSE then counts relative to its own noise level, so every
+    the sample's mean noise variance (a·x + b averaged over the clean target; a and b read back from a
+    conditional input's NLF planes). A sample's MSE then counts relative to its own noise level, so every
     noise level weighs about the same in dB instead of the high σ dominating a plain MSE."""
     n = x.shape[0]
     if not spec.conditional:
         v = torch.full((n,), (spec.sigma / 255.0) ** 2, dtype=target.dtype, device=target.device)
     else:
-        a = x[:, 1, 0, 0].float().square().view(n, 1, 1, 1)
-        b = x[:, 2, 0, 0].float().square().view(n, 1, 1, 1)
-        v = noise.nlf_variance(target, a, b).mean(dim=(1, 2, 3))
+        a, b = noise.nlf_from_planes(x)
+        v = noise.nlf_variance(target, a.view(n, 1, 1, 1), b.view(n, 1, 1, 1)).mean(dim=(1, 2, 3))
     return NMSE_REF / (v + NMSE_FLOOR)
 
 
