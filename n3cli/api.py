@@ -72,7 +72,7 @@ def load_model(weights: str | Path | None = None, task: str = "denoise",
     """Load shipped weights by name (default for ``task`` when None), a safetensors file, or an
     authors' checkpoint (``.t7``), onto ``device``. ``self_ensemble``: see :class:`Restorer`."""
     model, info = resolve(weights, task)
-    if info.task != task:
+    if info.task != task and not (task == "raw" and info.task == "denoise"):  # raw: any conditional denoiser
         raise N3Error(f"weights {info.name!r} are for task {info.task!r}, not {task!r}")
     dev = pick_device(device)
     return Restorer(prepare_for_inference(model, dev), info, dev, self_ensemble)
@@ -336,9 +336,12 @@ def raw_nlf(raw: RawImage, nlf: tuple[float, float] | None = None) -> NLFInfo:
 
 def load_raw_model(model: Restorer | str | Path | None = None, device: str | torch.device | None = "auto",
                    *, self_ensemble: bool = False) -> Restorer:
-    """A noise-level-conditional denoiser for raw data (None: the shipped default), else an N3Error."""
+    """A noise-level-conditional denoiser for raw data, else an N3Error.
+
+    None: the shipped raw model (task ``raw``, trained on camera raw CFA planes), or the default denoiser
+    where none is shipped; a name or file: a ``raw`` model or a noise-level-conditional ``denoise`` model."""
     restorer = model if isinstance(model, Restorer) else \
-        load_model(model, "denoise", device, self_ensemble=self_ensemble)
+        load_model(model, "raw", device, self_ensemble=self_ensemble)
     if not restorer.info.conditional:
         trained = f" (trained for sigma {restorer.info.sigma:g} only)" if restorer.info.sigma is not None else ""
         raise N3Error(f"raw denoising needs a noise-level-conditional model (input planes image, sqrt_a, sqrt_b); "
@@ -397,7 +400,7 @@ def raw_denoise(raw: RawImage, nlf: tuple[float, float] | None = None, *,
     Returns the denoised normalised mosaic (float32, the raw's shape; develop it with
     :func:`n3cli.raw.develop` or save it with :func:`n3cli.raw.write_dng`) and the :class:`NLFInfo` used.
     The NLF is ``nlf=(a, b)`` when given, else the DNG NoiseProfile tag, else estimated from the mosaic.
-    ``model``: a noise-level-conditional model (None: the shipped default denoiser); ``cfa``: see
+    ``model``: a noise-level-conditional model (None: the shipped raw model, see :func:`load_raw_model`); ``cfa``: see
     :func:`denoise_mosaic`.
 
     >>> from n3cli.raw import read_raw, develop

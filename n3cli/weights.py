@@ -34,7 +34,7 @@ class ModelInfo:
     """What a weights file says about itself (stored in its header and in the manifest)."""
 
     name: str
-    task: str = "denoise"  # denoise | sr
+    task: str = "denoise"  # denoise | sr | raw (noise-level-conditional, trained on camera raw CFA planes)
     planes: list[str] = field(default_factory=lambda: ["image"])  # input planes after the image
     sigma: float | None = None  # fixed Gaussian σ of a per-σ model; None if noise-level-conditional
     description: str = ""
@@ -176,7 +176,7 @@ def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, M
     """
     reg = manifest()
     if weights is None:
-        name = reg.get("default", {}).get(task)
+        name = default_name(reg, task)
         if name is None:
             raise WeightsError(f"no shipped weights for task {task!r} yet; pass --weights FILE")
         weights = name
@@ -191,6 +191,17 @@ def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, M
         return import_official(path) if is_official_checkpoint(path) else load_weights(path)
     known = ", ".join(reg.get("models", {})) or "none shipped"
     raise WeightsError(f"unknown weights {text!r}: not a file and not a shipped name (known: {known})")
+
+
+#: A task without a default of its own uses another's: raw denoising falls back to the default denoiser
+#: (noise-level-conditional, so it takes an NLF).
+DEFAULT_FALLBACK = {"raw": "denoise"}
+
+
+def default_name(reg: dict[str, Any], task: str) -> str | None:
+    """The shipped default model's name for ``task`` (with :data:`DEFAULT_FALLBACK`), or None."""
+    defaults = reg.get("default", {})
+    return defaults.get(task) or defaults.get(DEFAULT_FALLBACK.get(task, ""))
 
 
 def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N3Net, ModelInfo]:
@@ -211,7 +222,8 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
     if precise_bn > 0:
         _recalibrate(model, cfg, precise_bn)
-    conditional = cfg["task"] == "denoise" and cfg["noise"].startswith("nlf")
+    camera = cfg["task"] == "denoise" and cfg["noise"].strip().lower() == "raw"
+    conditional = camera or (cfg["task"] == "denoise" and cfg["noise"].startswith("nlf"))
     sigma = float(cfg["noise"].split(":")[-1]) if cfg["task"] == "denoise" and not conditional else None
     training = {
         "data": [Path(d).name for d in cfg["data"]], "steps": int(state["step"]), "planned_steps": cfg["steps"],
@@ -221,8 +233,11 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
         "precise_bn_batches": precise_bn,
     }
-    info = ModelInfo(name=name, task=cfg["task"], planes=["image", *NLF_PLANES] if conditional else ["image"],
-                     sigma=sigma, description=f"{cfg['arch']} trained with n3 train", training=training)
+    if cfg.get("init"):  # fine-tuned: the steps and hours above are this run's own, on top of those weights
+        training["init"] = cfg["init"]
+    info = ModelInfo(name=name, task="raw" if camera else cfg["task"],
+                     planes=["image", *NLF_PLANES] if conditional else ["image"], sigma=sigma,
+                     description=f"{cfg['arch']} trained with n3 train", training=training)
     return model.eval(), info
 
 
@@ -270,7 +285,7 @@ def write_manifest(reg: dict[str, Any]) -> None:
 def record_metrics(task: str, figures: dict[str, Any], command: str) -> None:
     """Merge benchmark figures into the manifest entry of the default model for ``task``."""
     reg = manifest()
-    name = reg.get("default", {}).get(task)
+    name = default_name(reg, task)
     if name is None or name not in reg.get("models", {}):
         raise WeightsError(f"no shipped default model for task {task!r} in the manifest")
     entry = reg["models"][name]

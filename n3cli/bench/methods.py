@@ -375,7 +375,7 @@ def _raw_model_method(restorer: api.Restorer, options: MethodOptions, estimate: 
 
 def _raw_restorer(name: str, arg: str | None, options: MethodOptions) -> api.Restorer:
     try:
-        return options.load(arg or None, "denoise")
+        return options.load(arg or None, "raw")
     except WeightsError as exc:
         if arg:
             raise
@@ -384,12 +384,12 @@ def _raw_restorer(name: str, arg: str | None, options: MethodOptions) -> api.Res
 
 @register("n3net", "raw", "our default (noise-level-conditional) model with the true NLF; n3net:PATH for a file")
 def _n3net_raw(arg: str | None, options: MethodOptions) -> Method:
-    return shipped_method("denoise", _raw_model_method, arg, options)
+    return shipped_method("raw", _raw_model_method, arg, options)
 
 
 @register("weights", "raw", "a noise-level-conditional weights file with the true NLF: weights:PATH")
 def _weights_raw(arg: str | None, options: MethodOptions) -> Method:
-    return file_method("denoise", _raw_model_method, arg, options)
+    return file_method("raw", _raw_model_method, arg, options)
 
 
 @register("n3net-est", "raw", "like n3net, with the NLF estimated from the noisy mosaic; n3net-est:PATH for a file")

@@ -61,9 +61,8 @@ from .paper import paper_psnr
 Progress = Callable[[int, int, str], None]
 #: A benchmark setting: σ (denoise), the integer scale (sr) or an NLF (a, b) (raw).
 Setting = float | tuple[float, float]
-#: Eq. 13 parameters of the raw protocol and its default noise level functions (a, b).
-RAW_F_E, RAW_F_C = 2.2, 1.0
-RAW_NLFS: tuple[tuple[float, float], ...] = ((1e-3, 1e-5), (4e-3, 4e-5), (1e-2, 1e-4))
+#: Eq. 13 parameters of the raw protocol and its default noise level functions (a, b), shared with training.
+RAW_F_E, RAW_F_C, RAW_NLFS = noise.RAW_F_E, noise.RAW_F_C, noise.RAW_NLFS
 SAMPLE_INTERVAL = 0.002
 WARMUP_SIDE = 64
 

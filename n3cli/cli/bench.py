@@ -138,8 +138,6 @@ def bench_cmd(
     if task == "raw":
         if sigma or scale:
             raise N3Error("--sigma and --scale do not apply to --task raw; use --nlf a,b")
-        if update_manifest:
-            raise N3Error("--update-manifest records denoise/sr figures only, not --task raw")
         settings = list(dict.fromkeys(parse_nlf_values(nlf)))
     elif task == "denoise":
         settings = parse_numbers(sigma, "--sigma", [25.0])
@@ -195,12 +193,19 @@ def bench_cmd(
                           "manifest: nothing recorded (needs method n3net over a full set)", highlight=False)
 
 
+def setting_key(task: str, setting: Any) -> str:
+    """How a setting is named in the manifest: sigma25, x3 or nlf=0.001,1e-05."""
+    if task == "raw":
+        return "nlf={:g},{:g}".format(*setting)
+    return f"{'sigma' if task == 'denoise' else 'x'}{setting:g}"
+
+
 def record_shipped_metrics(summaries: list[Any], task: str, command: str) -> int:
     """Store full-set figures of the shipped default model (method ``n3net``) in weights/manifest.json."""
     figures = {}
     for s in summaries:
         if s.method == "n3net" and s.full_set and s.task == task:
-            key = f"{s.dataset}/{'sigma' if task == 'denoise' else 'x'}{s.setting:g}"
+            key = f"{s.dataset}/{setting_key(task, s.setting)}"
             figures[key] = {"psnr": round(s.psnr, 3), "ssim": round(s.ssim, 4)}
     if figures:
         record_metrics(task, figures, command)

@@ -84,7 +84,8 @@ def raw_denoise_cmd(
                                           "untouched raw developed the same way.")] = False,
     bits: Annotated[int, typer.Option(help="Bits per sample of the developed image(s): 8 or 16.")] = 8,
     weights: Annotated[str | None, typer.Option(help="Noise-level-conditional model: shipped name or "
-                                                ".safetensors file (default: the shipped denoiser).")] = None,
+                                                ".safetensors file (default: the shipped raw model, else "
+                                                "the shipped denoiser).")] = None,
     cfa: Annotated[str, typer.Option(help="planes (the 4 CFA planes as gray images) or mosaic.",
                                      hidden=True)] = api.DEFAULT_CFA,
     device: DeviceOpt = "auto",

@@ -10,6 +10,7 @@ import torch
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from ..errors import N3Error
 from ..train.loop import ARCHS, TrainConfig, train
 from .common import err_console, handle_errors, is_tty
 from .devices import pick_device, set_threads
@@ -22,7 +23,9 @@ def train_cmd(
     task: Annotated[str, typer.Option(help="denoise or sr.")] = "denoise",
     arch: Annotated[str, typer.Option(help=f"One of: {', '.join(ARCHS)}.")] = "n3net",
     val: Annotated[Path | None, typer.Option(help="Validation image folder (PSNR logged).")] = None,
-    noise: Annotated[str, typer.Option(help="Gaussian sigma ('25') or 'nlf[:gaussian_fraction]'.")] = "25",
+    noise: Annotated[str, typer.Option(help="Gaussian sigma ('25'), 'nlf[:gaussian_fraction]' (noise-level-"
+                                        "conditional) or 'raw' (conditional, camera raw CFA planes with "
+                                        "Poisson-Gaussian noise).")] = "25",
     steps: Annotated[int | None, typer.Option(help="Optimiser steps of the whole run (default 1000; with "
                                                "--resume: a new length for the run).")] = None,
     budget_hours: Annotated[float | None, typer.Option(help="CPU-hour budget: the schedule follows the budget "
@@ -46,6 +49,9 @@ def train_cmd(
                                              "by its noise variance, so all noise levels of a noise-level-"
                                              "conditional run count alike (default mse; with --resume: "
                                              "switches the run's loss).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from these weights (a run's last.pt/best.pt or an "
+                                              "unfused .safetensors) with a fresh optimizer and schedule: "
+                                              "fine-tuning.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
@@ -62,7 +68,9 @@ def train_cmd(
                       batch_size=batch_size,
                       patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
-                      precision=precision or "auto", loss=loss or "mse")
+                      precision=precision or "auto", loss=loss or "mse", init=str(init) if init else None)
+    if resume and init is not None:
+        raise N3Error("--init starts a new run from weights; it cannot be combined with --resume")
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
     err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
     bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
@@ -81,7 +89,10 @@ def _printer(bar: Progress, task_id: TaskID) -> Callable[[dict[str, Any]], None]
 
     def show(rec: dict[str, Any]) -> None:
         if "val_psnr" in rec:
-            what = f"sigma {rec['val_sigma']:g}" if rec.get("val_sigma") is not None else "x2/x3/x4 on Y"
+            if rec.get("val_nlf"):
+                what = "raw NLF {:g},{:g}".format(*rec["val_nlf"])
+            else:
+                what = f"sigma {rec['val_sigma']:g}" if rec.get("val_sigma") is not None else "x2/x3/x4 on Y"
             bar.console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB ({what})")
         elif is_tty():
             bar.update(task_id, completed=rec["step"], total=rec["steps"], rate=rec["steps_per_s"], loss=rec["loss"])

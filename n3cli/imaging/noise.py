@@ -91,6 +91,21 @@ def sample_nlf(n: int, gen: torch.Generator | None = None) -> tuple[Tensor, Tens
     return (10.0 ** log_a).float(), (10.0 ** log_b).float()
 
 
+#: The synthetic raw protocol (benchmark and raw validation): Eq. 13 at fixed f_e = 2.2 (roughly undoing an
+#: sRGB-like gamma) and f_c = 1, and its default noise level functions (a, b), σ(0.5) ≈ 0.023 / 0.046 / 0.073.
+RAW_F_E, RAW_F_C = 2.2, 1.0
+RAW_NLFS: tuple[tuple[float, float], ...] = ((1e-3, 1e-5), (4e-3, 4e-5), (1e-2, 1e-4))
+
+
+def cfa_plane(img: Tensor, offset: Tensor) -> Tensor:
+    """One CFA plane per batch item: the pixels of (N, C, H, W) at 2×2 offset ``offset[i]`` in 0..3
+    (row-major: 0 = (0, 0), 1 = (0, 1), 2 = (1, 0), 3 = (1, 1)), shape (N, C, H//2, W//2). A camera's CFA
+    plane is the scene sampled every other pixel, which is what the raw model denoises."""
+    h, w = img.shape[-2] // 2 * 2, img.shape[-1] // 2 * 2
+    planes = torch.stack([img[..., dy:h:2, dx:w:2] for dy in (0, 1) for dx in (0, 1)], dim=1)
+    return planes[torch.arange(img.shape[0], device=img.device), offset.to(img.device)]
+
+
 def sigma_to_nlf(sigma: float) -> tuple[float, float]:
     """A Gaussian σ (0-255 scale) as an NLF: a = 0, b = (σ/255)²."""
     return 0.0, (sigma / 255.0) ** 2

@@ -83,6 +83,7 @@ class TrainConfig:
     precise_bn: int = 40  # batches for recomputing BN statistics before each validation (0: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native)
     loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance (denoise)
+    init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
     def validate(self) -> None:
@@ -164,8 +165,11 @@ def training_bank(cfg: TrainConfig) -> ImageBank:
 
 
 def crop_size(cfg: TrainConfig) -> int:
-    """Side of the clean crops drawn per sample (sr needs a margin for the resampling)."""
-    return sr_crop_size(cfg.patch) if cfg.task == "sr" else cfg.patch
+    """Side of the clean crops drawn per sample (sr needs a margin for the resampling, CFA planes twice
+    the patch)."""
+    if cfg.task == "sr":
+        return sr_crop_size(cfg.patch)
+    return cfg.patch * NoiseSpec.parse(cfg.noise).crop_scale
 
 
 def make_batch(cfg: TrainConfig, spec: NoiseSpec, clean: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -180,6 +184,30 @@ def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = 20
     gen.manual_seed(seed)
     for _ in range(n):
         yield make_batch(cfg, spec, bank.crops(cfg.batch_size, crop_size(cfg), gen), gen)[0]
+
+
+def load_initial_weights(model: nn.Module, path: Path) -> None:
+    """``--init``: a new run starts from trained weights (fine-tuning); the optimizer and schedule start fresh.
+
+    ``path``: a run's checkpoint (``last.pt`` / ``best.pt``, read without pickle) or an unfused
+    ``.safetensors`` file; the weights must fit the run's architecture and input planes exactly."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            weights = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise N3Error(f"--init: {path} is not a valid safetensors file ({str(exc).splitlines()[0]})") from None
+    else:
+        weights = checkpoint.load(path).get("model")
+        if not isinstance(weights, dict):
+            raise N3Error(f"--init: {path} holds no model weights")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise N3Error(f"--init: {path} does not fit this run's model ({str(exc).splitlines()[0]}); "
+                      "use the same --arch and --noise kind") from None
 
 
 def build_model(cfg: TrainConfig, in_planes: int) -> N3Net:
@@ -206,15 +234,31 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 
 class Validator:
-    """PSNR of the model on a validation folder, with noise drawn from a seed fixed per image."""
+    """PSNR of the model on a validation folder, with noise drawn from a seed fixed per image.
+
+    Gaussian noise at σ (the run's own, else ``cfg.val_sigma``); for a camera raw run (``--noise raw``)
+    the benchmark's raw protocol instead: each image made raw-like (Eq. 13, f_e 2.2), used as its own
+    mosaic, exact Poisson-Gaussian noise at the middle benchmark NLF, denoised as its four CFA planes.
+    """
 
     def __init__(self, folder: str, limit: int, cfg: TrainConfig, spec: NoiseSpec) -> None:
         bank = ImageBank([folder])
         self.images = [im.float()[None, None] / 255.0 for im in bank.images[:limit]]
         self.cfg, self.spec = cfg, spec
         sigma = spec.sigma if spec.sigma is not None else cfg.val_sigma
-        self.sigma = sigma
+        self.sigma: float | None = sigma
+        self.nlf: tuple[float, float] | None = None
         self.inputs = []
+        if spec.camera:
+            self.sigma, self.nlf = None, noise.RAW_NLFS[1]
+            a, b = self.nlf
+            planes = [noise.cfa_plane(noise.raw_like(im.expand(4, -1, -1, -1), noise.RAW_F_E, noise.RAW_F_C),
+                                      torch.arange(4)) for im in self.images]
+            self.images = planes
+            for i, clean in enumerate(planes):
+                noisy = noise.add_poisson_gaussian(clean, a, b, noise.generator(noise.seed_for("val-raw", i, a, b)))
+                self.inputs.append(torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1))
+            return
         for i, clean in enumerate(self.images):
             noisy = noise.add_gaussian(clean, sigma, noise.generator(noise.seed_for("val", i, sigma)))
             if spec.conditional:
@@ -303,12 +347,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     elif not resume and last_path.exists():
         raise N3Error(f"{last_path} exists; pass --resume to continue that run or choose another --out")
     cfg.validate()
+    if state is None and cfg.init and not Path(cfg.init).is_file():
+        raise N3Error(f"--init: weights file not found: {cfg.init}")
     spec = NoiseSpec.parse(cfg.noise) if cfg.task == "denoise" else NoiseSpec(0.0)
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
     model = build_model(cfg, spec.in_planes)
     dncnn_init(model, gen)  # deterministic from the seed, identical on every rank
     gen.manual_seed(cfg.seed * 1000 + d.rank)  # then each rank draws its own crops
+    if state is None and cfg.init:
+        load_initial_weights(model, Path(cfg.init))
     model.to(dev)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions (CPU: 4.6 -> 4.4 s per step)
     groups = param_groups(model, cfg.weight_decay)
@@ -364,7 +412,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
         psnr = validator(probe, dev)
         log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task,
-             "precise_bn": cfg.precise_bn})
+             "precise_bn": cfg.precise_bn, **({"val_nlf": list(validator.nlf)} if getattr(validator, "nlf", None)
+                                              else {})})
         if psnr > best:
             best = psnr
             save(best_path, gather=False, weights=probe.state_dict())

@@ -21,16 +21,25 @@ class NoiseSpec:
     Conditional: each sample is Gaussian (a = 0, σ ~ U(0, sigma_max)) with probability
     ``gaussian_fraction``, else Poisson-Gaussian noise on a raw-like image (Eq. 13) with an NLF
     drawn over the paper's ranges (:func:`n3cli.imaging.noise.sample_nlf`), clipped to [0, 1].
+
+    ``camera`` ('raw'): a conditional model for camera raw data only: every sample is one CFA plane
+    (every other pixel, :func:`n3cli.imaging.noise.cfa_plane`) of a raw-like crop twice the patch size,
+    with exact Poisson-Gaussian noise a·Poisson(x/a) + N(0, b) clipped to [0, 1] as a sensor gives it,
+    which is the data ``n3 raw-denoise`` feeds the network (the CFA planes of a mosaic).
     """
 
     sigma: float | None = None
     sigma_max: float = 75.0
     gaussian_fraction: float = 0.5
+    camera: bool = False
 
     @classmethod
     def parse(cls, text: str) -> NoiseSpec:
-        """'25' or 'gaussian:25' (fixed σ); 'nlf' or 'nlf:0.5' (conditional, Gaussian fraction)."""
+        """'25' or 'gaussian:25' (fixed σ); 'nlf' or 'nlf:0.5' (conditional, Gaussian fraction);
+        'raw' (conditional, camera raw CFA planes only)."""
         text = text.strip().lower()
+        if text == "raw":
+            return cls(None, gaussian_fraction=0.0, camera=True)
         if text.startswith("nlf"):
             frac = float(text.split(":", 1)[1]) if ":" in text else 0.5
             if not 0.0 <= frac <= 1.0:
@@ -49,7 +58,15 @@ class NoiseSpec:
     def in_planes(self) -> int:
         return 1 + (len(noise.NLF_PLANES) if self.conditional else 0)
 
+    @property
+    def crop_scale(self) -> int:
+        """Clean crops are drawn this many times the patch size (2 for CFA planes)."""
+        return 2 if self.camera else 1
+
     def describe(self) -> str:
+        if self.camera:
+            return ("raw: CFA planes of raw-like images (Eq. 13), exact Poisson-Gaussian noise "
+                    "(paper ranges), clipped")
         if self.conditional:
             return (f"nlf: Gaussian σ~U(0,{self.sigma_max:g}) w.p. {self.gaussian_fraction:g}, "
                     "else raw-like Poisson-Gaussian (paper ranges)")
@@ -61,6 +78,8 @@ def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> tuple
     n = clean.shape[0]
     if not spec.conditional:
         return noise.add_gaussian(clean, spec.sigma, gen), clean
+    if spec.camera:
+        return camera_batch(clean, gen)
     gauss = torch.rand(n, generator=gen) < spec.gaussian_fraction
     sigma = torch.rand(n, generator=gen) * spec.sigma_max
     a_raw, b_raw = noise.sample_nlf(n, gen)
@@ -74,6 +93,19 @@ def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> tuple
     noisy = target + eps * noise.nlf_variance(target, a.view(n, 1, 1, 1), b.view(n, 1, 1, 1)).sqrt()
     # Real sensors clip; the Gaussian benchmark protocol does not.
     noisy = torch.where(gauss.view(n, 1, 1, 1), noisy, noisy.clamp(0, 1))
+    return torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1), target
+
+
+def camera_batch(clean: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Camera raw samples (``NoiseSpec.camera``): a random CFA plane of each raw-like crop (Eq. 13 with
+    f_e ~ U(1.25, 10), f_c ~ U(0.25, 1)) with exact Poisson-Gaussian noise at an NLF over the paper's ranges."""
+    n = clean.shape[0]
+    plane = noise.cfa_plane(clean, torch.randint(0, 4, (n,), generator=gen))
+    f_e = 1.25 + 8.75 * torch.rand(n, generator=gen)
+    f_c = 0.25 + 0.75 * torch.rand(n, generator=gen)
+    target = noise.raw_like(plane, f_e.view(n, 1, 1, 1), f_c.view(n, 1, 1, 1))
+    a, b = noise.sample_nlf(n, gen)
+    noisy = noise.add_poisson_gaussian(target, a.view(n, 1, 1, 1), b.view(n, 1, 1, 1), gen, clip=True)
     return torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1), target
 
 
