@@ -28,7 +28,7 @@ from .imaging.tiling import tiled_apply
 from .nn.fuse import fold_batchnorm
 from .nn.nets import N3Net
 from .train.tasks import SR_SCALES
-from .weights import ModelInfo, resolve
+from .weights import DEFAULT_FALLBACK, ModelInfo, resolve
 
 if TYPE_CHECKING:
     from .raw.io import RawImage
@@ -72,7 +72,7 @@ def load_model(weights: str | Path | None = None, task: str = "denoise",
     """Load shipped weights by name (default for ``task`` when None), a safetensors file, or an
     authors' checkpoint (``.t7``), onto ``device``. ``self_ensemble``: see :class:`Restorer`."""
     model, info = resolve(weights, task)
-    if info.task != task and not (task == "raw" and info.task == "denoise"):  # raw: any conditional denoiser
+    if info.task not in (task, DEFAULT_FALLBACK.get(task)):  # raw also takes (conditional) denoisers
         raise N3Error(f"weights {info.name!r} are for task {info.task!r}, not {task!r}")
     dev = pick_device(device)
     return Restorer(prepare_for_inference(model, dev), info, dev, self_ensemble)

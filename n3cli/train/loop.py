@@ -292,7 +292,7 @@ class SRValidator:
                 crop = hr[:, :, :h, :w]
                 lr = (imresize(crop, 1.0 / s) * 255.0).round().clamp(0, 255) / 255.0
                 self.pairs.append((s, imresize(lr, float(s)), crop))
-        self.sigma = None
+        self.sigma, self.nlf = None, None
 
     @torch.inference_mode()
     def __call__(self, model: nn.Module, device: torch.device) -> float:
@@ -412,8 +412,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
         psnr = validator(probe, dev)
         log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task,
-             "precise_bn": cfg.precise_bn, **({"val_nlf": list(validator.nlf)} if getattr(validator, "nlf", None)
-                                              else {})})
+             "precise_bn": cfg.precise_bn, **({"val_nlf": list(validator.nlf)} if validator.nlf else {})})
         if psnr > best:
             best = psnr
             save(best_path, gather=False, weights=probe.state_dict())
