@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor
 
+from n3cli.imaging.mosaic import pack_bayer
+
 
 def seed_for(*parts: object) -> int:
     """A stable 63-bit seed from any printable parts (e.g. image name and sigma).
@@ -101,9 +103,8 @@ def cfa_plane(img: Tensor, offset: Tensor) -> Tensor:
     """One CFA plane per batch item: the pixels of (N, C, H, W) at 2×2 offset ``offset[i]`` in 0..3
     (row-major: 0 = (0, 0), 1 = (0, 1), 2 = (1, 0), 3 = (1, 1)), shape (N, C, H//2, W//2). A camera's CFA
     plane is the scene sampled every other pixel, which is what the raw model denoises."""
-    h, w = img.shape[-2] // 2 * 2, img.shape[-1] // 2 * 2
-    planes = torch.stack([img[..., dy:h:2, dx:w:2] for dy in (0, 1) for dx in (0, 1)], dim=1)
-    return planes[torch.arange(img.shape[0], device=img.device), offset.to(img.device)]
+    planes = pack_bayer(img, "RGGB")  # RGGB's R, G1, G2, B are the row-major offsets 0..3
+    return planes[torch.arange(img.shape[0], device=img.device), :, offset.to(img.device)]
 
 
 def sigma_to_nlf(sigma: float) -> tuple[float, float]:

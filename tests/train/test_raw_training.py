@@ -21,7 +21,7 @@ from n3cli.train.loop import TrainConfig, crop_size, load_initial_weights, train
 from n3cli.train.tasks import NoiseSpec, denoise_batch
 from n3cli.weights import ModelInfo, default_name, export_run
 
-TINY = {"depth": 3, "features": 8, "embed_features": 8}
+from .conftest import TINY, tiny_config
 
 
 @pytest.fixture()
@@ -37,11 +37,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def _cfg(tmp_path: Path, data: Path, name: str = "run", **kw: object) -> TrainConfig:
-    base = dict(out=str(tmp_path / name), data=[str(data)], val=str(data), val_limit=1, steps=2, batch_size=2,
-                patch=32, eval_every=2, log_every=1, model=TINY, checkpoint_minutes=100.0, noise="raw",
-                precise_bn=1)
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return tiny_config(tmp_path / name, data, **{"steps": 2, "noise": "raw", "precise_bn": 1, **kw})
 
 
 def test_cfa_plane_takes_every_other_pixel_at_the_offset() -> None:

@@ -19,7 +19,7 @@ from n3cli.train.checkpoint import load
 from n3cli.train.loop import TrainConfig, learning_rate, param_groups, train
 from n3cli.train.tasks import NoiseSpec, denoise_batch, sr_batch
 
-TINY = {"depth": 3, "features": 8, "embed_features": 8}
+from .conftest import TINY, tiny_config
 
 
 @pytest.fixture()
@@ -36,10 +36,8 @@ def data(tmp_path: Path) -> Path:
 
 
 def _cfg(tmp_path: Path, data: Path, **kw: object) -> TrainConfig:
-    base = dict(out=str(tmp_path / "run"), data=[str(data)], val=str(data), val_limit=1, steps=4, batch_size=2,
-                patch=32, eval_every=2, log_every=1, model=TINY, checkpoint_minutes=100.0)
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    out = Path(str(kw.pop("out", tmp_path / "run")))
+    return tiny_config(out, data, **kw)
 
 
 @pytest.mark.parametrize("arch,task,noise,precision", [
