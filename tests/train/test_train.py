@@ -35,9 +35,8 @@ def data(tmp_path: Path) -> Path:
     return folder
 
 
-def _cfg(tmp_path: Path, data: Path, **kw: object) -> TrainConfig:
-    out = Path(str(kw.pop("out", tmp_path / "run")))
-    return tiny_config(out, data, **kw)
+def _cfg(tmp_path: Path, data: Path, *, out: str | None = None, **kw: object) -> TrainConfig:
+    return tiny_config(Path(out) if out else tmp_path / "run", data, **kw)
 
 
 @pytest.mark.parametrize("arch,task,noise,precision", [
