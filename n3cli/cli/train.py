@@ -35,7 +35,10 @@ def train_cmd(
     lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr; "
                                                  "with --resume: rescales the run's schedule).")] = None,
     schedule: Annotated[str, typer.Option(help="paper (exponential / step decay) or cosine.")] = "paper",
-    optimizer: Annotated[str | None, typer.Option(help="adam or sgd (default: adam for denoise, sgd for sr).")] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        help="adam (the paper's: L2 weight decay), adamw (decoupled weight decay: channels do not die out "
+             "under the decay) or sgd (default: adam for denoise, sgd for sr; with --resume: switches between "
+             "adam and adamw).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 250,
     val_limit: Annotated[int, typer.Option(help="Validation images used.")] = 4,
@@ -80,7 +83,8 @@ def train_cmd(
         task_id = bar.add_task("train", total=cfg.steps, rate=0.0, loss=float("nan"))
         last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
                      steps=steps if resume else None, precision=precision if resume else None,
-                     lr=lr if resume else None, loss=loss if resume else None)
+                     lr=lr if resume else None, loss=loss if resume else None,
+                     optimizer=optimizer if resume else None)
     err_console.print(f"saved {last}")
 
 

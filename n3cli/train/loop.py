@@ -24,10 +24,15 @@ from ..imaging.resize import imresize
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .data import ImageBank
+from .health import silent_fraction
 from .precise_bn import recalibrate_bn
 from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size
 
 LOSSES = ("mse", "nmse")
+#: adam: the paper's (L2 weight decay added to the gradient); adamw: decoupled weight decay (Loshchilov &
+#: Hutter): Adam normalises every gradient, so the L2 term alone moves a weight that gets little gradient
+#: (a channel whose ReLU went silent) by about the rate per step and zeroes it for good; sgd: VDSR's.
+OPTIMIZERS = ("adam", "adamw", "sgd")
 ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -71,7 +76,7 @@ class TrainConfig:
     patch: int = 80
     lr: float | None = None  # default per task: 1e-3 (Adam, denoise) or 0.1 (SGD, sr)
     schedule: str = "paper"  # paper | cosine
-    optimizer: str | None = None  # adam | sgd; default: adam for denoise, sgd (VDSR) for sr
+    optimizer: str | None = None  # adam | adamw | sgd; default: adam for denoise, sgd (VDSR) for sr
     weight_decay: float = 1e-4
     grad_clip: float = 0.01  # SGD only: VDSR's adjustable clipping of each gradient to ±grad_clip/lr
     seed: int = 0
@@ -93,8 +98,8 @@ class TrainConfig:
             raise N3Error(f"unknown architecture {self.arch!r}; expected one of {', '.join(ARCHS)}")
         if self.schedule not in ("paper", "cosine"):
             raise N3Error(f"unknown schedule {self.schedule!r}; expected paper or cosine")
-        if self.optimizer not in (None, "adam", "sgd"):
-            raise N3Error(f"unknown optimizer {self.optimizer!r}; expected adam or sgd")
+        if self.optimizer not in (None, *OPTIMIZERS):
+            raise N3Error(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:
             raise N3Error(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.loss not in LOSSES:
@@ -111,6 +116,14 @@ def optimizer_name(cfg: TrainConfig) -> str:
     return cfg.optimizer or ("adam" if cfg.task == "denoise" else "sgd")
 
 
+def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    name = optimizer_name(cfg)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=learning_rate(cfg, 0), momentum=0.9)
+    return torch.optim.Adam(groups, lr=learning_rate(cfg, 0), betas=(0.9, 0.999),
+                            decoupled_weight_decay=name == "adamw")
+
+
 def learning_rate(cfg: TrainConfig, step: int, cpu_seconds: float = 0.0) -> float:
     """Learning rate at ``step`` (0-based) of ``cfg.steps``.
 
@@ -118,7 +131,7 @@ def learning_rate(cfg: TrainConfig, step: int, cpu_seconds: float = 0.0) -> floa
     sr/paper (SGD): 0.1, divided by 10 every quarter of the run (supplement, following VDSR);
     cosine: half a cosine from the initial rate down to 1e-3 of it, for short CPU budgets.
     """
-    base = cfg.lr if cfg.lr is not None else (1e-3 if optimizer_name(cfg) == "adam" else 0.1)
+    base = cfg.lr if cfg.lr is not None else (0.1 if optimizer_name(cfg) == "sgd" else 1e-3)
     if cfg.budget_hours:  # progress through a CPU-time budget instead of a step count
         frac = min(cpu_seconds / (cfg.budget_hours * 3600.0), 1.0)
     else:
@@ -319,7 +332,7 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
           steps: int | None = None, precision: str | None = None, lr: float | None = None,
-          loss: str | None = None) -> Path:
+          loss: str | None = None, optimizer: str | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
@@ -327,6 +340,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     ``precision``: on resume, switch the run's arithmetic (see :func:`autocast_for`).
     ``lr``: on resume, a new initial rate: the schedule's curve is rescaled from the current step on.
     ``loss``: on resume, switch the training loss (``mse`` or ``nmse``, see :func:`sample_weights`).
+    ``optimizer``: on resume, switch between ``adam`` and ``adamw`` (their states are the same).
     """
     dev = torch.device(device)
     d = _init_distributed(dev)
@@ -340,7 +354,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if steps < state["step"]:
                 raise N3Error(f"--steps {steps} is below the run's current step {state['step']}")
             cfg = replace(cfg, steps=steps)
-        switches = {"precision": precision, "lr": lr, "loss": loss}
+        if optimizer is not None and optimizer != optimizer_name(cfg):
+            if {optimizer, optimizer_name(cfg)} != {"adam", "adamw"}:
+                raise N3Error(f"--resume can switch between adam and adamw only, not {optimizer_name(cfg)} "
+                              f"to {optimizer}")
+        switches = {"precision": precision, "lr": lr, "loss": loss, "optimizer": optimizer}
         cfg = replace(cfg, **{k: v for k, v in switches.items() if v is not None})
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
@@ -360,14 +378,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     model.to(dev)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions (CPU: 4.6 -> 4.4 s per step)
     groups = param_groups(model, cfg.weight_decay)
-    if optimizer_name(cfg) == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=learning_rate(cfg, 0), betas=(0.9, 0.999))
-    else:
-        opt = torch.optim.SGD(groups, lr=learning_rate(cfg, 0), momentum=0.9)
+    opt = make_optimizer(cfg, groups)
     step, best, seconds, cpu_seconds = 0, -math.inf, 0.0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if isinstance(opt, torch.optim.Adam):  # loading restores the stored groups' flags: a switch wins
+            for g in opt.param_groups:
+                g["decoupled_weight_decay"] = optimizer_name(cfg) == "adamw"
         step, best, seconds = state["step"], state["best"], state["train_seconds"]
         cpu_seconds = state.get("cpu_seconds", seconds)  # older checkpoints: wall time only
         gen_states = state["rng"]
@@ -411,8 +429,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         if cfg.precise_bn > 0:
             recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
         psnr = validator(probe, dev)
+        silent = silent_fraction(probe, next(calibration_inputs(cfg, bank, 1)).to(dev))
         log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task,
-             "precise_bn": cfg.precise_bn, **({"val_nlf": list(validator.nlf)} if validator.nlf else {})})
+             "precise_bn": cfg.precise_bn, "silent_channels": round(silent, 4),
+             **({"val_nlf": list(validator.nlf)} if validator.nlf else {})})
         if psnr > best:
             best = psnr
             save(best_path, gather=False, weights=probe.state_dict())

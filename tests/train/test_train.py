@@ -254,3 +254,56 @@ def test_a_copied_run_continues_in_its_new_folder(tmp_path: Path, data: Path) ->
     assert load(last)["train_config"]["out"] == str(tmp_path / "branch")
     assert json.loads((tmp_path / "branch" / "config.json").read_text())["out"] == str(tmp_path / "branch")
     assert (tmp_path / "run" / "last.pt").read_bytes() == before  # the original run is untouched
+
+
+def test_adamw_decays_weights_apart_from_the_gradient() -> None:
+    """adam (the paper's) adds the L2 term to the gradient, which Adam then normalises: a weight without
+    gradient moves by about the rate per step. adamw shrinks it by the factor (1 - rate * decay) only."""
+    from n3cli.train.loop import make_optimizer
+
+    moved = {}
+    for name in ("adam", "adamw"):
+        w = torch.nn.Parameter(torch.full((4,), 0.5, dtype=torch.float64))
+        cfg = TrainConfig(out="x", data=[], optimizer=name, lr=1e-2, schedule="cosine")
+        opt = make_optimizer(cfg, [{"params": [w], "weight_decay": 1e-4}])
+        for _ in range(3):
+            w.grad = torch.zeros_like(w)  # a silent channel: no gradient from the loss
+            opt.step()
+        moved[name] = 0.5 - float(w[0])
+    assert moved["adam"] == pytest.approx(3e-2, rel=1e-3)  # three steps of about the rate each
+    assert moved["adamw"] == pytest.approx(0.5 * (1 - (1 - 1e-2 * 1e-4) ** 3), rel=1e-3)
+
+
+def test_adamw_run_and_optimizer_switch_on_resume(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(N3Error, match="unknown optimizer"):
+        train(_cfg(tmp_path / "x", data, optimizer="lion"))
+    records: list[dict] = []
+    last = train(_cfg(tmp_path / "w", data, optimizer="adamw", steps=2, eval_every=2), on_log=records.append)
+    assert load(last)["train_config"]["optimizer"] == "adamw"
+    val = [r for r in records if "val_psnr" in r]
+    assert val and 0.0 <= val[0]["silent_channels"] <= 1.0
+    train(_cfg(tmp_path, data, steps=4, val=None), stop_after=2)
+    last = train(_cfg(tmp_path, data, steps=4, val=None), resume=True, optimizer="adamw")
+    state = load(last)
+    assert state["step"] == 4 and state["train_config"]["optimizer"] == "adamw"
+    assert all(g["decoupled_weight_decay"] for g in state["optimizer"]["param_groups"])
+    with pytest.raises(N3Error, match="between adam and adamw"):
+        train(_cfg(tmp_path, data, steps=6, val=None), resume=True, optimizer="sgd")
+
+
+def test_silent_channels() -> None:
+    from n3cli.train.health import silent_channels, silent_fraction
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.ReLU())
+    with torch.no_grad():
+        net[1].bias[0] = -100.0  # this ReLU never opens
+        net[0].weight[1].zero_()  # no variance left: a positive constant after BN + ReLU
+        net[1].bias[1] = 1.0
+    x = torch.rand(2, 1, 12, 12)
+    net.train()
+    assert silent_channels(net, x) == (2, 6)
+    assert net.training  # the probe does not change the mode
+    assert silent_fraction(net, x) == pytest.approx(2 / 6)
+    assert np.isnan(silent_fraction(torch.nn.Conv2d(1, 1, 3), x))
