@@ -27,47 +27,26 @@ from torch import nn  # noqa: E402
 from n3cli.nn.nets import build  # noqa: E402
 from n3cli.train import checkpoint  # noqa: E402
 from n3cli.train.data import ImageBank  # noqa: E402
-from n3cli.train.health import SILENT_RANGE, bn_relus  # noqa: E402
+from n3cli.train.health import sequential_pairs, silent_by_layer  # noqa: E402
 from n3cli.train.loop import TrainConfig, calibration_inputs, training_bank  # noqa: E402
 from n3cli.weights import import_official  # noqa: E402
 
 
-@torch.no_grad()
 def silent_by_part(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, int]]:
     """(silent, total) BN + ReLU channels per part: local blocks and the N3 blocks' CNNs."""
-    names = {id(m): n for n, m in model.named_modules()}
-    parts: dict[str, list[int]] = {}
-
-    def hook_for(part: str):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            flat = out.float().transpose(0, 1).flatten(1)
-            c = parts.setdefault(part, [0, 0])
-            c[0] += int(((flat.amax(1) - flat.amin(1)) <= SILENT_RANGE).sum())
-            c[1] += flat.shape[0]
-        return hook
-
-    handles = []
-    for r in bn_relus(model):
-        name = names[id(r)].split(".")
-        part = ".".join(name[:3] if name[0] == "nls" else name[:2])
-        handles.append(r.register_forward_hook(hook_for(part)))
-    model.eval()
-    model(x)
-    for h in handles:
-        h.remove()
-    return {k: (v[0], v[1]) for k, v in parts.items()}
+    parts: dict[str, tuple[int, int]] = {}
+    for name, (silent, total) in silent_by_layer(model, x).items():
+        key = name.split(".")
+        part = ".".join(key[:3] if key[0] == "nls" else key[:2])
+        s0, t0 = parts.get(part, (0, 0))
+        parts[part] = (s0 + silent, t0 + total)
+    return parts
 
 
 def weight_scale(model: nn.Module) -> float:
     """Median over conv→BN layers of RMS(weight) / sqrt(2 / fan_in)."""
-    ratios = []
-    for m in model.modules():
-        if isinstance(m, nn.Sequential):
-            kids = list(m.children())
-            for a, b in zip(kids, kids[1:], strict=False):
-                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
-                    rms = a.weight.float().square().mean().sqrt().item()
-                    ratios.append(rms / math.sqrt(2.0 / a.weight[0].numel()))
+    ratios = [a.weight.float().square().mean().sqrt().item() / math.sqrt(2.0 / a.weight[0].numel())
+              for a, b in sequential_pairs(model) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
     return statistics.median(ratios) if ratios else float("nan")
 
 

@@ -10,6 +10,8 @@ collapse is visible while it happens.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -17,27 +19,30 @@ from torch import Tensor, nn
 SILENT_RANGE = 1e-6
 
 
-def bn_relus(model: nn.Module) -> list[nn.ReLU]:
-    """ReLU modules that directly follow a multi-channel ``BatchNorm2d`` in an ``nn.Sequential``."""
-    found = []
+def sequential_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, nn.Module]]:
+    """Consecutive children (a, b) of every ``nn.Sequential`` in ``model``: a's output goes straight into b."""
     for m in model.modules():
         if isinstance(m, nn.Sequential):
             kids = list(m.children())
-            for a, b in zip(kids, kids[1:], strict=False):
-                if isinstance(a, nn.BatchNorm2d) and a.num_features > 1 and isinstance(b, nn.ReLU):
-                    found.append(b)
-    return found
+            yield from zip(kids, kids[1:], strict=False)
+
+
+def bn_relus(model: nn.Module) -> list[nn.ReLU]:
+    """ReLU modules that directly follow a multi-channel ``BatchNorm2d`` in an ``nn.Sequential``."""
+    return [b for a, b in sequential_pairs(model)
+            if isinstance(a, nn.BatchNorm2d) and a.num_features > 1 and isinstance(b, nn.ReLU)]
 
 
 @torch.no_grad()
-def silent_channels(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> tuple[int, int]:
-    """(silent, total) BN + ReLU channels of ``model`` on the batch ``x`` (evaluated in eval mode)."""
-    counts = [0, 0]
+def silent_by_layer(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> dict[str, tuple[int, int]]:
+    """(silent, total) channels of each BN + ReLU layer of ``model`` on the batch ``x`` (evaluated in eval
+    mode), keyed by the ReLU's qualified name."""
+    names = {id(m): n for n, m in model.named_modules()}
+    counts: dict[str, tuple[int, int]] = {}
 
     def hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
         flat = out.detach().float().transpose(0, 1).flatten(1)  # (C, N*H*W)
-        counts[0] += int(((flat.amax(1) - flat.amin(1)) <= threshold).sum())
-        counts[1] += flat.shape[0]
+        counts[names[id(module)]] = (int(((flat.amax(1) - flat.amin(1)) <= threshold).sum()), flat.shape[0])
 
     handles = [r.register_forward_hook(hook) for r in bn_relus(model)]
     was_training = model.training
@@ -48,7 +53,13 @@ def silent_channels(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE
         model.train(was_training)
         for h in handles:
             h.remove()
-    return counts[0], counts[1]
+    return counts
+
+
+def silent_channels(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> tuple[int, int]:
+    """(silent, total) BN + ReLU channels of ``model`` on the batch ``x`` (evaluated in eval mode)."""
+    layers = silent_by_layer(model, x, threshold).values()
+    return sum(s for s, _ in layers), sum(t for _, t in layers)
 
 
 def silent_fraction(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> float:
