@@ -56,6 +56,9 @@ def train_cmd(
                                               "unfused .safetensors) with a fresh optimizer and schedule: "
                                               "fine-tuning.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    revive: Annotated[bool, typer.Option("--revive", help="Before training, give the local blocks' silent channels "
+                                         "(constant after BN + ReLU, see benchmarks/channel_health.py) new "
+                                         "weights, with the network's output kept.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -84,7 +87,7 @@ def train_cmd(
         last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
                      steps=steps if resume else None, precision=precision if resume else None,
                      lr=lr if resume else None, loss=loss if resume else None,
-                     optimizer=optimizer if resume else None)
+                     optimizer=optimizer if resume else None, revive=revive)
     err_console.print(f"saved {last}")
 
 
@@ -92,7 +95,9 @@ def _printer(bar: Progress, task_id: TaskID) -> Callable[[dict[str, Any]], None]
     """A progress bar (steps/s, loss, ETA) in a terminal; one line per log record in a log file."""
 
     def show(rec: dict[str, Any]) -> None:
-        if "val_psnr" in rec:
+        if "revived" in rec:
+            bar.console.print(f"step {rec['step']:>7}  revived {rec['revived']} silent channels")
+        elif "val_psnr" in rec:
             if rec.get("val_nlf"):
                 what = "raw NLF {:g},{:g}".format(*rec["val_nlf"])
             else:

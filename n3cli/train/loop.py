@@ -24,7 +24,7 @@ from ..imaging.resize import imresize
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .data import ImageBank
-from .health import silent_fraction
+from .health import revive_silent_channels, silent_fraction
 from .precise_bn import recalibrate_bn
 from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size
 
@@ -35,6 +35,8 @@ LOSSES = ("mse", "nmse")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ARCHS = ("n3net", "n3net-light", "dncnn", "knn", "vdsr", "n3net-sr")
 PRECISIONS = ("fp32", "bf16", "auto")
+#: Training batches whose gradients set the Adam second moments of revived channels (``--revive``).
+REVIVE_GRADIENT_BATCHES = 4
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -190,13 +192,20 @@ def make_batch(cfg: TrainConfig, spec: NoiseSpec, clean: Tensor, gen: torch.Gene
     return sr_batch(clean, cfg.patch, gen) if cfg.task == "sr" else denoise_batch(clean, spec, gen)
 
 
-def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = 20181203) -> Iterator[Tensor]:
-    """``n`` network inputs drawn as in training, from a generator of their own (the run's is untouched)."""
+def calibration_batches(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = 20181203
+                        ) -> Iterator[tuple[Tensor, Tensor]]:
+    """``n`` (input, target) batches drawn as in training, from a generator of their own (the run's is
+    untouched)."""
     spec = NoiseSpec.parse(cfg.noise) if cfg.task == "denoise" else NoiseSpec(0.0)
     gen = torch.Generator()
     gen.manual_seed(seed)
     for _ in range(n):
-        yield make_batch(cfg, spec, bank.crops(cfg.batch_size, crop_size(cfg), gen), gen)[0]
+        yield make_batch(cfg, spec, bank.crops(cfg.batch_size, crop_size(cfg), gen), gen)
+
+
+def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = 20181203) -> Iterator[Tensor]:
+    """The inputs of :func:`calibration_batches`."""
+    return (x for x, _ in calibration_batches(cfg, bank, n, seed))
 
 
 def load_initial_weights(model: nn.Module, path: Path) -> None:
@@ -332,7 +341,7 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
           steps: int | None = None, precision: str | None = None, lr: float | None = None,
-          loss: str | None = None, optimizer: str | None = None) -> Path:
+          loss: str | None = None, optimizer: str | None = None, revive: bool = False) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
@@ -341,6 +350,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     ``lr``: on resume, a new initial rate: the schedule's curve is rescaled from the current step on.
     ``loss``: on resume, switch the training loss (``mse`` or ``nmse``, see :func:`sample_weights`).
     ``optimizer``: on resume, switch between ``adam`` and ``adamw`` (their states are the same).
+    ``revive``: before the first step, redraw the local blocks' silent channels with the output kept
+    (:func:`n3cli.train.health.revive_silent_channels`); logged as a ``revived`` record.
     """
     dev = torch.device(device)
     d = _init_distributed(dev)
@@ -402,6 +413,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    revived: dict[str, int] = {}
+    if revive:  # same probe batch and redraw seed on every rank: the ranks stay identical
+        redraw = torch.Generator()
+        redraw.manual_seed(cfg.seed * 7919 + step)
+        batches = [(x.to(dev), t.to(dev)) for x, t in calibration_batches(cfg, bank, 1 + REVIVE_GRADIENT_BATCHES,
+                                                                          seed=step)]
+        revived = revive_silent_channels(model, batches[0][0], redraw, opt, gradient_batches=batches[1:])
 
     def log(record: dict[str, Any]) -> None:
         if not d.main:
@@ -436,6 +454,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         if psnr > best:
             best = psnr
             save(best_path, gather=False, weights=probe.state_dict())
+
+    if revive:
+        log({"step": step, "revived": sum(revived.values()), "revived_by_layer": revived})
 
     stop = {"flag": False}
 

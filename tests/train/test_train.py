@@ -307,3 +307,64 @@ def test_silent_channels() -> None:
     assert net.training  # the probe does not change the mode
     assert silent_fraction(net, x) == pytest.approx(2 / 6)
     assert np.isnan(silent_fraction(torch.nn.Conv2d(1, 1, 3), x))
+
+
+def test_revive_silent_channels_keeps_the_output() -> None:
+    from n3cli.nn.nets import dncnn
+    from n3cli.train.health import revive_silent_channels, silent_by_layer
+
+    torch.manual_seed(0)
+    net = dncnn(depth=5, features=8).double()
+    net.eval()
+    layer = net.blocks[0].layer1
+    with torch.no_grad():
+        for bn in (layer[1], layer[4], layer[7]):
+            bn.running_var.fill_(0.5)
+        layer[1].bias[0] = -100.0  # silent at 0 (its consumer is the next conv, followed by BN)
+        layer[7].bias[2] = -100.0  # silent at 0 (its consumer is the block's output conv, with bias)
+    x = torch.rand(3, 1, 20, 20, dtype=torch.float64)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(x).square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        before = net(x)
+    assert {k: v for k, v in silent_by_layer(net, x).items() if v[0]} == {"blocks.0.layer1.2": (1, 8),
+                                                                          "blocks.0.layer1.8": (1, 8)}
+    gen = torch.Generator().manual_seed(1)
+    v_before = opt.state[net.blocks[0].conv2.weight]["exp_avg_sq"]
+    v_live = torch.cat([v_before[:, :2], v_before[:, 3:]], dim=1).mean()  # channel 2 is the silent one
+    revived = revive_silent_channels(net, x, gen, opt, gradient_batches=[(x, x.flip(-1))])
+    assert revived == {"blocks.0.layer1.2": 1, "blocks.0.layer1.8": 1}
+    v = opt.state[net.blocks[0].conv2.weight]["exp_avg_sq"]  # fresh weights: at least the live mean
+    assert torch.all(v[:, 2] >= v_live * (1 - 1e-9)) and torch.any(v[:, 2] > v_live)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), before, rtol=0, atol=1e-12)  # a constant 0 sent nothing
+    assert all(s == 0 for s, _ in silent_by_layer(net, x).values())
+    assert torch.all(net.blocks[0].conv2.weight[:, 2] == 0) and torch.all(layer[3].weight[:, 0] == 0)
+    assert torch.all(opt.state[layer[0].weight]["exp_avg"][0] == 0)
+    assert torch.all(opt.state[layer[0].weight]["exp_avg"][1] != 0)  # live channels keep their moments
+
+    with torch.no_grad():  # a channel stuck at a positive constant: its share moves to the consumer's BN mean
+        layer[3].weight[5].zero_()
+        layer[4].bias[5] = 0.3
+        before = net(x)
+        shifted = silent_by_layer(net, x)  # the new constant may close other ReLUs further on
+    assert shifted["blocks.0.layer1.5"] == (1, 8)
+    assert revive_silent_channels(net, x, gen) == {k: s for k, (s, _) in shifted.items() if s}
+    with torch.no_grad():
+        after = net(x)
+    m = 3  # zero padding made the constant's share uneven within the consumer's reach of the border
+    # (a channel counts as silent up to an output range of 1e-6, which it no longer sends on: atol 1e-8)
+    torch.testing.assert_close(after[..., m:-m, m:-m], before[..., m:-m, m:-m], rtol=0, atol=1e-8)
+    assert not torch.allclose(after, before)
+
+
+def test_revive_on_resume_is_logged(tmp_path: Path, data: Path) -> None:
+    cfg = _cfg(tmp_path, data, val=None)
+    train(cfg, stop_after=2)
+    records: list[dict] = []
+    last = train(cfg, resume=True, revive=True, on_log=records.append)
+    revived = [r for r in records if "revived" in r]
+    assert len(revived) == 1 and revived[0]["step"] == 2
+    assert revived[0]["revived"] == sum(revived[0]["revived_by_layer"].values())
+    assert load(last)["step"] == 4
