@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from ..errors import N3Error
+from ..nn.nets import NetConfig
 from ..train.loop import ARCHS, TrainConfig, train
 from .common import err_console, handle_errors, is_tty
 from .devices import pick_device, set_threads
@@ -52,6 +53,9 @@ def train_cmd(
                                              "by its noise variance, so all noise levels of a noise-level-"
                                              "conditional run count alike (default mse; with --resume: "
                                              "switches the run's loss).")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Builder override KEY=VALUE (repeatable), e.g. --model features=32 --model depth=10 "
+                        "--model bn=true: a lighter network than the paper's.")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from these weights (a run's last.pt/best.pt or an "
                                               "unfused .safetensors) with a fresh optimizer and schedule: "
                                               "fine-tuning.")] = None,
@@ -74,7 +78,10 @@ def train_cmd(
                       batch_size=batch_size,
                       patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
-                      precision=precision or "auto", loss=loss or "mse", init=str(init) if init else None)
+                      precision=precision or "auto", loss=loss or "mse", init=str(init) if init else None,
+                      model=parse_overrides(model or []))
+    if resume and model:
+        raise N3Error("--model changes the network; it cannot be combined with --resume")
     if resume and init is not None:
         raise N3Error("--init starts a new run from weights; it cannot be combined with --resume")
     what = f"resuming {out}" if resume else f"training {arch} ({task}{', noise ' + noise if task == 'denoise' else ''})"
@@ -89,6 +96,34 @@ def train_cmd(
                      lr=lr if resume else None, loss=loss if resume else None,
                      optimizer=optimizer if resume else None, revive=revive)
     err_console.print(f"saved {last}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` builder overrides: integers, floats and true/false are converted, the rest stay text.
+    Keys are checked against the network configuration (:class:`n3cli.nn.nets.NetConfig`)."""
+    known = set(NetConfig.__dataclass_fields__) - {"arch", "in_channels", "out_channels", "extra"}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not text.strip():
+            raise N3Error(f"--model {item!r}: expected KEY=VALUE")
+        if key not in known:
+            raise N3Error(f"--model {item!r}: unknown key {key!r}; expected one of {', '.join(sorted(known))}")
+        text = text.strip()
+        value: Any
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        out[key] = value
+    return out
 
 
 def _printer(bar: Progress, task_id: TaskID) -> Callable[[dict[str, Any]], None]:

@@ -233,7 +233,10 @@ def load_initial_weights(model: nn.Module, path: Path) -> None:
 
 
 def build_model(cfg: TrainConfig, in_planes: int) -> N3Net:
-    return BUILDERS[cfg.arch](in_channels=in_planes, out_channels=1, **cfg.model)
+    try:
+        return BUILDERS[cfg.arch](in_channels=in_planes, out_channels=1, **cfg.model)
+    except (TypeError, ValueError) as exc:  # builder overrides from the command line (--model KEY=VALUE)
+        raise N3Error(f"invalid model options {cfg.model}: {exc}") from None
 
 
 @dataclass

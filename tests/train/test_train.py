@@ -368,3 +368,26 @@ def test_revive_on_resume_is_logged(tmp_path: Path, data: Path) -> None:
     assert len(revived) == 1 and revived[0]["step"] == 2
     assert revived[0]["revived"] == sum(revived[0]["revived_by_layer"].values())
     assert load(last)["step"] == 4
+
+
+def test_model_overrides_on_the_command_line(tmp_path: Path, data: Path) -> None:
+    from typer.testing import CliRunner
+
+    from n3cli.cli.app import app
+    from n3cli.cli.train import parse_overrides
+
+    assert parse_overrides(["features=8", "bn=false", "selection=hard", "embed-features=4"]) == {
+        "features": 8, "bn": False, "selection": "hard", "embed_features": 4}
+    runner = CliRunner()
+    base = ["train", "--data", str(data), "--patch", "32", "--batch-size", "2", "--steps", "1", "--threads", "1"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--arch", "vdsr", "--model", "depth=3",
+                              "--model", "features=8", "--model", "bn=true"])
+    assert res.exit_code == 0, res.output
+    state = load(tmp_path / "a" / "last.pt")
+    assert state["net_config"]["depth"] == 3 and state["net_config"]["features"] == 8 and state["net_config"]["bn"]
+    for bad, why in ((["--model", "width=3"], "unknown key"), (["--model", "depth"], "KEY=VALUE"),
+                     (["--model", "depth=1"], "invalid model options"),
+                     (["--model", "depth=4", "--resume"], "--resume")):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), *bad])
+        assert res.exit_code != 0 and why in res.output, res.output
+        assert "Traceback" not in res.output
