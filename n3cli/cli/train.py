@@ -50,9 +50,9 @@ def train_cmd(
                                                   "or auto: bf16 where the hardware runs it natively "
                                                   "(default auto; with --resume: the run's own).")] = None,
     loss: Annotated[str | None, typer.Option(help="mse (the paper's) or nmse: each sample's squared error divided "
-                                             "by its noise variance, so all noise levels of a noise-level-"
-                                             "conditional run count alike (default mse; with --resume: "
-                                             "switches the run's loss).")] = None,
+                                             "by its noise variance (sr: by the bicubic input's squared "
+                                             "error), so all noise levels (scales) count alike in dB "
+                                             "(default mse; with --resume: switches the run's loss).")] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Builder override KEY=VALUE (repeatable), e.g. --model features=32 --model depth=10 "
                         "--model bn=true: a lighter network than the paper's.")] = None,

@@ -26,7 +26,7 @@ from . import checkpoint
 from .data import ImageBank
 from .health import revive_silent_channels, silent_fraction
 from .precise_bn import recalibrate_bn
-from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size
+from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size, sr_sample_weights
 
 LOSSES = ("mse", "nmse")
 #: adam: the paper's (L2 weight decay added to the gradient); adamw: decoupled weight decay (Loshchilov &
@@ -89,7 +89,7 @@ class TrainConfig:
     log_every: int = 10
     precise_bn: int = 40  # batches for recomputing BN statistics before each validation (0: off)
     precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native)
-    loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance (denoise)
+    loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance / bicubic input's MSE
     init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
@@ -106,8 +106,6 @@ class TrainConfig:
             raise N3Error(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.loss not in LOSSES:
             raise N3Error(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
-        if self.loss == "nmse" and self.task != "denoise":
-            raise N3Error("--loss nmse weighs samples by their noise level: denoising only")
         if self.lr is not None and not self.lr > 0:
             raise N3Error(f"--lr must be positive, got {self.lr:g}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
@@ -486,8 +484,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             else:
                 pred = net(x)
             err = (pred.float() - target).square()
-            if cfg.loss == "nmse":  # every noise level weighs alike (in dB)
-                objective = (err.mean(dim=(1, 2, 3)) * sample_weights(x, target, spec)).mean()
+            if cfg.loss == "nmse":  # every noise level (sr: every scale) weighs alike, in dB
+                weights = sr_sample_weights(x, target) if cfg.task == "sr" else sample_weights(x, target, spec)
+                objective = (err.mean(dim=(1, 2, 3)) * weights).mean()
             else:
                 objective = err.mean()
             opt.zero_grad(set_to_none=True)

@@ -229,11 +229,31 @@ def test_noise_normalised_weights() -> None:
     assert torch.allclose(fixed, torch.full((4,), NMSE_REF / (NMSE_REF + NMSE_FLOOR)))
 
 
+def test_sr_weights_count_every_scale_alike() -> None:
+    """SR nmse: a sample's weight is SR_NMSE_REF / (its bicubic input's MSE + floor), so the ×2 samples (small
+    input errors) weigh more than the ×4 ones."""
+    from n3cli.train.tasks import NMSE_FLOOR, SR_NMSE_REF, sr_sample_weights
+
+    gen = torch.Generator().manual_seed(0)
+    y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    hr = (0.5 + 0.4 * torch.sin(x / 2.0) * torch.cos(y / 3.0)).expand(6, 1, 48, 48).contiguous()
+    inputs, targets = [], []
+    for s in (2, 4):
+        a, b = sr_batch(hr[:3], 40, gen, scales=(s,))
+        inputs.append(a)
+        targets.append(b)
+    x_in, target = torch.cat(inputs), torch.cat(targets)
+    w = sr_sample_weights(x_in, target)
+    e = (x_in - target).square().mean(dim=(1, 2, 3))
+    assert torch.allclose(w, SR_NMSE_REF / (e + NMSE_FLOOR))
+    assert float(w[:3].min()) > 1.5 * float(w[3:].max())  # ×2 weighs more than ×4
+
+
 def test_noise_normalised_loss_runs_and_switches_on_resume(tmp_path: Path, data: Path) -> None:
     with pytest.raises(N3Error, match="unknown loss"):
         train(_cfg(tmp_path / "x", data, loss="l1"))
-    with pytest.raises(N3Error, match="denoising only"):
-        train(_cfg(tmp_path / "y", data, task="sr", arch="vdsr", patch=36, loss="nmse"))
+    sr = train(_cfg(tmp_path / "y", data, task="sr", arch="vdsr", patch=36, loss="nmse", steps=2, val=None))
+    assert load(sr)["train_config"]["loss"] == "nmse"
     records: list[dict] = []
     train(_cfg(tmp_path, data, noise="nlf", steps=4, val=None), stop_after=2)
     last = train(_cfg(tmp_path, data, noise="nlf", steps=4, val=None), resume=True, loss="nmse",
