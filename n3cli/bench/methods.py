@@ -83,6 +83,7 @@ class Method:
     unavailable: Callable[[float], str | None] | None = None  # why a setting cannot be run, else None
     caution: Callable[[float], str | None] | None = None  # a warning for a setting (e.g. σ mismatch)
     ensembled: bool = False  # a model run with the self-ensemble: labelled "-x8"
+    shipped: bool = False  # the shipped default model of its task (its figures go to the manifest)
 
     def skip_reason(self, setting: float) -> str | None:
         return self.unavailable(setting) if self.unavailable else None
@@ -191,8 +192,16 @@ def shipped_method(task: str, build: ModelMethod, arg: str | None, options: Meth
     except WeightsError as exc:
         raise MethodUnavailable(f"n3net: {exc}") from None
     method = build(restorer, options)
-    method.label = "n3net"
+    method.label = "n3net" if paper_column(restorer) == "N3Net" else restorer.info.name  # a default of another kind
+    method.shipped = True
     return method
+
+
+def paper_column(restorer: api.Restorer) -> str:
+    """The column of the paper's tables a model compares with: its architecture's (N3Net, or the DnCNN / VDSR
+    baselines for models built as those)."""
+    arch = getattr(getattr(restorer.model, "config", None), "arch", "n3net")
+    return {"vdsr": "VDSR", "dncnn": "DnCNN"}.get(arch, "N3Net")
 
 
 def file_method(task: str, build: ModelMethod, arg: str | None, options: MethodOptions) -> Method:
@@ -329,7 +338,7 @@ def _sr_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
             warnings.simplefilter("ignore")  # untrained scales are reported once, by ``caution``
             return api.super_resolve(lr, int(scale), model=restorer, tile=options.tile)
 
-    return Method("", info.name, "sr", run, paper="N3Net", description=info.description or "N3Net (SR)",
+    return Method("", info.name, "sr", run, paper=paper_column(restorer), description=info.description or "N3Net (SR)",
                   caution=lambda scale: api.untrained_scale_note(int(scale)), ensembled=restorer.self_ensemble)
 
 

@@ -172,6 +172,7 @@ class Summary:
     paper_psnr: float | None = None
     full_set: bool = True
     warning: str | None = None
+    shipped: bool = False  # the shipped default model of the task
 
     @property
     def images_per_second(self) -> float:
@@ -368,7 +369,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                 megapixels=float(sum(r.megapixels for r in rs)), peak_mb=max(r.peak_mb for r in rs),
                 paper_psnr=paper_psnr(paper_set, config.task, s, m.paper) if paper_set else None,
                 full_set=full and (dataset.spec is None or len(dataset.files) == dataset.spec.count),
-                warning=m.warning(s)))
+                warning=m.warning(s), shipped=m.shipped))
     return result
 
 

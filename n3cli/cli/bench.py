@@ -204,7 +204,7 @@ def record_shipped_metrics(summaries: list[Any], task: str, command: str) -> int
     """Store full-set figures of the shipped default model (method ``n3net``) in weights/manifest.json."""
     figures = {}
     for s in summaries:
-        if s.method == "n3net" and s.full_set and s.task == task:
+        if s.shipped and s.full_set and s.task == task:
             key = f"{s.dataset}/{setting_key(task, s.setting)}"
             figures[key] = {"psnr": round(s.psnr, 3), "ssim": round(s.ssim, 4)}
     if figures:

@@ -60,3 +60,25 @@ def test_bench_cli_sr_weights(sr_weights: Path, tiny_gray: Path, tmp_path: Path)
                                    "--threads", "1", "--quiet"])
     assert res.exit_code == 0, res.output
     assert [(r["method"], r["scale"]) for r in json.loads(js.read_text())] == [("bicubic", 2), ("tiny-sr", 2)]
+
+
+def test_a_shipped_vdsr_default_is_labelled_and_compared_as_vdsr(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path, tiny_gray: Path) -> None:
+    """The shipped default of another architecture is not called n3net: its rows carry the model's name and
+    compare with the paper's VDSR column; its figures still go to the manifest as the default's."""
+    from n3cli.cli import bench as bench_cli
+    from n3cli.nn.nets import vdsr
+
+    path = save_weights(tmp_path / "light.safetensors", vdsr(depth=3, features=8, bn=True).eval(),
+                        ModelInfo(name="vdsr-light", task="sr"))
+    reg = {"default": {"sr": "vdsr-light"}, "models": {"vdsr-light": {"file": path.name}}}
+    monkeypatch.setattr(n3cli.weights, "manifest", lambda: reg)
+    monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: tmp_path)
+    shipped = build_method("n3net", "sr")
+    assert shipped.label == "vdsr-light" and shipped.paper == "VDSR" and shipped.shipped
+    result = run_bench(resolve_dataset(str(tiny_gray)), [shipped, build_method("bicubic", "sr")],
+                       BenchConfig(task="sr", settings=[2.0]))
+    recorded: dict = {}
+    monkeypatch.setattr(bench_cli, "record_metrics", lambda task, figures, command: recorded.update(figures))
+    assert bench_cli.record_shipped_metrics(result.summaries, "sr", "n3 bench") == 1
+    assert list(recorded) == [f"{result.dataset}/x2"]
