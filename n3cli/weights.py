@@ -231,14 +231,20 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         "noise": state.get("noise", cfg["noise"]) if cfg["task"] == "denoise" else None,
         "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
         "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
-        "precise_bn_batches": precise_bn,
+        "precise_bn_batches": precise_bn, "loss": cfg.get("loss", "mse"),
     }
     if cfg.get("init"):  # fine-tuned: the steps and hours above are this run's own, on top of those weights
         training["init"] = cfg["init"]
     info = ModelInfo(name=name, task="raw" if camera else cfg["task"],
                      planes=["image", *NLF_PLANES] if conditional else ["image"], sigma=sigma,
-                     description=f"{cfg['arch']} trained with n3 train", training=training)
+                     description=f"{cfg['arch']}{_overrides(cfg.get('model') or {})} trained with n3 train",
+                     training=training)
     return model.eval(), info
+
+
+def _overrides(model: dict[str, Any]) -> str:
+    """' (depth 10, features 32, bn True)' for a run's builder overrides, '' for the paper's defaults."""
+    return " (" + ", ".join(f"{k} {v}" for k, v in sorted(model.items())) + ")" if model else ""
 
 
 def _recalibrate(model: N3Net, cfg: dict[str, Any], batches: int) -> None:
