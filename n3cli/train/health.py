@@ -21,6 +21,29 @@ from torch import Tensor, nn
 SILENT_RANGE = 1e-6
 
 
+def _channels(out: Tensor) -> Tensor:
+    """A (N, C, H, W) activation as (C, N*H*W) rows, one per channel."""
+    return out.detach().float().transpose(0, 1).flatten(1)
+
+
+def _constant(flat: Tensor, threshold: float) -> Tensor:
+    """Which rows of :func:`_channels` are constant (output range at or below ``threshold``)."""
+    return (flat.amax(1) - flat.amin(1)) <= threshold
+
+
+def _eval_pass(model: nn.Module, x: Tensor, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+    """One forward pass of ``x`` in eval mode for the given hooks, which are removed afterwards; the model's
+    mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+
 def sequential_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, nn.Module]]:
     """Consecutive children (a, b) of every ``nn.Sequential`` in ``model``: a's output goes straight into b."""
     for m in model.modules():
@@ -43,18 +66,10 @@ def silent_by_layer(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE
     counts: dict[str, tuple[int, int]] = {}
 
     def hook(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-        flat = out.detach().float().transpose(0, 1).flatten(1)  # (C, N*H*W)
-        counts[names[id(module)]] = (int(((flat.amax(1) - flat.amin(1)) <= threshold).sum()), flat.shape[0])
+        flat = _channels(out)
+        counts[names[id(module)]] = (int(_constant(flat, threshold).sum()), flat.shape[0])
 
-    handles = [r.register_forward_hook(hook) for r in bn_relus(model)]
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _eval_pass(model, x, [r.register_forward_hook(hook) for r in bn_relus(model)])
     return counts
 
 
@@ -146,23 +161,14 @@ def revive_silent_channels(model: nn.Module, x: Tensor, gen: torch.Generator,
     """
     units = list(_local_units(model))
     outs: dict[str, Tensor] = {}
-    handles = [relu.register_forward_hook(
-        lambda m, a, o, name=name: outs.__setitem__(name, o.detach().float().transpose(0, 1).flatten(1)))
-        for name, _, _, relu, _, _ in units]
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _eval_pass(model, x, [relu.register_forward_hook(lambda m, a, o, name=name: outs.__setitem__(name, _channels(o)))
+                          for name, _, _, relu, _, _ in units])
     revived: dict[str, int] = {}
     fresh_bns: list[tuple[nn.BatchNorm2d, Tensor]] = []
     masks: list[tuple[Tensor, Tensor]] = []
     for name, conv, bn, _, nxt, nxt_bn in units:
         flat = outs[name]
-        silent = (flat.amax(1) - flat.amin(1)) <= threshold
+        silent = _constant(flat, threshold)
         if not silent.any():
             continue
         idx = silent.nonzero().flatten()
@@ -206,13 +212,5 @@ def _calibrate_channels(model: nn.Module, x: Tensor, channels: list[tuple[nn.Bat
         bn.running_mean[idx] = z.mean(1)
         bn.running_var[idx] = z.var(1)
 
-    handles = [bn.register_forward_pre_hook(lambda m, a, idx=idx: hook(m, a, idx)) for bn, idx in channels
-               if bn.running_mean is not None and bn.running_var is not None]
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _eval_pass(model, x, [bn.register_forward_pre_hook(lambda m, a, idx=idx: hook(m, a, idx)) for bn, idx in channels
+                          if bn.running_mean is not None and bn.running_var is not None])
