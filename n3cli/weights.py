@@ -212,6 +212,7 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
     """
     from .imaging.noise import NLF_PLANES
     from .train.checkpoint import load
+    from .train.loop import TrainConfig, optimizer_name
 
     state = load(Path(checkpoint_path))
     try:
@@ -232,6 +233,7 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
         "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
         "precise_bn_batches": precise_bn, "loss": cfg.get("loss", "mse"),
+        "optimizer": optimizer_name(TrainConfig(**cfg)), "weight_decay": cfg["weight_decay"],
     }
     if cfg.get("init"):  # fine-tuned: the steps and hours above are this run's own, on top of those weights
         training["init"] = cfg["init"]

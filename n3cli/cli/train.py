@@ -40,6 +40,11 @@ def train_cmd(
         help="adam (the paper's: L2 weight decay), adamw (decoupled weight decay: channels do not die out "
              "under the decay) or sgd (default: adam for denoise, sgd for sr; with --resume: switches between "
              "adam and adamw).")] = None,
+    weight_decay: Annotated[float, typer.Option(
+        help="Weight decay on convolution weights and BN scales: an L2 term (adam, sgd) or decoupled (adamw). "
+             "With adam it is relative to the mean-squared-error gradient, which is tiny: 1e-4 (the paper's "
+             "figure) outweighs it and silences most channels over a long run (README, 'Silent channels').")
+    ] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 250,
     val_limit: Annotated[int, typer.Option(help="Validation images used.")] = 4,
@@ -75,11 +80,12 @@ def train_cmd(
     set_threads(threads)
     cfg = TrainConfig(out=str(out), data=[str(d) for d in data], task=task, arch=arch,
                       val=str(val) if val else None, noise=noise, steps=steps or 1000, budget_hours=budget_hours,
-                      batch_size=batch_size,
-                      patch=patch, lr=lr, schedule=schedule, optimizer=optimizer, seed=seed, eval_every=eval_every,
+                      batch_size=batch_size, patch=patch, lr=lr, schedule=schedule, optimizer=optimizer,
+                      weight_decay=weight_decay, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
                       precision=precision or "auto", loss=loss or "mse", init=str(init) if init else None,
                       model=parse_overrides(model or []))
+    cfg.validate()  # a bad option is named before any run folder is looked at
     if resume and model:
         raise N3Error("--model changes the network; it cannot be combined with --resume")
     if resume and init is not None:

@@ -108,6 +108,8 @@ class TrainConfig:
             raise N3Error(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
         if self.lr is not None and not self.lr > 0:
             raise N3Error(f"--lr must be positive, got {self.lr:g}")
+        if not self.weight_decay >= 0:
+            raise N3Error(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
 

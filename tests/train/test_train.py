@@ -194,6 +194,7 @@ def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
     calibrated, info = export_run(last, "x", precise_bn=3)
     assert info0.training["precise_bn_batches"] == 0 and info.training["precise_bn_batches"] == 3
     assert info.planes == ["image", "sqrt_a", "sqrt_b"]
+    assert info.training["optimizer"] == "adam" and info.training["weight_decay"] == 1e-4  # the recipe, stated
     s0, s1 = plain.state_dict(), calibrated.state_dict()
     assert any(not torch.equal(s0[k], s1[k]) for k in s0 if k.endswith("running_var"))
     assert all(torch.equal(s0[k], s1[k]) for k in s0 if not k.endswith(("running_var", "running_mean",
@@ -401,13 +402,16 @@ def test_model_overrides_on_the_command_line(tmp_path: Path, data: Path) -> None
     runner = CliRunner()
     base = ["train", "--data", str(data), "--patch", "32", "--batch-size", "2", "--steps", "1", "--threads", "1"]
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--arch", "vdsr", "--model", "depth=3",
-                              "--model", "features=8", "--model", "bn=true"])
+                              "--model", "features=8", "--model", "bn=true", "--weight-decay", "0"])
     assert res.exit_code == 0, res.output
     state = load(tmp_path / "a" / "last.pt")
+    assert state["train_config"]["weight_decay"] == 0
+    assert all(g["weight_decay"] == 0 for g in state["optimizer"]["param_groups"])
     assert state["net_config"]["depth"] == 3 and state["net_config"]["features"] == 8 and state["net_config"]["bn"]
     for bad, why in ((["--model", "width=3"], "unknown key"), (["--model", "depth"], "KEY=VALUE"),
                      (["--model", "depth=1"], "invalid model options"),
-                     (["--model", "depth=4", "--resume"], "--resume")):
+                     (["--model", "depth=4", "--resume"], "--resume"),
+                     (["--weight-decay", "-1"], "--weight-decay")):
         res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), *bad])
         assert res.exit_code != 0 and why in res.output, res.output
         assert "Traceback" not in res.output
