@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from .errors import N3Error
 from .nn.nets import N3Net, build, n3net
+
+if TYPE_CHECKING:
+    from .train.loop import TrainConfig
 
 
 class WeightsError(N3Error):
@@ -219,10 +222,11 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         model = build(state["net_config"])
         model.load_state_dict(state["model"])
         cfg = state["train_config"]
-    except (KeyError, RuntimeError, ValueError) as exc:
+        tcfg = TrainConfig(**cfg)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
     if precise_bn > 0:
-        _recalibrate(model, cfg, precise_bn)
+        _recalibrate(model, tcfg, precise_bn)
     camera = cfg["task"] == "denoise" and cfg["noise"].strip().lower() == "raw"
     conditional = camera or (cfg["task"] == "denoise" and cfg["noise"].startswith("nlf"))
     sigma = float(cfg["noise"].split(":")[-1]) if cfg["task"] == "denoise" and not conditional else None
@@ -233,7 +237,7 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
         "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
         "precise_bn_batches": precise_bn, "loss": cfg.get("loss", "mse"),
-        "optimizer": optimizer_name(TrainConfig(**cfg)), "weight_decay": cfg["weight_decay"],
+        "optimizer": optimizer_name(tcfg), "weight_decay": cfg["weight_decay"],
     }
     if cfg.get("init"):  # fine-tuned: the steps and hours above are this run's own, on top of those weights
         training["init"] = cfg["init"]
@@ -249,15 +253,14 @@ def _overrides(model: dict[str, Any]) -> str:
     return " (" + ", ".join(f"{k} {v}" for k, v in sorted(model.items())) + ")" if model else ""
 
 
-def _recalibrate(model: N3Net, cfg: dict[str, Any], batches: int) -> None:
-    from .train.loop import TrainConfig, calibration_inputs, training_bank
+def _recalibrate(model: N3Net, tcfg: TrainConfig, batches: int) -> None:
+    from .train.loop import calibration_inputs, training_bank
     from .train.precise_bn import recalibrate_bn
 
-    missing = [d for d in cfg["data"] if not Path(d).is_dir()]
+    missing = [d for d in tcfg.data if not Path(d).is_dir()]
     if missing:
         raise WeightsError(f"training data {missing[0]} not found (needed to recompute BN statistics; "
                            "run from the directory the run was started in, or pass --precise-bn 0)")
-    tcfg = TrainConfig(**cfg)
     recalibrate_bn(model, calibration_inputs(tcfg, training_bank(tcfg), batches))
     model.eval()
 
