@@ -27,7 +27,7 @@ from .imaging.resize import imresize
 from .imaging.tiling import tiled_apply
 from .nn.fuse import fold_batchnorm
 from .nn.nets import N3Net
-from .train.tasks import SR_SCALES
+from .train.tasks import SIGMA_MAX, SR_SCALES
 from .weights import DEFAULT_FALLBACK, ModelInfo, resolve
 
 if TYPE_CHECKING:
@@ -208,11 +208,29 @@ def denoise(image: np.ndarray, sigma: float | None = None, *, nlf: tuple[float, 
     if restorer.info.conditional:
         if nlf is None:
             nlf = noise.sigma_to_nlf(estimate_sigma(color) if sigma is None else sigma)
+        note = untrained_noise_note(restorer.info, nlf=nlf)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
         x = torch.cat([x, noise.nlf_planes(nlf[0], nlf[1], x)], dim=1)
     y = run(restorer, x, tile, overlap, progress)[:, 0].numpy().transpose(1, 2, 0)
     if alpha is not None:
         y = np.concatenate([y, alpha], axis=2)
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
+
+
+def untrained_noise_note(info: ModelInfo, sigma: float | None = None,
+                         nlf: tuple[float, float] | None = None) -> str | None:
+    """A warning text when the noise is stronger than a noise-level-conditional model saw in training, else None.
+
+    Training draws Gaussian σ up to 75 and raw NLFs whose σ at mid-grey stays below that (a ≤ 0.1, b ≤ a/10),
+    so the test is the noise σ at mid-grey against 75/255."""
+    if not info.conditional or (sigma is None and nlf is None):
+        return None
+    level = sigma if nlf is None else 255.0 * noise.nlf_sigma_at(nlf[0], nlf[1], 0.5)
+    if level <= SIGMA_MAX:
+        return None
+    what = f"sigma {level:.1f}" if nlf is None else f"the NLF's noise (sigma {level:.1f} at mid-grey)"
+    return f"{what} is above the sigma <= {SIGMA_MAX:g} {info.name} was trained on; expect residual noise"
 
 
 def check_scale(scale: object) -> int:

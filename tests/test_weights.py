@@ -79,3 +79,25 @@ def test_shipped_weights_found_in_an_installed_layout(tmp_path: Path) -> None:
     folder, names = out.stdout.splitlines()
     assert Path(folder) == site / "n3cli" / "weights_data"
     assert names == str(sorted(json.loads((REPO / "weights" / "manifest.json").read_text())["models"]))
+
+
+def test_untrained_noise_note_only_for_conditional_models_beyond_training() -> None:
+    from n3cli import api
+
+    cond = ModelInfo("c", planes=["image", "sqrt_a", "sqrt_b"])
+    assert api.untrained_noise_note(cond, 75.0) is None and api.untrained_noise_note(cond) is None
+    assert "sigma 76.0 is above" in (api.untrained_noise_note(cond, 76.0) or "")
+    assert api.untrained_noise_note(cond, nlf=(0.1, 0.01)) is None  # the largest raw NLF of training
+    assert "NLF" in (api.untrained_noise_note(cond, nlf=(0.0, (80 / 255) ** 2)) or "")
+    assert api.untrained_noise_note(ModelInfo("fixed", sigma=25.0), 120.0) is None  # per-σ: its own note
+
+
+def test_library_denoise_warns_beyond_training(tmp_path: Path) -> None:
+    from n3cli import api
+
+    from .conftest import tiny_nlf_weights
+
+    path = tiny_nlf_weights(tmp_path, "tiny-warn", seed=0)
+    img = np.full((24, 24), 0.5, np.float32)
+    with pytest.warns(UserWarning, match="above the sigma <= 75"):
+        api.denoise(img, 100.0, model=path, device="cpu")

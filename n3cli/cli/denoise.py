@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,6 +105,9 @@ def denoise_cmd(
     if not quiet:
         note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
         err_console.print(f"model {restorer.describe()}{note}", highlight=False)
+    warning = api.untrained_noise_note(info, sigma_value, nlf_value)
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
         s = sigma_value
@@ -111,8 +115,13 @@ def denoise_cmd(
             s = api.estimate_sigma(img.pixels)
             if not quiet and not json_out:
                 err_console.print(f"{img.path}: estimated sigma {s:.1f}", highlight=False)
-        out = api.denoise(img.pixels, s, nlf=nlf_value, model=restorer, tile=tile, overlap=tile_overlap,
-                          progress=on_tile)
+            warning = api.untrained_noise_note(info, s)
+            if warning is not None:
+                err_console.print(f"[yellow]warning:[/] {img.path}: {warning}", highlight=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the noise-range note is printed above
+            out = api.denoise(img.pixels, s, nlf=nlf_value, model=restorer, tile=tile, overlap=tile_overlap,
+                              progress=on_tile)
         facts = {"sigma": s} if nlf_value is None else {"nlf": list(nlf_value)}
         return out, facts
 

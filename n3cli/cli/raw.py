@@ -127,6 +127,9 @@ def raw_denoise_cmd(
                           highlight=False)
         err_console.print(f"NLF ({SOURCE_TEXT[info.source]}): a={info.a:.3g}, b={info.b:.3g}; "
                           f"σ at mid-grey {info.sigma():.4f} ({100 * info.sigma():.2f}% of white)", highlight=False)
+    warning = api.untrained_noise_note(restorer.info, nlf=(info.a, info.b))
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
     show = not quiet and is_tty()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

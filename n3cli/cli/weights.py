@@ -42,8 +42,9 @@ def import_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
-    """Convert an authors' checkpoint you downloaded to our format (for your own use: its license
-    forbids redistribution). `--weights FILE.t7` also works directly, without converting.
+    """Convert an authors' checkpoint you downloaded to our format, for your own use.
+
+    The authors' license forbids redistribution. `--weights FILE.t7` also works directly, without converting.
 
     Example: n3 weights import n3net_sigma25.t7 -o n3net_sigma25.safetensors
     """

@@ -14,6 +14,10 @@ from ..imaging.resize import imresize
 SR_SCALES = (2, 3, 4)
 
 
+#: Largest Gaussian σ (0-255 scale) the conditional models see in training (the issue's U(0, 75)).
+SIGMA_MAX = 75.0
+
+
 @dataclass(frozen=True)
 class NoiseSpec:
     """``sigma``: fixed Gaussian σ (0-255 scale); else noise-level-conditional training.
@@ -29,7 +33,7 @@ class NoiseSpec:
     """
 
     sigma: float | None = None
-    sigma_max: float = 75.0
+    sigma_max: float = SIGMA_MAX
     gaussian_fraction: float = 0.5
     camera: bool = False
 

@@ -178,3 +178,15 @@ def test_help_has_examples() -> None:
     assert "n3 denoise photo.png" in run("denoise", "--help").output
     root = run("--help").output
     assert "denoise" in root and "n3 denoise photo.png --sigma 50" in root
+
+
+def test_warns_when_noise_is_beyond_training(tmp_path: Path, weights: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    result = run("denoise", src, "--sigma", "120", "--weights", weights, "-o", tmp_path / "out.png")
+    assert result.exit_code == 0, result.output
+    assert "sigma 120.0 is above the sigma <= 75" in result.output
+    assert (tmp_path / "out.png").exists()  # a warning, not a refusal
+    quiet = run("denoise", src, "--sigma", "50", "--weights", weights, "-o", tmp_path / "out2.png")
+    assert quiet.exit_code == 0 and "warning" not in quiet.output.lower(), quiet.output
+    strong = run("denoise", src, "--nlf", "0.2,0.01", "--weights", weights, "-o", tmp_path / "out3.png")
+    assert strong.exit_code == 0 and "the NLF's noise (sigma 84.6 at mid-grey)" in strong.output, strong.output
