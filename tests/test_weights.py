@@ -101,3 +101,17 @@ def test_library_denoise_warns_beyond_training(tmp_path: Path) -> None:
     img = np.full((24, 24), 0.5, np.float32)
     with pytest.warns(UserWarning, match="above the sigma <= 75"):
         api.denoise(img, 100.0, model=path, device="cpu")
+
+
+def test_weights_list_shows_the_measured_psnr() -> None:
+    from typer.testing import CliRunner
+
+    from n3cli.cli.app import app
+    from n3cli.weights import manifest
+
+    result = CliRunner().invoke(app, ["weights", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name, entry in manifest()["models"].items():
+        assert name in result.output
+        for key, metric in entry.get("metrics", {}).items():
+            assert f"{key} {metric['psnr']:.2f} dB" in result.output

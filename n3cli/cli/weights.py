@@ -16,6 +16,12 @@ from .devices import set_threads
 weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True)
 
 
+def _psnr(metric: object) -> float | None:
+    """The PSNR of a manifest metric: {"psnr": .., "ssim": ..} (or a bare number, as older manifests kept it)."""
+    value = metric.get("psnr") if isinstance(metric, dict) else metric
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 @weights_app.command("list")
 @handle_errors
 def list_cmd(debug: Annotated[bool, typer.Option("--debug")] = False) -> None:
@@ -28,7 +34,8 @@ def list_cmd(debug: Annotated[bool, typer.Option("--debug")] = False) -> None:
     for name, e in reg.get("models", {}).items():
         tr = e.get("training", {})
         training = f"{tr.get('steps', '?')} steps, {tr.get('cpu_hours', '?')} CPU-h"
-        metrics = ", ".join(f"{k} {v:.2f}" for k, v in e.get("metrics", {}).items() if isinstance(v, float))
+        metrics = "\n".join(f"{k} {_psnr(v):.2f} dB" for k, v in e.get("metrics", {}).items()
+                            if _psnr(v) is not None)
         table.add_row(name, e.get("task", ""), "yes" if name in defaults else "", e.get("arch", ""),
                       ",".join(e.get("planes", [])), training, metrics or "not measured yet")
     out_console.print(table)
