@@ -290,7 +290,7 @@ def test_adamw_decays_weights_apart_from_the_gradient() -> None:
         for _ in range(3):
             w.grad = torch.zeros_like(w)  # a silent channel: no gradient from the loss
             opt.step()
-        moved[name] = 0.5 - float(w[0])
+        moved[name] = 0.5 - float(w[0].detach())
     assert moved["adam"] == pytest.approx(3e-2, rel=1e-3)  # three steps of about the rate each
     assert moved["adamw"] == pytest.approx(0.5 * (1 - (1 - 1e-2 * 1e-4) ** 3), rel=1e-3)
 
