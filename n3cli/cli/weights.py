@@ -34,8 +34,8 @@ def list_cmd(debug: Annotated[bool, typer.Option("--debug")] = False) -> None:
     for name, e in reg.get("models", {}).items():
         tr = e.get("training", {})
         training = f"{tr.get('steps', '?')} steps, {tr.get('cpu_hours', '?')} CPU-h"
-        metrics = "\n".join(f"{k} {_psnr(v):.2f} dB" for k, v in e.get("metrics", {}).items()
-                            if _psnr(v) is not None)
+        psnrs = {k: _psnr(v) for k, v in e.get("metrics", {}).items()}
+        metrics = "\n".join(f"{k} {p:.2f} dB" for k, p in psnrs.items() if p is not None)
         table.add_row(name, e.get("task", ""), "yes" if name in defaults else "", e.get("arch", ""),
                       ",".join(e.get("planes", [])), training, metrics or "not measured yet")
     out_console.print(table)
