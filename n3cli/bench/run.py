@@ -173,6 +173,7 @@ class Summary:
     full_set: bool = True
     warning: str | None = None
     shipped: bool = False  # the shipped default model of the task
+    per_image: list[ImageResult] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -201,7 +202,14 @@ class Summary:
         }
         if self.warning:
             rec["warning"] = self.warning
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+        rec["per_image"] = [{"image": r.image, "psnr": _finite(r.psnr), "ssim": _finite(r.ssim),
+                             "seconds": r.seconds} for r in self.per_image]
+        return {k: _finite(v) for k, v in rec.items()}
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no inf / nan: non-finite floats become null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 @dataclass
@@ -369,7 +377,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                 megapixels=float(sum(r.megapixels for r in rs)), peak_mb=max(r.peak_mb for r in rs),
                 paper_psnr=paper_psnr(paper_set, config.task, s, m.paper) if paper_set else None,
                 full_set=full and (dataset.spec is None or len(dataset.files) == dataset.spec.count),
-                warning=m.warning(s), shipped=m.shipped))
+                warning=m.warning(s), shipped=m.shipped, per_image=rs))
     return result
 
 

@@ -66,6 +66,41 @@ def _safe_log_softmax(logits: Tensor) -> Tensor:
     return torch.log_softmax(safe, dim=-1).masked_fill(empty, _NEG_INF)
 
 
+def _softmax_and_log1m(logits: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """w = softmax(logits) and log(1 - w) with one exponential per candidate (Eqs. 8-10, one step).
+
+    Rows whose logits are all -inf get w = 0. As in :func:`_log1m_softmax`, only the largest weight of
+    a row can approach 1: for it 1 - w is the (exactly summed) weight of all the other candidates; every
+    other weight is at most 1/2, where log1p(-w) is well conditioned. Where the others' weights underflow
+    (logit gaps beyond ~70 in float32), their log-sum-exp is taken instead, so log(1 - w) stays exact.
+    Returns (w, log(1 - w), has_others): has_others marks the rows with at least two candidates (None:
+    all rows); log(1 - w) of the top candidate is 0 in rows without others.
+    """
+    top_value, top = logits.max(dim=-1, keepdim=True)
+    empty = torch.isneginf(top_value)
+    shifted = logits - top_value.detach().masked_fill(empty, 0.0)  # softmax is shift invariant
+    p = shifted.exp()  # the top candidate: exp(0) = 1; excluded ones: 0
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
+    others = p.masked_fill(is_top, 0.0).sum(-1, keepdim=True)
+    total = (others + p.gather(-1, top)).masked_fill(empty, 1.0)  # others + 1, with the top's gradient
+    w = p / total
+    tiny = torch.finfo(logits.dtype).tiny ** 0.8  # below this the sum of the others has lost precision
+    underflow = others < tiny
+    has_others: Tensor | None = None
+    log_others = torch.log(others.clamp_min(tiny))
+    if bool(underflow.any()):  # rare: a dominant top candidate, or rows with fewer than two candidates
+        rest = shifted.masked_fill(is_top, _NEG_INF)
+        has_others = torch.isfinite(rest).any(dim=-1, keepdim=True)
+        exact_rows = underflow & has_others
+        exact = torch.logsumexp(rest.masked_fill(~exact_rows, 0.0), dim=-1, keepdim=True)
+        log_others = torch.where(exact_rows, exact, torch.where(has_others, log_others, 0.0))
+    log_rest_top = log_others - torch.log(total)
+    if has_others is not None:
+        log_rest_top = log_rest_top.masked_fill(~has_others, 0.0)
+    log_rest = torch.log1p(-w.masked_fill(is_top, 0.0)).scatter(-1, top, log_rest_top)
+    return w, log_rest, has_others
+
+
 def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
                    update: Update = "alpha") -> Tensor:
     """Continuous nearest neighbours: k weight vectors (..., k, M) from logits α (..., M).
@@ -79,6 +114,10 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
     log(1 - w) to the already scaled logits α/t instead (the form that some published checkpoints
     were trained with; it does not reach hard KNN: in the limit the j-th step ties the j-th and
     (j-1)-th neighbours). With k = 1 both are plain softmax attention.
+
+    Each step costs one exponential and one log1p per candidate (:func:`_softmax_and_log1m`); the
+    log-domain transcription of the equations, which costs about three times as much, is the
+    reference the tests compare against.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -87,11 +126,12 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
     logits = _divide(alpha, temperature)
     weights = []
     for j in range(k):
-        log_w = _safe_log_softmax(logits)
-        weights.append(log_w.exp())
+        w, log_rest, has_others = _softmax_and_log1m(logits)
+        weights.append(w)
         if j + 1 < k:
-            log_rest = _log1m_softmax(logits, log_w)  # log(1 - w^j)
-            logits = logits + (_divide(log_rest, temperature) if update == "alpha" else log_rest)  # Eq. 9
+            logits = logits + (log_rest / temperature if update == "alpha" else log_rest)  # Eq. 9
+            if has_others is not None:  # a row whose only candidate was just taken has none left
+                logits = logits.masked_fill(~has_others, _NEG_INF)
     return torch.stack(weights, dim=-2)
 
 

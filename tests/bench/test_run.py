@@ -65,6 +65,10 @@ def test_reports(tiny_gray: Path) -> None:
     keys = {"dataset", "task", "method", "sigma", "psnr", "ssim", "images", "seconds", "megapixels_per_second",
             "peak_mb", "paper_psnr"}
     assert keys <= set(records[0]) and records[0]["sigma"] == 20 and records[0]["images"] == 2
+    per = records[0]["per_image"]  # every image's own figures; their mean is the record's
+    assert [r["image"] for r in per] == sorted(r["image"] for r in per) and len(per) == 2
+    assert abs(sum(r["psnr"] for r in per) / 2 - records[0]["psnr"]) < 1e-9
+    assert all(0 < r["ssim"] <= 1 and r["seconds"] >= 0 for r in per)
     md = to_markdown(res, "n3 bench --dataset tiny").splitlines()
     assert md[0] == "<!-- n3 bench --dataset tiny -->"
     assert md[1].startswith("| dataset | setting | method | PSNR |") and len(md) == 5

@@ -127,3 +127,49 @@ def test_select_dispatch_and_errors() -> None:
         select(-d, 0.2, 3, "nearest")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         continuous_knn(-d, 0.2, 0)
+
+
+def _reference_continuous_knn(alpha: torch.Tensor, temperature: torch.Tensor | float, k: int,
+                              update: str = "alpha") -> torch.Tensor:
+    """Eqs. 8-10 transcribed in the log domain: log_softmax, then log(1 - w) from log-sum-exps."""
+    from n3cli.nn.knn import _divide, _log1m_softmax, _safe_log_softmax
+
+    logits = _divide(alpha, temperature)
+    weights = []
+    for j in range(k):
+        log_w = _safe_log_softmax(logits)
+        weights.append(log_w.exp())
+        if j + 1 < k:
+            log_rest = _log1m_softmax(logits, log_w)
+            logits = logits + (_divide(log_rest, temperature) if update == "alpha" else log_rest)
+    return torch.stack(weights, dim=-2)
+
+
+@pytest.mark.parametrize("update", ["alpha", "logits"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1e-3, 0.1, 1.0, 10.0])
+def test_matches_log_domain_reference(update: str, dtype: torch.dtype, scale: float) -> None:
+    """Weights and gradients equal the log-domain transcription, with masks, ties and tiny temperatures."""
+    g = torch.Generator().manual_seed(int(scale * 1000) + len(update))
+    d = torch.rand(3, 6, 40, generator=g, dtype=dtype)
+    d[0, 0, :5] = d[0, 0, 5]  # ties at the nearest neighbour
+    mask = torch.rand(3, 6, 40, generator=g) < 0.3
+    mask[1, 2, 1:] = True  # a query with one candidate
+    mask[1, 3] = True  # and one with none
+    t = (torch.rand(3, 6, 1, generator=g, dtype=dtype) + 0.05) * scale
+    alpha = (-d).masked_fill(mask, float("-inf"))
+    a1, t1 = alpha.clone().requires_grad_(), t.clone().requires_grad_()
+    a2, t2 = alpha.clone().requires_grad_(), t.clone().requires_grad_()
+    w1 = continuous_knn(a1, t1, 7, update=update)
+    w2 = _reference_continuous_knn(a2, t2, 7, update=update)
+    tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-12}
+    torch.testing.assert_close(w1, w2, **tol)
+    probe = torch.rand(w1.shape, generator=g, dtype=dtype)
+    (w1 * probe).sum().backward()
+    (w2 * probe).sum().backward()
+    assert torch.isfinite(a1.grad).all() and torch.isfinite(t1.grad).all()
+    if scale < 0.1:  # saturated: the exact gradients are of order exp(-gap / t), both sides rounding noise
+        return
+    grad_tol = {"rtol": 1e-3, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-7, "atol": 1e-9}
+    torch.testing.assert_close(a1.grad, a2.grad, **grad_tol)
+    torch.testing.assert_close(t1.grad, t2.grad, **grad_tol)
