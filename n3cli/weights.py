@@ -207,20 +207,26 @@ def default_name(reg: dict[str, Any], task: str) -> str | None:
     return defaults.get(task) or defaults.get(DEFAULT_FALLBACK.get(task, ""))
 
 
-def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N3Net, ModelInfo]:
+def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool = False) -> tuple[N3Net, ModelInfo]:
     """Model and facts of a training checkpoint (:mod:`n3cli.train`), ready to save as safetensors.
 
     ``precise_bn``: recompute the BN statistics from this many batches drawn from the run's training
     data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages.
+    ``ema``: export the run's moving average of the weights (``n3 train --ema``) instead of its last
+    weights; its BN statistics must then be recomputed (``precise_bn`` > 0).
     """
     from .imaging.noise import NLF_PLANES
     from .train.checkpoint import load
     from .train.loop import TrainConfig, optimizer_name
 
     state = load(Path(checkpoint_path))
+    if ema and "ema" not in state:
+        raise WeightsError(f"{checkpoint_path} holds no weight average (train with --ema to keep one)")
+    if ema and precise_bn <= 0:
+        raise WeightsError("--ema needs --precise-bn > 0: the BN statistics of averaged weights must be recomputed")
     try:
         model = build(state["net_config"])
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["ema" if ema else "model"])
         cfg = state["train_config"]
         tcfg = TrainConfig(**cfg)
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
@@ -239,6 +245,9 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0) -> tuple[N
         "precise_bn_batches": precise_bn, "loss": cfg.get("loss", "mse"),
         "optimizer": optimizer_name(tcfg), "weight_decay": cfg["weight_decay"],
     }
+    if ema:  # the exported weights are the average, over about 1 / (1 - decay) steps
+        updates = int(state.get("ema_updates", 0))
+        training["weights"] = f"moving average, decay {cfg.get('ema', 0.0):g}, {updates} updates"
     if cfg.get("init"):  # fine-tuned: the steps and hours above are this run's own, on top of those weights
         training["init"] = cfg["init"]
     info = ModelInfo(name=name, task="raw" if camera else cfg["task"],

@@ -64,6 +64,10 @@ def train_cmd(
     init: Annotated[Path | None, typer.Option(help="Start from these weights (a run's last.pt/best.pt or an "
                                               "unfused .safetensors) with a fresh optimizer and schedule: "
                                               "fine-tuning.")] = None,
+    ema: Annotated[float | None, typer.Option(
+        help="Keep a moving average of the weights with this decay per step (e.g. 0.999; 0: off), validated "
+             "beside the weights and exported with 'n3 weights export --ema' (with --resume: switches it on, "
+             "starting from the current weights, or changes its decay).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     revive: Annotated[bool, typer.Option("--revive", help="Before training, give the local blocks' silent channels "
                                          "(constant after BN + ReLU, see benchmarks/channel_health.py) new "
@@ -84,7 +88,7 @@ def train_cmd(
                       weight_decay=weight_decay, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
                       precision=precision or "auto", loss=loss or "mse", init=str(init) if init else None,
-                      model=parse_overrides(model or []))
+                      model=parse_overrides(model or []), ema=ema or 0.0)
     cfg.validate()  # a bad option is named before any run folder is looked at
     if resume and model:
         raise N3Error("--model changes the network; it cannot be combined with --resume")
@@ -100,7 +104,7 @@ def train_cmd(
         last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
                      steps=steps if resume else None, precision=precision if resume else None,
                      lr=lr if resume else None, loss=loss if resume else None,
-                     optimizer=optimizer if resume else None, revive=revive)
+                     optimizer=optimizer if resume else None, revive=revive, ema=ema if resume else None)
     err_console.print(f"saved {last}")
 
 

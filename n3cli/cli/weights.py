@@ -71,12 +71,14 @@ def export_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     precise_bn: Annotated[int, typer.Option(help="Training batches used to recompute the BN statistics "
                                             "(0: keep the running averages).")] = 100,
+    ema: Annotated[bool, typer.Option("--ema", help="Export the run's moving average of the weights "
+                                      "(n3 train --ema) instead of its last weights.")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Export the model of a training checkpoint (with its training facts) to safetensors."""
     set_threads(threads)
-    model, info = export_run(run, name, precise_bn=precise_bn)
+    model, info = export_run(run, name, precise_bn=precise_bn, ema=ema)
     save_weights(output, model, info, overwrite=force)
     if ship:
         register(output, model, info, default=default)

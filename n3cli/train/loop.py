@@ -24,6 +24,7 @@ from ..imaging.resize import imresize
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .data import ImageBank
+from .ema import WeightAverage
 from .health import revive_silent_channels, silent_fraction
 from .precise_bn import recalibrate_bn
 from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size, sr_sample_weights
@@ -91,6 +92,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native)
     loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance / bicubic input's MSE
     init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
+    ema: float = 0.0  # decay per step of a moving average of the weights, validated and exportable (0: off)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
     def validate(self) -> None:
@@ -108,6 +110,8 @@ class TrainConfig:
             raise N3Error(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
         if self.lr is not None and not self.lr > 0:
             raise N3Error(f"--lr must be positive, got {self.lr:g}")
+        if not 0.0 <= self.ema < 1.0:
+            raise N3Error(f"--ema must be a decay in [0, 1) (0: off), got {self.ema:g}")
         if not self.weight_decay >= 0:
             raise N3Error(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
@@ -344,7 +348,8 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
           steps: int | None = None, precision: str | None = None, lr: float | None = None,
-          loss: str | None = None, optimizer: str | None = None, revive: bool = False) -> Path:
+          loss: str | None = None, optimizer: str | None = None, revive: bool = False,
+          ema: float | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
@@ -353,6 +358,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     ``lr``: on resume, a new initial rate: the schedule's curve is rescaled from the current step on.
     ``loss``: on resume, switch the training loss (``mse`` or ``nmse``, see :func:`sample_weights`).
     ``optimizer``: on resume, switch between ``adam`` and ``adamw`` (their states are the same).
+    ``ema``: on resume, a new decay of the weight average (:mod:`n3cli.train.ema`; 0 turns it off); an
+    average switched on at resume starts from the current weights.
     ``revive``: before the first step, redraw the local blocks' silent channels with the output kept
     (:func:`n3cli.train.health.revive_silent_channels`); logged as a ``revived`` record.
     """
@@ -372,7 +379,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if {optimizer, optimizer_name(cfg)} != {"adam", "adamw"}:
                 raise N3Error(f"--resume can switch between adam and adamw only, not {optimizer_name(cfg)} "
                               f"to {optimizer}")
-        switches = {"precision": precision, "lr": lr, "loss": loss, "optimizer": optimizer}
+        switches = {"precision": precision, "lr": lr, "loss": loss, "optimizer": optimizer, "ema": ema}
         cfg = replace(cfg, **{k: v for k, v in switches.items() if v is not None})
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
@@ -404,6 +411,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         cpu_seconds = state.get("cpu_seconds", seconds)  # older checkpoints: wall time only
         gen_states = state["rng"]
         gen.set_state(gen_states[d.rank] if d.rank < len(gen_states) else gen_states[0])
+    averager = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    if averager is not None and state is not None and "ema" in state:
+        averager.load_state_dict(state["ema"], int(state.get("ema_updates", 0)))
+        averager.decay = cfg.ema
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model)
@@ -423,6 +434,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         batches = [(x.to(dev), t.to(dev)) for x, t in calibration_batches(cfg, bank, 1 + REVIVE_GRADIENT_BATCHES,
                                                                           seed=step)]
         revived = revive_silent_channels(model, batches[0][0], redraw, opt, gradient_batches=batches[1:])
+        if averager is not None and averager.updates == 0:  # a new average starts from the revived weights
+            averager = WeightAverage(model, cfg.ema)
 
     def log(record: dict[str, Any]) -> None:
         if not d.main:
@@ -441,22 +454,35 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                 "step": step, "best": best,
                 "train_seconds": seconds, "cpu_seconds": cpu_seconds, "rng": states, "train_config": asdict(cfg),
                 "net_config": model.config.to_dict(), "noise": spec.describe(),
+                **({"ema": averager.state_dict(model), "ema_updates": averager.updates} if averager and weights is None
+                   else {}),
             }, path)
 
     def evaluate(validator: Validator | SRValidator) -> None:
-        """Validate a copy with precise BN statistics (the run's own state is untouched); keep the best."""
+        """Validate a copy with precise BN statistics (the run's own state is untouched), and the weight
+        average likewise when there is one; keep the best of either in best.pt."""
         nonlocal best
-        probe = copy.deepcopy(model)
-        if cfg.precise_bn > 0:
-            recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
-        psnr = validator(probe, dev)
+
+        def measure(net: nn.Module) -> tuple[float, nn.Module]:
+            probe = copy.deepcopy(net)
+            if cfg.precise_bn > 0:
+                recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
+            return validator(probe, dev), probe
+
+        psnr, probe = measure(model)
         silent = silent_fraction(probe, next(calibration_inputs(cfg, bank, 1)).to(dev))
-        log({"step": step, "val_psnr": psnr, "val_sigma": validator.sigma, "task": cfg.task,
-             "precise_bn": cfg.precise_bn, "silent_channels": round(silent, 4),
-             **({"val_nlf": list(validator.nlf)} if validator.nlf else {})})
-        if psnr > best:
-            best = psnr
-            save(best_path, gather=False, weights=probe.state_dict())
+        record: dict[str, Any] = {"step": step, "val_psnr": psnr}
+        candidates = [(psnr, probe)]
+        if averager is not None:
+            psnr_ema, probe_ema = measure(averager.averaged(model))
+            record.update(val_psnr_ema=psnr_ema, ema_decay=round(averager.current_decay(), 6))
+            candidates.append((psnr_ema, probe_ema))
+        log({**record, "val_sigma": validator.sigma, "task": cfg.task, "precise_bn": cfg.precise_bn,
+             "silent_channels": round(silent, 4), **({"val_nlf": list(validator.nlf)} if validator.nlf else {})})
+        top, top_probe = max(candidates, key=lambda c: c[0])
+        if top > best:
+            best = top
+            save(best_path, gather=False, weights=top_probe.state_dict())
 
     if revive:
         log({"step": step, "revived": sum(revived.values()), "revived_by_layer": revived})
@@ -496,6 +522,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if isinstance(opt, torch.optim.SGD) and cfg.grad_clip > 0:
                 nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip / lr)
             opt.step()
+            if averager is not None:
+                averager.update(model)
             step += 1
             steps_this_call += 1
             seconds += time.monotonic() - t0
