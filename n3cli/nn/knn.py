@@ -14,7 +14,6 @@ all-zero weight vectors (callers then fall back to the query itself).
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -26,52 +25,18 @@ Update = Literal["alpha", "logits"]
 _NEG_INF = float("-inf")
 
 
-def log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate over the whole range (Mächler 2012)."""
-    x = x.clamp_max(0)
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-def _log1m_softmax(logits: Tensor, log_w: Tensor) -> Tensor:
-    """log(1 - w) for w = softmax(logits), stable and with bounded gradients as w -> 1.
-
-    Only the largest weight of a row can approach 1. For it, 1 - w is the softmax mass of all the
-    other candidates, so log(1 - w) = logsumexp(others) - logsumexp(all): exact, finite (unless the
-    row has a single valid candidate) and with softmax-bounded gradients. Every other weight is at
-    most 1/2, where log1p(-w) is well conditioned.
-    """
-    top = logits.argmax(dim=-1, keepdim=True)
-    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
-    others = logits.masked_fill(is_top, _NEG_INF)
-    has_others = torch.isfinite(others).any(dim=-1, keepdim=True)
-    # Keep both logsumexps finite so that no NaN reaches the gradient through torch.where.
-    lse_all = torch.logsumexp(logits.masked_fill(~has_others, 0.0), dim=-1, keepdim=True)
-    lse_others = torch.logsumexp(others.masked_fill(~has_others, 0.0), dim=-1, keepdim=True)
-    log_rest_top = torch.where(has_others, lse_others - lse_all, _NEG_INF)
-    # Never let a masked (-inf) logit produce NaN: its weight is 0, so log(1 - 0) = 0.
-    log_rest = log1mexp(log_w.masked_fill(is_top, -1.0))
-    return torch.where(is_top, log_rest_top.expand_as(logits), log_rest)
-
-
 def _divide(x: Tensor, t: Tensor | float) -> Tensor:
     """x / t keeping -inf entries at -inf without NaN gradients with respect to t."""
     masked = torch.isneginf(x)
     return (x.masked_fill(masked, 0.0) / t).masked_fill(masked, _NEG_INF)
 
 
-def _safe_log_softmax(logits: Tensor) -> Tensor:
-    """log_softmax that returns -inf (weights 0) instead of NaN for rows without valid candidates."""
-    empty = torch.isneginf(logits).all(dim=-1, keepdim=True)
-    safe = logits.masked_fill(empty, 0.0)
-    return torch.log_softmax(safe, dim=-1).masked_fill(empty, _NEG_INF)
-
-
 def _softmax_and_log1m(logits: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
     """w = softmax(logits) and log(1 - w) with one exponential per candidate (Eqs. 8-10, one step).
 
-    Rows whose logits are all -inf get w = 0. As in :func:`_log1m_softmax`, only the largest weight of
-    a row can approach 1: for it 1 - w is the (exactly summed) weight of all the other candidates; every
-    other weight is at most 1/2, where log1p(-w) is well conditioned. Where the others' weights underflow
+    Rows whose logits are all -inf get w = 0. Only the largest weight of a row can approach 1: for it
+    1 - w is the (exactly summed) weight of all the other candidates; every other weight is at most 1/2,
+    where log1p(-w) is well conditioned. Where the others' weights underflow
     (logit gaps beyond ~70 in float32), their log-sum-exp is taken instead, so log(1 - w) stays exact.
     Returns (w, log(1 - w), has_others): has_others marks the rows with at least two candidates (None:
     all rows); log(1 - w) of the top candidate is 0 in rows without others.
@@ -93,7 +58,7 @@ def _softmax_and_log1m(logits: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         has_others = torch.isfinite(rest).any(dim=-1, keepdim=True)
         exact_rows = underflow & has_others
         exact = torch.logsumexp(rest.masked_fill(~exact_rows, 0.0), dim=-1, keepdim=True)
-        log_others = torch.where(exact_rows, exact, torch.where(has_others, log_others, 0.0))
+        log_others = torch.where(exact_rows, exact, log_others)
     log_rest_top = log_others - torch.log(total)
     if has_others is not None:
         log_rest_top = log_rest_top.masked_fill(~has_others, 0.0)
@@ -163,10 +128,12 @@ def concrete_knn(alpha: Tensor, temperature: Tensor | float, k: int, tau: float 
         u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype, device=alpha.device)
         gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
         noisy = (_divide(alpha, temperature) + gumbel) / tau
-        log_w = _safe_log_softmax(noisy)
-        weights.append(log_w.exp())
+        w, log_rest, has_others = _softmax_and_log1m(noisy)
+        weights.append(w)
         if j + 1 < k:
-            alpha = alpha + _log1m_softmax(noisy, log_w)
+            alpha = alpha + log_rest  # Eq. 5
+            if has_others is not None:  # a row whose only candidate was just taken has none left
+                alpha = alpha.masked_fill(~has_others, _NEG_INF)
     return torch.stack(weights, dim=-2)
 
 

@@ -31,9 +31,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        params = [p for p in model.parameters()]
-        averages = [p for p in self.module.parameters()]
-        torch._foreach_lerp_(averages, params, 1.0 - self.current_decay())
+        torch._foreach_lerp_(list(self.module.parameters()), list(model.parameters()), 1.0 - self.current_decay())
         self.updates += 1
 
     @torch.no_grad()

@@ -414,7 +414,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     averager = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     if averager is not None and state is not None and "ema" in state:
         averager.load_state_dict(state["ema"], int(state.get("ema_updates", 0)))
-        averager.decay = cfg.ema
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model)

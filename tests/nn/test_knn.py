@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import Tensor
 
-from n3cli.nn.knn import concrete_knn, continuous_knn, hard_knn, log1mexp, select
+from n3cli.nn.knn import _divide, concrete_knn, continuous_knn, hard_knn, select
+
+_NEG_INF = float("-inf")
 
 
 def _dist(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -129,11 +134,46 @@ def test_select_dispatch_and_errors() -> None:
         continuous_knn(-d, 0.2, 0)
 
 
+# The log-domain transcription of Eqs. 8-10 that the package's one-exponential step is tested against.
+
+
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate over the whole range (Mächler 2012)."""
+    x = x.clamp_max(0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _log1m_softmax(logits: Tensor, log_w: Tensor) -> Tensor:
+    """log(1 - w) for w = softmax(logits), stable and with bounded gradients as w -> 1.
+
+    Only the largest weight of a row can approach 1. For it, 1 - w is the softmax mass of all the
+    other candidates, so log(1 - w) = logsumexp(others) - logsumexp(all): exact, finite (unless the
+    row has a single valid candidate) and with softmax-bounded gradients. Every other weight is at
+    most 1/2, where log1p(-w) is well conditioned.
+    """
+    top = logits.argmax(dim=-1, keepdim=True)
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
+    others = logits.masked_fill(is_top, _NEG_INF)
+    has_others = torch.isfinite(others).any(dim=-1, keepdim=True)
+    # Keep both logsumexps finite so that no NaN reaches the gradient through torch.where.
+    lse_all = torch.logsumexp(logits.masked_fill(~has_others, 0.0), dim=-1, keepdim=True)
+    lse_others = torch.logsumexp(others.masked_fill(~has_others, 0.0), dim=-1, keepdim=True)
+    log_rest_top = torch.where(has_others, lse_others - lse_all, _NEG_INF)
+    # Never let a masked (-inf) logit produce NaN: its weight is 0, so log(1 - 0) = 0.
+    log_rest = log1mexp(log_w.masked_fill(is_top, -1.0))
+    return torch.where(is_top, log_rest_top.expand_as(logits), log_rest)
+
+
+def _safe_log_softmax(logits: Tensor) -> Tensor:
+    """log_softmax that returns -inf (weights 0) instead of NaN for rows without valid candidates."""
+    empty = torch.isneginf(logits).all(dim=-1, keepdim=True)
+    safe = logits.masked_fill(empty, 0.0)
+    return torch.log_softmax(safe, dim=-1).masked_fill(empty, _NEG_INF)
+
+
 def _reference_continuous_knn(alpha: torch.Tensor, temperature: torch.Tensor | float, k: int,
                               update: str = "alpha") -> torch.Tensor:
     """Eqs. 8-10 transcribed in the log domain: log_softmax, then log(1 - w) from log-sum-exps."""
-    from n3cli.nn.knn import _divide, _log1m_softmax, _safe_log_softmax
-
     logits = _divide(alpha, temperature)
     weights = []
     for j in range(k):
@@ -173,3 +213,27 @@ def test_matches_log_domain_reference(update: str, dtype: torch.dtype, scale: fl
     grad_tol = {"rtol": 1e-3, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-7, "atol": 1e-9}
     torch.testing.assert_close(a1.grad, a2.grad, **grad_tol)
     torch.testing.assert_close(t1.grad, t2.grad, **grad_tol)
+
+
+def _reference_concrete_knn(alpha: torch.Tensor, temperature: float, k: int, tau: float,
+                            generator: torch.Generator) -> torch.Tensor:
+    weights = []
+    for j in range(k):
+        u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+        noisy = (_divide(alpha, temperature) + gumbel) / tau
+        log_w = _safe_log_softmax(noisy)
+        weights.append(log_w.exp())
+        if j + 1 < k:
+            alpha = alpha + _log1m_softmax(noisy, log_w)
+    return torch.stack(weights, dim=-2)
+
+
+def test_concrete_matches_log_domain_reference() -> None:
+    """Same Gumbel draws, same weights as the log-domain transcription (masks and a one-candidate row)."""
+    d = _dist(4, 16)
+    alpha = (-d).masked_fill(torch.rand(4, 16, generator=torch.Generator().manual_seed(3)) < 0.3, _NEG_INF)
+    alpha[2, 1:] = _NEG_INF
+    ours = concrete_knn(alpha, 0.1, 5, tau=0.5, generator=torch.Generator().manual_seed(7))
+    ref = _reference_concrete_knn(alpha, 0.1, 5, 0.5, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
