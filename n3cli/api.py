@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .errors import N3Error
 from .imaging import noise
-from .imaging.color import rgb2ycbcr, ycbcr2rgb
+from .imaging.color import OPPONENT_NOISE_GAIN, opponent2rgb, rgb2opponent, rgb2ycbcr, ycbcr2rgb
 from .imaging.resize import imresize
 from .imaging.tiling import tiled_apply
 from .nn.fuse import fold_batchnorm
@@ -167,10 +167,43 @@ def _undo(y: Tensor, flip: bool, turns: int) -> Tensor:
 def estimate_sigma(image: np.ndarray) -> float:
     """Noise σ (0-255 scale) of an image in [0, 1], by the wavelet MAD estimator (Donoho), averaged
     over channels (scikit-image's ``estimate_sigma``)."""
+    return float(np.mean(estimate_channel_sigmas(image)))
+
+
+def estimate_channel_sigmas(image: np.ndarray, color: str = "rgb") -> tuple[float, ...]:
+    """Noise σ (0-255 scale) of each channel of an image in [0, 1] (wavelet MAD); ``color="opponent"``:
+    of the opponent channels of an RGB image (:func:`n3cli.imaging.color.rgb2opponent`), measured there,
+    so noise that is correlated across R, G and B (demosaicked photos) is measured as it is."""
     from skimage.restoration import estimate_sigma as _est
 
-    img = _hwc(image)
-    return float(np.mean(_est(img, channel_axis=-1, average_sigmas=False))) * 255.0
+    img = _hwc(image)[:, :, :3]
+    if color == "opponent":
+        img = rgb2opponent(img)
+    return tuple(float(v) * 255.0 for v in _est(img, channel_axis=-1, average_sigmas=False))
+
+
+#: How ``denoise`` treats colour: ``opponent`` (luma and two chroma channels, each with its own noise level),
+#: ``rgb`` (channel by channel), ``auto`` (opponent for Gaussian noise and a noise-level-conditional model).
+COLOR_MODES = ("auto", "opponent", "rgb")
+
+
+def color_mode(info: ModelInfo, channels: int, color: str = "auto", nlf: tuple[float, float] | None = None) -> str:
+    """The colour handling ``denoise`` uses: ``gray`` for 1-channel images, else ``opponent`` or ``rgb``.
+
+    Opponent space needs a noise-level-conditional model (its channels carry different noise levels) and
+    Gaussian noise (an NLF σ²(x) = a·x + b of R, G and B is not one of the opponent channels' values)."""
+    if color not in COLOR_MODES:
+        raise N3Error(f"unknown colour mode {color!r}; expected one of {', '.join(COLOR_MODES)}")
+    if channels < 3:
+        return "gray"
+    if color == "auto":
+        return "opponent" if info.conditional and nlf is None else "rgb"
+    if color == "opponent" and not info.conditional:
+        raise N3Error(f"colour mode opponent needs a noise-level-conditional model; {info.name} is trained "
+                      "for one sigma (use --color rgb)")
+    if color == "opponent" and nlf is not None:
+        raise N3Error("colour mode opponent takes Gaussian noise (a sigma), not an NLF (use --color rgb)")
+    return color
 
 
 def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray:
@@ -187,35 +220,72 @@ def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray
     return arr.astype(np.float32, copy=False)
 
 
-def denoise(image: np.ndarray, sigma: float | None = None, *, nlf: tuple[float, float] | None = None,
-            model: Restorer | str | Path | None = None, tile: int | None = None,
-            overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
-            progress: Progress | None = None) -> np.ndarray:
+def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
+            nlf: tuple[float, float] | None = None, model: Restorer | str | Path | None = None,
+            tile: int | None = None, overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
+            progress: Progress | None = None, color: str = "auto") -> np.ndarray:
     """Denoise a gray or colour image (H, W) / (H, W, C), float in [0, 1] (or uint8/uint16).
 
-    ``sigma``: Gaussian noise σ on the 0-255 scale (None: estimated from the image);
-    ``nlf=(a, b)``: a noise level function σ²(x) = a·x + b instead (noise-level-conditional models).
-    Colour images are denoised channel by channel with the gray model (no colour model yet); a
+    ``sigma``: Gaussian noise σ on the 0-255 scale (None: estimated from the image), or one σ per channel
+    processed (R, G, B, or the opponent channels); ``nlf=(a, b)``: a noise level function
+    σ²(x) = a·x + b instead (noise-level-conditional models).
+    ``color`` (see :func:`color_mode`): colour images are denoised with the gray model either in an
+    opponent colour space (luma and two chroma channels, as CBM3D does: i.i.d. RGB noise of σ becomes
+    σ/√3, σ/√2 and σ·√6/4 there, and the chroma channels are smooth) or channel by channel in RGB. A
     fourth (alpha) channel is returned untouched. Returns float32 of the input's shape.
     """
     img = _hwc(image)
     restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
-    if sigma is not None and sigma < 0:
-        raise N3Error(f"sigma must be >= 0, got {sigma}")
     alpha = img[:, :, 3:] if img.shape[2] == 4 else None
-    color = img[:, :, :3] if alpha is not None else img
-    x = torch.from_numpy(np.ascontiguousarray(color.transpose(2, 0, 1)))[:, None]  # channels as batch
+    rgb = img[:, :, :3] if alpha is not None else img
+    mode = color_mode(restorer.info, rgb.shape[2], color, nlf)
+    planes = rgb2opponent(rgb) if mode == "opponent" else rgb
+    # σ of each processed channel (validated when given; estimated only when a conditional model needs it)
+    wants = restorer.info.conditional and nlf is None
+    sigmas = channel_sigmas(rgb, sigma, mode) if sigma is not None or wants else None
+    x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[:, None]  # channels as batch
     if restorer.info.conditional:
         if nlf is None:
-            nlf = noise.sigma_to_nlf(estimate_sigma(color) if sigma is None else sigma)
-        note = untrained_noise_note(restorer.info, nlf=nlf)
+            assert sigmas is not None
+            note = untrained_noise_note(restorer.info, sigma=max(sigmas))
+            x = torch.cat([x, noise.nlf_planes(0.0, torch.tensor([(s / 255.0) ** 2 for s in sigmas]), x)], dim=1)
+        else:
+            note = untrained_noise_note(restorer.info, nlf=nlf)
+            x = torch.cat([x, noise.nlf_planes(nlf[0], nlf[1], x)], dim=1)
         if note is not None:
             warnings.warn(note, stacklevel=2)
-        x = torch.cat([x, noise.nlf_planes(nlf[0], nlf[1], x)], dim=1)
     y = run(restorer, x, tile, overlap, progress)[:, 0].numpy().transpose(1, 2, 0)
+    if mode == "opponent":
+        y = opponent2rgb(y)
     if alpha is not None:
         y = np.concatenate([y, alpha], axis=2)
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
+
+
+def _check_sigmas(sigma: float | Sequence[float], channels: int) -> tuple[float, ...]:
+    values = (float(sigma),) * channels if isinstance(sigma, (int, float)) else tuple(float(s) for s in sigma)
+    if len(values) != channels:
+        raise N3Error(f"expected one sigma or {channels} (one per channel), got {len(values)}")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise N3Error(f"sigma must be >= 0, got {sigma}")
+    return values
+
+
+def channel_sigmas(rgb: np.ndarray, sigma: float | Sequence[float] | None, mode: str) -> tuple[float, ...]:
+    """The σ (0-255) of each channel ``denoise`` processes in colour mode ``mode`` (gray / rgb / opponent).
+
+    None: estimated (per opponent channel in opponent mode, else the channels' mean); one number: the σ of
+    i.i.d. noise on every input channel (scaled by :data:`OPPONENT_NOISE_GAIN` in opponent mode); a sequence:
+    each processed channel's own σ."""
+    channels = 1 if mode == "gray" else 3
+    if sigma is None:
+        if mode == "opponent":
+            return estimate_channel_sigmas(rgb, "opponent")
+        return (estimate_sigma(rgb),) * channels
+    if isinstance(sigma, (int, float)) and mode == "opponent":
+        base = _check_sigmas(sigma, 1)[0]
+        return tuple(base * g for g in OPPONENT_NOISE_GAIN)
+    return _check_sigmas(sigma, channels)
 
 
 def untrained_noise_note(info: ModelInfo, sigma: float | None = None,

@@ -64,6 +64,7 @@ class MethodOptions:
     tile: int | None = None
     official_dir: Path | None = None
     ensemble: bool = False  # model methods average over the 8 flips/rotations (api.Restorer.self_ensemble)
+    color: str = "auto"  # model methods on colour sets: api.COLOR_MODES (a forced mode is labelled -rgb/-opponent)
 
     def load(self, weights: str | Path | None, task: str) -> api.Restorer:
         return api.load_model(weights, task, self.device, self_ensemble=self.ensemble)
@@ -83,6 +84,7 @@ class Method:
     unavailable: Callable[[float], str | None] | None = None  # why a setting cannot be run, else None
     caution: Callable[[float], str | None] | None = None  # a warning for a setting (e.g. σ mismatch)
     ensembled: bool = False  # a model run with the self-ensemble: labelled "-x8"
+    color: str = "auto"  # a model run in a forced colour mode (api.COLOR_MODES): labelled "-rgb" / "-opponent"
     shipped: bool = False  # the shipped default model of its task (its figures go to the manifest)
 
     def skip_reason(self, setting: float) -> str | None:
@@ -133,6 +135,9 @@ def build_method(spec: str, task: str, options: MethodOptions | None = None) -> 
         raise MethodError(f"method {base!r} is for task {'/'.join(by_task)}, not {task}")
     method = entry.factory(arg.strip() if sep else None, options)
     method.name = spec
+    if method.color != "auto":
+        method.label += f"-{method.color}"
+        method.description += f" (colour mode {method.color})"
     if method.ensembled:
         method.label += "-x8"
         method.description += " (self-ensemble x8)"
@@ -169,15 +174,21 @@ def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
     info = restorer.info
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
-        return api.denoise(noisy, sigma, model=restorer, tile=options.tile)
+        return api.denoise(noisy, sigma, model=restorer, tile=options.tile, color=options.color)
 
     def caution(sigma: float) -> str | None:
         if info.sigma is not None and not info.conditional and float(info.sigma) != float(sigma):
             return f"{info.name} was trained for sigma {info.sigma:g}, benchmarked at sigma {sigma:g}"
         return None
 
-    return Method("", info.name, "denoise", run, paper="N3Net",
-                  description=info.description or "N3Net", caution=caution, ensembled=restorer.self_ensemble)
+    def unavailable(sigma: float) -> str | None:
+        if options.color == "opponent" and not info.conditional:
+            return f"{info.name}: colour mode opponent needs a noise-level-conditional model"
+        return None
+
+    return Method("", info.name, "denoise", run, paper="N3Net", description=info.description or "N3Net",
+                  caution=caution, unavailable=unavailable, ensembled=restorer.self_ensemble,
+                  color=options.color)
 
 
 ModelMethod = Callable[[api.Restorer, MethodOptions], Method]
@@ -238,6 +249,8 @@ def _official(arg: str | None, options: MethodOptions) -> Method:
     cache: dict[float, api.Restorer] = {}
 
     def unavailable(sigma: float) -> str | None:
+        if options.color == "opponent":
+            return "official: colour mode opponent needs a noise-level-conditional model"
         if float(sigma).is_integer() and int(sigma) in have:
             return None
         return (f"official: no checkpoint for sigma {sigma:g} in {folder} "
@@ -249,11 +262,12 @@ def _official(arg: str | None, options: MethodOptions) -> Method:
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
         prepare(sigma)
-        return api.denoise(noisy, sigma, model=cache[sigma], tile=options.tile)
+        return api.denoise(noisy, sigma, model=cache[sigma], tile=options.tile,
+                           color="rgb" if options.color == "auto" else options.color)
 
     return Method("official", "official", "denoise", run, paper="N3Net",
                   description=f"authors' checkpoints from {folder}", prepare=prepare, unavailable=unavailable,
-                  ensembled=options.ensemble)
+                  ensembled=options.ensemble, color=options.color)
 
 
 # --- classical denoisers -------------------------------------------------------------------------

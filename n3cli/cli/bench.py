@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .. import api
 from ..bench import datasets
 from ..bench.download import download
 from ..bench.methods import MethodOptions, build_methods, known_methods
@@ -121,6 +122,8 @@ def bench_cmd(
     tile: Annotated[int | None, typer.Option(help="Tile size for model methods (default: from memory).")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Run model methods with the 8-fold self-ensemble "
                                            "(labelled -x8).")] = False,
+    color: Annotated[str, typer.Option(help="Colour sets: how model methods treat colour (auto, opponent, rgb; "
+                                       "see n3 denoise --help); a forced mode is labelled -opponent / -rgb.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -134,6 +137,10 @@ def bench_cmd(
         raise N3Error("--nlf applies to --task raw")
     if ensemble and update_manifest:
         raise N3Error("--update-manifest records single-pass figures; drop --ensemble")
+    if color not in api.COLOR_MODES:
+        raise N3Error(f"--color must be one of {', '.join(api.COLOR_MODES)}, got {color!r}")
+    if color != "auto" and update_manifest:
+        raise N3Error("--update-manifest records the default colour handling; drop --color")
     settings: list[Any]
     if task == "raw":
         if sigma or scale:
@@ -157,7 +164,7 @@ def bench_cmd(
             err_console.print(f"note: {ds.name} is a {'/'.join(ds.spec.tasks)} set", highlight=False)
     set_threads(threads)
     built, missing = build_methods(names, task, MethodOptions(device=device, tile=tile, official_dir=official_dir,
-                                                                   ensemble=ensemble))
+                                                                   ensemble=ensemble, color=color))
     for _name, reason in missing:
         err_console.print(f"[yellow]unavailable:[/] {reason}", highlight=False)
     if not built:

@@ -82,6 +82,10 @@ def denoise_cmd(
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
     ensemble: EnsembleOpt = False,
+    color: Annotated[str, typer.Option(help="Colour images: 'opponent' (luma and two chroma channels, each with its "
+                                       "own noise level, as CBM3D), 'rgb' (channel by channel), or 'auto' (opponent "
+                                       "for --sigma or auto with a noise-level-conditional model, else rgb).")
+                     ] = "auto",
     reference: Annotated[Path | None, typer.Option(help="Clean image (or folder) to report PSNR/SSIM.")] = None,
     bit_depth: BitDepthOpt = None,
     json_out: JsonOpt = False,
@@ -91,11 +95,13 @@ def denoise_cmd(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Remove noise from photos and scans (gray or colour; colour channel by channel)."""
+    """Remove noise from photos and scans (gray or colour)."""
     sigma_value = parse_sigma(sigma)
     nlf_value = parse_nlf(nlf)
     if nlf_value is not None and sigma is not None:
         raise N3Error("give either --sigma or --nlf, not both")
+    if color not in api.COLOR_MODES:
+        raise N3Error(f"--color must be one of {', '.join(api.COLOR_MODES)}, got {color!r}")
     opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
                         json=json_out, allow_large=allow_large)
     set_threads(threads)
@@ -105,24 +111,38 @@ def denoise_cmd(
     if not quiet:
         note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
         err_console.print(f"model {restorer.describe()}{note}", highlight=False)
-    warning = api.untrained_noise_note(info, sigma_value, nlf_value)
-    if warning is not None:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    api.color_mode(info, 3, color, nlf_value)  # refuses impossible combinations before any work
+    if nlf_value is not None:
+        warning = api.untrained_noise_note(info, nlf=nlf_value)
+        if warning is not None:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    warned: set[str] = set()  # a noise-range warning for given σ is printed once, not per image
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        s = sigma_value
-        if s is None and nlf_value is None:
-            s = api.estimate_sigma(img.pixels)
-            if not quiet and not json_out:
-                err_console.print(f"{img.path}: estimated sigma {s:.1f}", highlight=False)
-            warning = api.untrained_noise_note(info, s)
-            if warning is not None:
-                err_console.print(f"[yellow]warning:[/] {img.path}: {warning}", highlight=False)
+        mode = api.color_mode(info, min(img.pixels.shape[2], 3), color, nlf_value)
+        facts: dict[str, Any] = {"nlf": list(nlf_value)} if nlf_value is not None else {}
+        s: float | tuple[float, ...] | None = sigma_value
+        if nlf_value is None:
+            if s is None:  # estimated per image: in the opponent channels where they are used
+                s = api.channel_sigmas(img.pixels[:, :, :3], None, mode) if mode == "opponent" else \
+                    api.estimate_sigma(img.pixels)
+                if not quiet and not json_out:
+                    shown = "/".join(f"{v:.1f}" for v in s) + " (luma/red-blue/green-magenta)" \
+                        if isinstance(s, tuple) else f"{s:.1f}"
+                    err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
+            seen = api.channel_sigmas(img.pixels[:, :, :3], s, mode) if info.conditional else (s,)
+            warning = api.untrained_noise_note(info, max(seen))
+            if warning is not None and (sigma_value is None or warning not in warned):
+                warned.add(warning)
+                where = f"{img.path}: " if sigma_value is None else ""
+                err_console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
+            facts["sigma"] = list(s) if isinstance(s, tuple) else s
+        if mode != "gray":
+            facts["color"] = mode
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the noise-range note is printed above
             out = api.denoise(img.pixels, s, nlf=nlf_value, model=restorer, tile=tile, overlap=tile_overlap,
-                              progress=on_tile)
-        facts = {"sigma": s} if nlf_value is None else {"nlf": list(nlf_value)}
+                              progress=on_tile, color=color)
         return out, facts
 
     def score(job: Job, img: Image, out: Image) -> dict[str, Any]:

@@ -77,3 +77,28 @@ def to_gray(img: ArrayT) -> ArrayT:
         return img
     _check_channels(img, 3)
     return _affine(img, np.array([LUMA_WEIGHTS]), np.zeros(1))
+
+
+# Opponent colour space for denoising colour images with a gray model (as CBM3D does). Its three rows are
+# orthogonal, so i.i.d. Gaussian RGB noise of σ stays i.i.d. across the opponent channels, with σ scaled by
+# each row's norm; the rows are scaled so every channel of an image in [0, 1] stays in [0, 1]:
+# luma (R+G+B)/3, red-blue (R-B)/2 + 1/2, green-magenta (R-2G+B)/4 + 1/2.
+_OPP_MATRIX = np.array([[1 / 3, 1 / 3, 1 / 3],
+                        [1 / 2, 0.0, -1 / 2],
+                        [1 / 4, -1 / 2, 1 / 4]], dtype=np.float64)
+_OPP_OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float64)
+_OPP_INVERSE = np.linalg.inv(_OPP_MATRIX)
+#: σ of each opponent channel per unit σ of i.i.d. RGB noise (the rows' norms: 1/√3, 1/√2, √6/4).
+OPPONENT_NOISE_GAIN = tuple(float(g) for g in np.linalg.norm(_OPP_MATRIX, axis=1))
+
+
+def rgb2opponent(rgb: ArrayT) -> ArrayT:
+    """RGB in [0, 1] → (luma, red-blue, green-magenta), each in [0, 1] (see ``OPPONENT_NOISE_GAIN``)."""
+    _check_channels(rgb, 3)
+    return _affine(rgb, _OPP_MATRIX, _OPP_OFFSET)
+
+
+def opponent2rgb(opp: ArrayT) -> ArrayT:
+    """The exact inverse of :func:`rgb2opponent` (no clipping)."""
+    _check_channels(opp, 3)
+    return _affine(opp, _OPP_INVERSE, np.zeros(3), pre=_OPP_OFFSET)

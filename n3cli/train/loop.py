@@ -345,6 +345,15 @@ def _rng_state(gen: torch.Generator, d: _Dist) -> list[Tensor]:
     return states
 
 
+def restore_rng(gen: torch.Generator, states: list[Tensor], rank: int, seed: int, step: int) -> None:
+    """Set a rank's crop generator from a checkpoint. A rank the saved run did not have (resumed under more
+    processes) gets a stream of its own: reusing another rank's state would repeat that rank's crops."""
+    if rank < len(states):
+        gen.set_state(states[rank])
+    else:
+        gen.manual_seed(seed * 1000 + rank + 1_000_003 * (step + 1))
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device = "cpu",
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
           steps: int | None = None, precision: str | None = None, lr: float | None = None,
@@ -409,8 +418,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                 g["decoupled_weight_decay"] = optimizer_name(cfg) == "adamw"
         step, best, seconds = state["step"], state["best"], state["train_seconds"]
         cpu_seconds = state.get("cpu_seconds", seconds)  # older checkpoints: wall time only
-        gen_states = state["rng"]
-        gen.set_state(gen_states[d.rank] if d.rank < len(gen_states) else gen_states[0])
+        restore_rng(gen, state["rng"], d.rank, cfg.seed, step)
     averager = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     if averager is not None and state is not None and "ema" in state:
         averager.load_state_dict(state["ema"], int(state.get("ema_updates", 0)))

@@ -48,3 +48,23 @@ def test_exit_codes(tiny_gray: Path, tmp_path: Path) -> None:
         res = runner.invoke(app, ["bench", *args, "--quiet"])
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output, (args, res.output)
+
+
+def test_color_mode_of_model_methods(tiny_rgb: Path, tmp_path: Path) -> None:
+    from ..conftest import tiny_nlf_weights
+
+    w = tiny_nlf_weights(tmp_path, "tinyc")
+    js = tmp_path / "c.json"
+    res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--sigma", "20", "--methods", f"weights:{w}",
+                              "--color", "rgb", "--json", str(js), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert [r["method"] for r in json.loads(js.read_text())] == ["tinyc-rgb"]
+    res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--sigma", "20", "--methods", f"weights:{w}",
+                              "--json", str(js), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(js.read_text())[0]
+    assert rec["method"] == "tinyc"
+    for args, message in [(["--color", "lab"], "--color must be one of"),
+                          (["--color", "rgb", "--update-manifest"], "drop --color")]:
+        res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--methods", f"weights:{w}", *args, "--quiet"])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)

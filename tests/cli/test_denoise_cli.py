@@ -190,3 +190,38 @@ def test_warns_when_noise_is_beyond_training(tmp_path: Path, weights: Path) -> N
     assert quiet.exit_code == 0 and "warning" not in quiet.output.lower(), quiet.output
     strong = run("denoise", src, "--nlf", "0.2,0.01", "--weights", weights, "-o", tmp_path / "out3.png")
     assert strong.exit_code == 0 and "the NLF's noise (sigma 84.6 at mid-grey)" in strong.output, strong.output
+
+
+def test_color_modes_on_an_rgb_image(tmp_path: Path, weights: Path) -> None:
+    src = _img(tmp_path / "c.png", (40, 48, 3))
+    auto = run("denoise", src, "--weights", weights, "--json", "-o", tmp_path / "auto.png")
+    assert auto.exit_code == 0, auto.output
+    rec = json.loads(auto.stdout.strip().splitlines()[-1])
+    assert rec["color"] == "opponent" and len(rec["sigma"]) == 3  # estimated per opponent channel
+    rgb = run("denoise", src, "--sigma", "25", "--color", "rgb", "--weights", weights, "--json",
+              "-o", tmp_path / "rgb.png")
+    assert rgb.exit_code == 0, rgb.output
+    rec = json.loads(rgb.stdout.strip().splitlines()[-1])
+    assert rec["color"] == "rgb" and rec["sigma"] == 25.0
+    assert not np.array_equal(read_image(tmp_path / "auto.png").pixels, read_image(tmp_path / "rgb.png").pixels)
+    shown = run("denoise", src, "--weights", weights, "-o", tmp_path / "shown.png")
+    assert "(luma/red-blue/green-magenta)" in shown.output, shown.output
+    gray = run("denoise", _img(tmp_path / "g.png"), "--sigma", "25", "--weights", weights, "--json",
+               "-o", tmp_path / "g_out.png")
+    assert "color" not in json.loads(gray.stdout.strip().splitlines()[-1])
+
+
+def test_color_mode_errors(tmp_path: Path, weights: Path) -> None:
+    src = _img(tmp_path / "c.png", (40, 48, 3))
+    _assert_clean_failure(run("denoise", src, "--color", "lab", "--weights", weights), "--color must be one of")
+    _assert_clean_failure(run("denoise", src, "--color", "opponent", "--nlf", "1e-3,1e-5", "--weights", weights),
+                          "not an NLF")
+    assert not (tmp_path / "c_n3.png").exists()
+
+
+def test_opponent_noise_range_warning_is_per_channel(tmp_path: Path, weights: Path) -> None:
+    src = _img(tmp_path / "c.png", (40, 48, 3))
+    ok = run("denoise", src, "--sigma", "100", "--weights", weights, "-o", tmp_path / "a.png")
+    assert ok.exit_code == 0 and "warning" not in ok.output.lower(), ok.output  # channels see <= 71
+    srgb = run("denoise", src, "--sigma", "100", "--color", "rgb", "--weights", weights, "-o", tmp_path / "b.png")
+    assert "sigma 100.0 is above" in srgb.output, srgb.output

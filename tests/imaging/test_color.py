@@ -41,3 +41,29 @@ def test_to_gray() -> None:
     assert to_gray(g) is g
     with pytest.raises(ValueError):
         rgb2ycbcr(np.zeros((4, 4, 2)))
+
+
+def test_opponent_round_trip_and_range() -> None:
+    from n3cli.imaging.color import opponent2rgb, rgb2opponent
+
+    rng = np.random.default_rng(1)
+    x = rng.random((6, 5, 3))
+    np.testing.assert_allclose(opponent2rgb(rgb2opponent(x)), x, atol=1e-12)
+    t = torch.from_numpy(x).permute(2, 0, 1)[None]
+    torch.testing.assert_close(opponent2rgb(rgb2opponent(t)), t)
+    corners = np.array([[[r, g, b] for r in (0, 1) for g in (0, 1) for b in (0, 1)]], dtype=np.float64)
+    opp = rgb2opponent(corners)  # every channel of the RGB cube's corners stays within [0, 1]
+    assert opp.min() >= 0.0 and opp.max() <= 1.0
+    np.testing.assert_allclose(rgb2opponent(np.full((1, 1, 3), 0.3))[0, 0], [0.3, 0.5, 0.5])  # gray: no chroma
+
+
+def test_opponent_keeps_iid_noise_iid_with_known_gains() -> None:
+    from n3cli.imaging.color import OPPONENT_NOISE_GAIN, rgb2opponent
+
+    noise = np.random.default_rng(2).normal(0.0, 0.1, (400_000, 1, 3))
+    opp = rgb2opponent(noise + 0.5)[:, 0] - rgb2opponent(np.full((1, 1, 3), 0.5))[0, 0]
+    cov = np.cov(opp.T)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), 0.1 * np.array(OPPONENT_NOISE_GAIN), rtol=5e-3)
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    assert np.abs(corr[~np.eye(3, dtype=bool)]).max() < 0.01  # orthogonal rows: independent channels
+    np.testing.assert_allclose(OPPONENT_NOISE_GAIN, [1 / np.sqrt(3), 1 / np.sqrt(2), np.sqrt(6) / 4])

@@ -415,3 +415,17 @@ def test_model_overrides_on_the_command_line(tmp_path: Path, data: Path) -> None
         res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), *bad])
         assert res.exit_code != 0 and why in res.output, res.output
         assert "Traceback" not in res.output
+
+
+def test_resume_under_more_processes_gives_new_ranks_their_own_crops() -> None:
+    from n3cli.train.loop import restore_rng
+
+    saved = torch.Generator().manual_seed(5)
+    state = saved.get_state()
+    draws = []
+    for rank in (0, 1, 2):  # a 1-process checkpoint resumed under 3 processes
+        gen = torch.Generator()
+        restore_rng(gen, [state], rank, seed=0, step=100)
+        draws.append(torch.rand(4, generator=gen))
+    torch.testing.assert_close(draws[0], torch.rand(4, generator=torch.Generator().manual_seed(5)))
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
