@@ -182,8 +182,10 @@ def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
         return None
 
     def unavailable(sigma: float) -> str | None:
-        if options.color == "opponent" and not info.conditional:
-            return f"{info.name}: colour mode opponent needs a noise-level-conditional model"
+        try:  # the colour mode's own rules (api.color_mode), for a colour image
+            api.color_mode(info, 3, options.color)
+        except N3Error as exc:
+            return f"{info.name}: {exc}"
         return None
 
     return Method("", info.name, "denoise", run, paper="N3Net", description=info.description or "N3Net",

@@ -130,8 +130,7 @@ def denoise_cmd(
                     shown = "/".join(f"{v:.1f}" for v in s) + " (luma/red-blue/green-magenta)" \
                         if isinstance(s, tuple) else f"{s:.1f}"
                     err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
-            seen = api.channel_sigmas(img.pixels[:, :, :3], s, mode) if info.conditional else (s,)
-            warning = api.untrained_noise_note(info, max(seen))
+            warning = api.untrained_noise_note(info, max(api.channel_sigmas(img.pixels[:, :, :3], s, mode)))
             if warning is not None and (sigma_value is None or warning not in warned):
                 warned.add(warning)
                 where = f"{img.path}: " if sigma_value is None else ""
