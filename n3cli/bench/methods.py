@@ -264,8 +264,8 @@ def _official(arg: str | None, options: MethodOptions) -> Method:
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
         prepare(sigma)
-        return api.denoise(noisy, sigma, model=cache[sigma], tile=options.tile,
-                           color="rgb" if options.color == "auto" else options.color)
+        # the authors' checkpoints are one-σ models, so "auto" is channel by channel (api.color_mode)
+        return api.denoise(noisy, sigma, model=cache[sigma], tile=options.tile, color=options.color)
 
     return Method("official", "official", "denoise", run, paper="N3Net",
                   description=f"authors' checkpoints from {folder}", prepare=prepare, unavailable=unavailable,
