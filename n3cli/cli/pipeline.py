@@ -123,6 +123,28 @@ def check_target(path: Path, inp: Path, force: bool, what: str = "output") -> No
         raise N3Error(f"{parent}: output folder is not writable")
 
 
+def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options) -> tuple[list[Job], list[str]]:
+    """Set aside, before any model is loaded, the jobs whose output would be refused (``check_output``)."""
+    kept: list[Job] = []
+    errors = list(early_errors)
+    for job in jobs:
+        try:
+            check_output(job, opts)
+            kept.append(job)
+        except N3Error as exc:
+            errors.append(str(exc))
+    return kept, errors
+
+
+def report_nothing_to_do(errors: list[str]) -> int:
+    """Print every error of a run that has no job left; returns the exit status (bad input)."""
+    for msg in errors:
+        err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    if not errors:
+        err_console.print("[bold red]error:[/] no input images")
+    return EXIT_BAD_INPUT
+
+
 def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
              process: Callable[[Image, TileProgress], tuple[np.ndarray, dict[str, Any]]],
              score: Callable[[Job, Image, Image], dict[str, Any]] | None = None) -> int:
@@ -132,13 +154,11 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
     2 or 4 channels carry a new alpha channel last (e.g. upscaled), which replaces the input's.
     ``score`` compares input and the saved output with the job's reference.
     """
+    if not jobs:
+        return report_nothing_to_do(early_errors)
     failures = list(early_errors)
     for msg in early_errors:
         err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    if not jobs:
-        if not failures:
-            err_console.print("[bold red]error:[/] no input images")
-        return EXIT_BAD_INPUT
     done = 0
     show = not opts.quiet and is_tty()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

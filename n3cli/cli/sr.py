@@ -30,7 +30,7 @@ from .common import (
     handle_errors,
 )
 from .devices import set_threads
-from .pipeline import Job, make_options, plan_jobs, run_jobs
+from .pipeline import Job, make_options, plan_jobs, report_nothing_to_do, run_jobs, screen_jobs
 
 EPILOG = """Examples:
 
@@ -88,7 +88,9 @@ def sr_cmd(
     opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
                         json=json_out, allow_large=allow_large, suffix=f"_x{s}")
     set_threads(threads)
-    jobs, early = plan_jobs(inputs, output, reference, opts)
+    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts)
+    if not jobs:  # fail before loading a model
+        raise typer.Exit(report_nothing_to_do(early))
     restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble)
     note = api.untrained_scale_note(s)
     if note is not None:

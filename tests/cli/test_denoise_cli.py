@@ -147,6 +147,15 @@ def test_existing_output_needs_force(tmp_path: Path, weights: Path) -> None:
     assert out.read_bytes() != b"keep me"
 
 
+def test_refused_outputs_fail_before_the_model_loads(tmp_path: Path, weights: Path) -> None:
+    src = _img(tmp_path / "a.png")
+    (tmp_path / "a_n3.png").write_bytes(b"keep me")
+    for args in ([src], [tmp_path / "missing.png"], [src, "-o", tmp_path / "a.xyz"]):
+        result = run("denoise", *args, "--sigma", "5", "--weights", weights)
+        _assert_clean_failure(result, "error:")
+        assert "model " not in result.output, result.output
+
+
 def test_unwritable_folder(tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _img(tmp_path / "a.png")
     real_access = os.access

@@ -108,7 +108,9 @@ def test_existing_output_needs_force(tmp_path: Path, weights: Path) -> None:
     src = _img(tmp_path / "a.png")
     out = tmp_path / "a_x2.png"
     out.write_bytes(b"keep me")
-    _assert_clean_failure(run(src, "--scale", "2", "--weights", weights), "--force")
+    refused = run(src, "--scale", "2", "--weights", weights)
+    _assert_clean_failure(refused, "--force")
+    assert "model " not in refused.output  # refused before the model is loaded
     assert out.read_bytes() == b"keep me"
     assert run(src, "--scale", "2", "--weights", weights, "--force", "-q").exit_code == 0
     assert read_image(out).pixels.shape == (28, 36, 1)
