@@ -31,7 +31,9 @@ def train_cmd(
                                                "--resume: a new length for the run).")] = None,
     budget_hours: Annotated[float | None, typer.Option(help="CPU-hour budget: the schedule follows the budget "
                                                        "used and the run stops when it is spent.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Crops per step (per process).")] = 16,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Crops per step and process (default 16; with --resume: a new batch size, e.g. 8 under torchrun "
+             "--nproc_per_node 2 to keep a run's 16 crops per step).")] = None,
     patch: Annotated[int, typer.Option(help="Crop size (the N3 block's search region is 80).")] = 80,
     lr: Annotated[float | None, typer.Option(help="Initial rate (default 1e-3 denoise, 0.1 sr; "
                                                  "with --resume: rescales the run's schedule).")] = None,
@@ -84,7 +86,7 @@ def train_cmd(
     set_threads(threads)
     cfg = TrainConfig(out=str(out), data=[str(d) for d in data], task=task, arch=arch,
                       val=str(val) if val else None, noise=noise, steps=steps or 1000, budget_hours=budget_hours,
-                      batch_size=batch_size, patch=patch, lr=lr, schedule=schedule, optimizer=optimizer,
+                      batch_size=batch_size or 16, patch=patch, lr=lr, schedule=schedule, optimizer=optimizer,
                       weight_decay=weight_decay, seed=seed, eval_every=eval_every,
                       val_limit=val_limit, checkpoint_minutes=checkpoint_minutes, precise_bn=precise_bn,
                       precision=precision or "auto", loss=loss or "mse", init=str(init) if init else None,
@@ -104,7 +106,8 @@ def train_cmd(
         last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id),
                      steps=steps if resume else None, precision=precision if resume else None,
                      lr=lr if resume else None, loss=loss if resume else None,
-                     optimizer=optimizer if resume else None, revive=revive, ema=ema if resume else None)
+                     optimizer=optimizer if resume else None, revive=revive, ema=ema if resume else None,
+                     batch_size=batch_size if resume else None)
     err_console.print(f"saved {last}")
 
 

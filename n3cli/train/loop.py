@@ -358,7 +358,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
           stop_after: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None,
           steps: int | None = None, precision: str | None = None, lr: float | None = None,
           loss: str | None = None, optimizer: str | None = None, revive: bool = False,
-          ema: float | None = None) -> Path:
+          ema: float | None = None, batch_size: int | None = None) -> Path:
     """Train (or continue) a run in ``cfg.out``; returns the path of the last checkpoint.
 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
@@ -369,6 +369,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     ``optimizer``: on resume, switch between ``adam`` and ``adamw`` (their states are the same).
     ``ema``: on resume, a new decay of the weight average (:mod:`n3cli.train.ema`; 0 turns it off); an
     average switched on at resume starts from the current weights.
+    ``batch_size``: on resume, a new number of crops per step and process (e.g. half the run's under two
+    processes: the same crops per optimiser step, the work spread over both).
     ``revive``: before the first step, redraw the local blocks' silent channels with the output kept
     (:func:`n3cli.train.health.revive_silent_channels`); logged as a ``revived`` record.
     """
@@ -388,7 +390,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             if {optimizer, optimizer_name(cfg)} != {"adam", "adamw"}:
                 raise N3Error(f"--resume can switch between adam and adamw only, not {optimizer_name(cfg)} "
                               f"to {optimizer}")
-        switches = {"precision": precision, "lr": lr, "loss": loss, "optimizer": optimizer, "ema": ema}
+        switches = {"precision": precision, "lr": lr, "loss": loss, "optimizer": optimizer, "ema": ema,
+                    "batch_size": batch_size}
         cfg = replace(cfg, **{k: v for k, v in switches.items() if v is not None})
     elif resume and d.main:
         print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
@@ -476,12 +479,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
                 recalibrate_bn(probe, (x.to(dev) for x in calibration_inputs(cfg, bank, cfg.precise_bn)))
             return validator(probe, dev), probe
 
-        psnr, probe = measure(model)
+        threads = torch.get_num_threads()
+        if d.world > 1 and dev.type == "cpu":  # the other processes wait for this one: it borrows their cores
+            torch.set_num_threads(threads * d.world)
+        try:
+            psnr, probe = measure(model)
+            psnr_ema, probe_ema = measure(averager.averaged(model)) if averager is not None else (0.0, None)
+        finally:
+            torch.set_num_threads(threads)
         silent = silent_fraction(probe, next(calibration_inputs(cfg, bank, 1)).to(dev))
         record: dict[str, Any] = {"step": step, "val_psnr": psnr}
         candidates = [(psnr, probe)]
-        if averager is not None:
-            psnr_ema, probe_ema = measure(averager.averaged(model))
+        if averager is not None and probe_ema is not None:
             record.update(val_psnr_ema=psnr_ema, ema_decay=round(averager.current_decay(), 6))
             candidates.append((psnr_ema, probe_ema))
         log({**record, "val_sigma": validator.sigma, "task": cfg.task, "precise_bn": cfg.precise_bn,
@@ -534,7 +543,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
             step += 1
             steps_this_call += 1
             seconds += time.monotonic() - t0
-            cpu_seconds += time.process_time() - c0  # CPU time of all threads: the budget in CPU-hours
+            cpu_step = torch.tensor([time.process_time() - c0], dtype=torch.float64)  # all threads' CPU time
+            if d.world > 1:  # the budget in CPU-hours counts every process, and all of them agree on it
+                dist.all_reduce(cpu_step)
+            cpu_seconds += cpu_step.item()
             loss_acc += objective.item()
             window_n += 1
             if step % cfg.log_every == 0 or step == cfg.steps:

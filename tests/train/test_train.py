@@ -122,15 +122,20 @@ def test_sr_batch_shapes() -> None:
 
 @pytest.mark.slow
 def test_two_process_ddp(tmp_path: Path, data: Path) -> None:
+    """A one-process run continued under two processes with half the batch each (the same crops per step)."""
     out = tmp_path / "ddp"
+    train(TrainConfig(out=str(out), data=[str(data)], arch="dncnn", steps=4, batch_size=4, patch=32), stop_after=2)
+    cpu_before = load(out / "last.pt")["cpu_seconds"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "n3cli", "train", "--data", str(data), "--out", str(out), "--steps", "2", "--batch-size", "2",
-           "--patch", "32", "--arch", "dncnn", "--threads", "1"]
+           "-m", "n3cli", "train", "--data", str(data), "--out", str(out), "--resume", "--batch-size", "2",
+           "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     state = load(out / "last.pt")
-    assert state["step"] == 2 and len(state["rng"]) == 2
+    assert state["step"] == 4 and len(state["rng"]) == 2
+    assert state["train_config"]["batch_size"] == 2
+    assert state["cpu_seconds"] > cpu_before
     assert not torch.equal(state["rng"][0], state["rng"][1])  # each process draws its own crops
 
 
