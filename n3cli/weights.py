@@ -13,6 +13,8 @@ import importlib.util
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,16 +282,31 @@ def register(path: Path, model: N3Net, info: ModelInfo, default: bool = False) -
     path = Path(path).resolve()
     if path.parent != folder.resolve():
         raise WeightsError(f"shipped weights must live in {folder}, not {path.parent}")
-    reg = manifest()
-    old = reg.get("models", {}).get(info.name, {})
-    reg.setdefault("models", {})[info.name] = {
-        "file": path.name, "task": info.task, "arch": model.config.arch, "planes": info.planes,
-        "sigma": info.sigma, "description": info.description, "training": info.training,
-        "metrics": {} if old.get("file") != path.name or old.get("training") != info.training else old["metrics"],
-    }
-    if default:
-        reg.setdefault("default", {})[info.task] = info.name
-    write_manifest(reg)
+    with manifest_update() as reg:
+        old = reg.get("models", {}).get(info.name, {})
+        reg.setdefault("models", {})[info.name] = {
+            "file": path.name, "task": info.task, "arch": model.config.arch, "planes": info.planes,
+            "sigma": info.sigma, "description": info.description, "training": info.training,
+            "metrics": {} if old.get("file") != path.name or old.get("training") != info.training else old["metrics"],
+        }
+        if default:
+            reg.setdefault("default", {})[info.task] = info.name
+
+
+@contextmanager
+def manifest_update() -> Iterator[dict[str, Any]]:
+    """Read, change and atomically rewrite ``weights/manifest.json`` under an exclusive lock, so that
+    writers running at once (e.g. two ``n3 bench --update-manifest``) do not drop each other's changes."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): unlocked read-modify-write
+        fcntl = None  # type: ignore[assignment]
+    with open(weights_dir() / ".manifest.lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        reg = manifest()
+        yield reg
+        write_manifest(reg)
 
 
 def write_manifest(reg: dict[str, Any]) -> None:
@@ -304,19 +321,18 @@ def write_manifest(reg: dict[str, Any]) -> None:
 
 def record_metrics(task: str, figures: dict[str, Any], command: str) -> None:
     """Merge benchmark figures into the manifest entry of the default model for ``task``."""
-    reg = manifest()
-    name = default_name(reg, task)
-    if name is None or name not in reg.get("models", {}):
-        raise WeightsError(f"no shipped default model for task {task!r} in the manifest")
-    entry = reg["models"][name]
-    entry.setdefault("metrics", {}).update(figures)
-    commands = entry.get("measured_with", {})
-    if isinstance(commands, str):  # older manifests kept only the last command
-        commands = {_dataset_of(commands): commands}
-    for key in figures:
-        commands[key.split("/")[0]] = command
-    entry["measured_with"] = commands
-    write_manifest(reg)
+    with manifest_update() as reg:
+        name = default_name(reg, task)
+        if name is None or name not in reg.get("models", {}):
+            raise WeightsError(f"no shipped default model for task {task!r} in the manifest")
+        entry = reg["models"][name]
+        entry.setdefault("metrics", {}).update(figures)
+        commands = entry.get("measured_with", {})
+        if isinstance(commands, str):  # older manifests kept only the last command
+            commands = {_dataset_of(commands): commands}
+        for key in figures:
+            commands[key.split("/")[0]] = command
+        entry["measured_with"] = commands
 
 
 def _dataset_of(command: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +116,30 @@ def test_weights_list_shows_the_measured_psnr() -> None:
         assert name in result.output
         for key, metric in entry.get("metrics", {}).items():
             assert f"{key} {metric['psnr']:.2f} dB" in result.output
+
+
+def _record_figures(folder: str, worker: int, count: int, start: Any) -> None:
+    import n3cli.weights as w
+
+    w.weights_dir = lambda: Path(folder)  # type: ignore[assignment]  # this child process only
+    start.wait()  # all writers begin together
+    for i in range(count):
+        w.record_metrics("denoise", {f"Set{worker}/sigma{i}": {"psnr": float(i), "ssim": 0.5}}, f"bench {worker}")
+
+
+def test_concurrent_manifest_writers_keep_every_figure(tmp_path: Path) -> None:
+    import multiprocessing
+
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"default": {"denoise": "m"}, "models": {"m": {"file": "m.safetensors", "task": "denoise", "metrics": {}}}}))
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    workers = [ctx.Process(target=_record_figures, args=(str(tmp_path), k, 40, start)) for k in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    entry = json.loads((tmp_path / "manifest.json").read_text())["models"]["m"]
+    assert len(entry["metrics"]) == 4 * 40
+    assert entry["measured_with"] == {f"Set{k}": f"bench {k}" for k in range(4)}
