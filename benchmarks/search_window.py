@@ -36,10 +36,10 @@ def main() -> None:
     blocks = [m for m in restorer.model.modules() if isinstance(m, N3Aggregation2d)]
     totals = dict.fromkeys(args.windows, 0.0)
     for path in args.images:
-        px = read_image(path).pixels
-        clean = (to_gray(px) if px.shape[2] == 3 else px[..., 0]).astype(np.float32)
-        # the seed n3 bench uses for this image (dataset = the folder's name)
-        noisy = make_noisy(clean[..., None], args.sigma, path.parent.name, path.name)[..., 0]
+        # (H, W, 1) luma, as n3 bench loads a gray set; the noise seed n3 bench uses (dataset = the folder's name)
+        clean = to_gray(read_image(path).pixels[..., :3]).astype(np.float32)
+        noisy = make_noisy(clean, args.sigma, path.parent.name, path.name)[..., 0]
+        clean = clean[..., 0]
         cells = []
         for w in args.windows:
             for b in blocks:
