@@ -27,6 +27,7 @@ from .data import ImageBank
 from .ema import WeightAverage
 from .health import revive_silent_channels, silent_fraction
 from .precise_bn import recalibrate_bn
+from .runlog import trim_to_step
 from .tasks import SR_SCALES, NoiseSpec, denoise_batch, sample_weights, sr_batch, sr_crop_size, sr_sample_weights
 
 LOSSES = ("mse", "nmse")
@@ -437,6 +438,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        if state is not None and (dropped := trim_to_step(log_path, step)):
+            print(f"resuming at step {step}: dropped {dropped} log records written after that checkpoint",
+                  file=sys.stderr)
     revived: dict[str, int] = {}
     if revive:  # same probe batch and redraw seed on every rank: the ranks stay identical
         redraw = torch.Generator()

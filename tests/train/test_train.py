@@ -67,6 +67,23 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, data: Path) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def test_resume_drops_log_records_past_the_checkpoint(tmp_path: Path, data: Path) -> None:
+    """Killed after logging steps its checkpoint does not hold: the resumed log shows each step once."""
+    import shutil
+
+    cfg = _cfg(tmp_path, data, steps=6, val=None)
+    run = Path(cfg.out)
+    train(cfg, stop_after=3)
+    shutil.copy(run / "last.pt", tmp_path / "at3.pt")
+    train(cfg, resume=True, stop_after=2)  # logs steps 4 and 5 ...
+    shutil.copy(tmp_path / "at3.pt", run / "last.pt")  # ... but the kill came before their checkpoint
+    with (run / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 5, "lo')  # and cut the last line short
+    train(cfg, resume=True)
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
 def test_refuses_to_overwrite_a_run(tmp_path: Path, data: Path) -> None:
     cfg = _cfg(tmp_path, data, steps=1, val=None)
     train(cfg)
