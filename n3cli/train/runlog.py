@@ -32,6 +32,9 @@ def trim_to_step(path: Path, step: int) -> int:
             kept.append(line)
     if dropped:
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # only left when the write failed
     return dropped
