@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import write_atomic, write_text_atomic
 from .errors import N3Error
 from .nn.nets import N3Net, build, n3net
 
@@ -87,16 +86,7 @@ def save_weights(path: Path, model: N3Net, info: ModelInfo, overwrite: bool = Fa
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"n3_config": json.dumps(model.config.to_dict()), "n3_info": info.to_json(), "format": "n3-v1"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def load_weights(path: Path) -> tuple[N3Net, ModelInfo]:
@@ -311,12 +301,7 @@ def manifest_update() -> Iterator[dict[str, Any]]:
 
 def write_manifest(reg: dict[str, Any]) -> None:
     """Atomically rewrite ``weights/manifest.json``."""
-    target = weights_dir() / "manifest.json"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=target.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(reg, indent=2, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
+    write_text_atomic(weights_dir() / "manifest.json", json.dumps(reg, indent=2, sort_keys=True) + "\n")
 
 
 def record_metrics(task: str, figures: dict[str, Any], command: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from contextlib import nullcontext
@@ -14,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import api
+from ..atomic import write_text_atomic
 from ..bench import datasets
 from ..bench.download import download
 from ..bench.methods import MethodOptions, build_methods, known_methods
@@ -247,12 +247,7 @@ def _write_text(path: Path, text: str) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise N3Error(f"{path.parent}: output folder does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, text)
 
 
 # --- n3 data -------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -25,6 +24,7 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
+from n3cli.atomic import write_atomic
 from n3cli.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -380,34 +380,18 @@ def _new_file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write: Callable[[str], None], overwrite: bool, what: str) -> None:
-    """Run ``write(temporary_path)`` in the target's folder, then move the result into place."""
+    """:func:`~n3cli.atomic.write_atomic` with the input's permissions and one-line :class:`ImageError`s."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot write into folder {path.parent} "
-                         f"({e.strerror or _one_line(e)})") from e
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.chmod(tmp, _new_file_mode(path))
-        if not overwrite and path.exists():
-            raise ImageError(f"{path}: already exists (use --force to replace it)")
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, ImageError) or not isinstance(e, Exception):
-            raise
+        write_atomic(path, write, mode=_new_file_mode(path), overwrite=overwrite, fsync=True)
+    except ImageError:
+        raise
+    except FileExistsError:
+        raise ImageError(f"{path}: already exists (use --force to replace it)") from None
+    except Exception as e:
+        if isinstance(e, OSError) and (not path.parent.is_dir() or not os.access(path.parent, os.W_OK)):
+            raise ImageError(f"{path}: cannot write into folder {path.parent} "
+                             f"({e.strerror or _one_line(e)})") from e
         raise ImageError(f"{path}: cannot write {what} ({_one_line(e)})") from e
 
 

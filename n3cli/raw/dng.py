@@ -7,15 +7,13 @@ tifffile. Writing is atomic: a temporary file in the target folder is renamed in
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from n3cli.atomic import write_atomic
 from n3cli.raw.io import RawError, RawImage, denormalise
 
 __all__ = ["write_dng"]
@@ -99,36 +97,16 @@ def write_dng(path: str | Path, raw: RawImage, mosaic: np.ndarray, overwrite: bo
         raise RawError(f"{p}: the folder {p.parent} does not exist")
     data = denormalise(raw, mosaic)
     tags = _dng_tags(raw, noise_profile)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    except OSError as e:
-        raise RawError(f"{p}: cannot create a file in {p.parent} ({e.strerror or e})") from None
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a DNG is an ordinary file
-        os.close(fd)
+
+    def write(tmp: str) -> None:
         with tifffile.TiffWriter(tmp) as tif:
             tif.write(data, photometric=32803, compression=None, subfiletype=0, software="n3",
                       metadata=None, extratags=tags)
-        if overwrite:
-            os.replace(tmp, p)
-        else:
-            try:
-                os.link(tmp, p)  # atomic and refuses a file that appeared meanwhile
-            except FileExistsError:
-                raise RawError(f"{p}: already exists (pass overwrite to replace it)") from None
-            except OSError:  # no hard links on this file system
-                os.replace(tmp, p)
-            tmp.unlink(missing_ok=True)
-    except RawError:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    try:
+        write_atomic(p, write, overwrite=overwrite)
+    except FileExistsError:
+        raise RawError(f"{p}: already exists (pass overwrite to replace it)") from None
     except (OSError, ValueError, TypeError) as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise RawError(f"{p}: cannot write the DNG ({' '.join(str(e).split())})") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
     return p

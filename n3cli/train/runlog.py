@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from ..atomic import write_text_atomic
 
 
 def trim_to_step(path: Path, step: int) -> int:
@@ -31,10 +32,5 @@ def trim_to_step(path: Path, step: int) -> int:
         else:
             kept.append(line)
     if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)  # only left when the write failed
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
     return dropped

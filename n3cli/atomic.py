@@ -1,0 +1,70 @@
+"""Atomic file output: a file the tool writes is either complete or untouched, never half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *, mode: int = 0o644,
+                 overwrite: bool = True, fsync: bool = False) -> Path:
+    """Run ``write(temporary_path)`` in ``path``'s folder, then rename the result over ``path``.
+
+    The temporary file (``.<name>.<random>.part``) is removed on any failure, Ctrl-C included, so the
+    target keeps its previous content or stays absent. ``mode`` is applied before the rename (a
+    temporary file is private). With ``overwrite=False`` a file that appeared at ``path`` while writing
+    raises :class:`FileExistsError` and is left alone; ``fsync`` flushes the data to disk before the
+    rename. Without ``overwrite`` the result is published with a hard link, which fails if the target
+    exists (no check-then-rename race); on a file system without hard links it falls back to a check
+    and a rename. Errors from creating the temporary file (e.g. a missing or read-only folder) propagate
+    as :class:`OSError`.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        if fsync:
+            _fsync(tmp)
+        os.chmod(tmp, mode)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            _publish_new(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`write_atomic` for a UTF-8 text file (mode 0o644, replacing any previous file)."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _publish_new(tmp: str, target: Path) -> None:
+    """Move ``tmp`` to ``target`` unless ``target`` exists (then :class:`FileExistsError`)."""
+    try:
+        os.link(tmp, target)  # atomic, and refuses an existing target
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (e.g. some network or FAT file systems)
+        if target.exists():
+            raise FileExistsError(errno.EEXIST, "already exists", str(target)) from None
+        os.replace(tmp, target)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
