@@ -16,12 +16,11 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *, 
 
     The temporary file (``.<name>.<random>.part``) is removed on any failure, Ctrl-C included, so the
     target keeps its previous content or stays absent. ``mode`` is applied before the rename (a
-    temporary file is private). With ``overwrite=False`` a file that appeared at ``path`` while writing
-    raises :class:`FileExistsError` and is left alone; ``fsync`` flushes the data to disk before the
-    rename. Without ``overwrite`` the result is published with a hard link, which fails if the target
-    exists (no check-then-rename race); on a file system without hard links it falls back to a check
-    and a rename. Errors from creating the temporary file (e.g. a missing or read-only folder) propagate
-    as :class:`OSError`.
+    temporary file is private); ``fsync`` flushes the data to disk first. With ``overwrite=False`` the
+    result is published with a hard link, which refuses a target that exists, even one that appeared
+    while writing (:class:`FileExistsError`; that file is left alone); on a file system without hard
+    links it falls back to a check and a rename. Errors from creating the temporary file (e.g. a
+    missing or read-only folder) propagate as :class:`OSError`.
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
