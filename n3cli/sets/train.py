@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..atomic import write_atomic, write_text_atomic
 from .data import SPLITS, CorrespondenceBatch, TwoViewConfig, make_batch
 from .geometry import PoseChoice, eight_point_vector, estimate_pose, mean_average_precision, pose_error_deg
 from .model import CNNNet, CNNNetConfig, correspondence_weights
@@ -155,7 +156,8 @@ def evaluate(model: CNNNet | None, split: str, count: int, data: TwoViewConfig, 
 def save_weights(model: CNNNet, path: Path, meta: dict) -> None:
     """State dict as safetensors, with the architecture and ``meta`` as JSON in the header."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(model.config.to_dict()), "meta": json.dumps(meta)})
+    header = {"config": json.dumps(model.config.to_dict()), "meta": json.dumps(meta)}
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def load_weights(path: str | Path) -> tuple[CNNNet, dict]:
@@ -283,7 +285,7 @@ def run(cfg: SetsTrainConfig, data: TwoViewConfig | None = None, log: Callable[[
     table = format_table(tests, cfg.test_sets, data.n)
     results = {"config": asdict(cfg), "data": data.to_dict(), "test": tests, "models": records, "table": table}
     if out:
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     return results
 
 

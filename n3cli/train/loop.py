@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..atomic import write_text_atomic
 from ..errors import N3Error
 from ..imaging import noise
 from ..imaging.resize import imresize
@@ -437,7 +438,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     crop = crop_size(cfg)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         if state is not None and (dropped := trim_to_step(log_path, step)):
             print(f"resuming at step {step}: dropped {dropped} log records written after that checkpoint",
                   file=sys.stderr)
