@@ -1,9 +1,9 @@
-"""Refresh the README's result tables from the files ``n3 bench --markdown`` wrote.
+"""Refresh the result tables of README.md and docs/*.md from the files ``n3 bench --markdown`` wrote.
 
-Each table in README.md follows a comment holding the exact ``n3 bench`` command that produced it; the
-command names its ``--markdown results/NAME.md`` file. This script replaces the table under every such
-comment with that file's table (the file's first line is the same command comment), so the README only
-ever shows figures a command produced. ``--check`` exits 1 when the README is out of date.
+Each table in README.md and in every ``docs/*.md`` follows a comment holding the exact ``n3 bench`` command that
+produced it; the command names its ``--markdown results/NAME.md`` file. This script replaces the table under every such
+comment with that file's table (the file's first line is the same command comment), so the documents only
+ever show figures a command produced. ``--check`` exits 1 when any of them is out of date.
 
     python benchmarks/readme_tables.py [--check]
 """
@@ -37,19 +37,29 @@ def refresh(text: str, root: Path = ROOT) -> str:
     return "\n".join(out) + "\n"
 
 
+def documents(root: Path = ROOT) -> list[Path]:
+    """README.md and every Markdown file under docs/ (where the result tables moved)."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="only report whether README.md is current")
+    ap.add_argument("--check", action="store_true", help="only report whether README.md and docs/*.md are current")
     args = ap.parse_args()
-    readme = ROOT / "README.md"
-    old = readme.read_text()
-    new = refresh(old)
-    if args.check:
-        print("README tables are current" if new == old else "README tables are out of date")
-        return int(new != old)
-    readme.write_text(new)
-    print("README tables refreshed" if new != old else "README tables already current")
-    return 0
+    stale = 0
+    for doc in documents():
+        old = doc.read_text()
+        new = refresh(old)
+        name = doc.relative_to(ROOT)
+        if args.check:
+            print(f"{name}: tables are current" if new == old else f"{name}: tables are out of date")
+        elif new != old:
+            doc.write_text(new)
+            print(f"{name}: tables refreshed")
+        else:
+            print(f"{name}: tables already current")
+        stale += new != old
+    return int(args.check and stale > 0)
 
 
 if __name__ == "__main__":

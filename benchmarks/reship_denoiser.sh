@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Ship a training run's weight average as the default denoiser `n3net-nlf`, then measure again every README
+# Ship a training run's weight average as the default denoiser `n3net-nlf`, then measure again every README/docs
 # figure that depends on it, in two lanes of one thread each (the 2 cores of the development machine).
 #
 #   bash benchmarks/reship_denoiser.sh [RUN] [LOGDIR]     # RUN defaults to runs/denoise-nlf-adamw-fresh
 #
 # Overwrites weights/n3net-nlf.safetensors and its manifest entry (git holds the previous ones: compare with
 # `git diff results/`, and `git checkout weights results` to keep the old model); `--update-manifest` records the
-# measured figures. Afterwards: `python benchmarks/readme_tables.py` refreshes the README's tables; the figures of
-# the three scripts at the end (tiling, raw mean shift, raw crops) are printed to LOGDIR for the README's prose.
+# measured figures. Afterwards: `python benchmarks/readme_tables.py` refreshes the tables of README.md and docs/*.md; the
+# figures of the three scripts at the end (tiling, raw mean shift, raw crops) are printed to LOGDIR for the prose of
+# docs/results.md and docs/raw.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-runs/denoise-nlf-adamw-fresh}"

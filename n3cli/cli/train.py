@@ -45,7 +45,7 @@ def train_cmd(
     weight_decay: Annotated[float, typer.Option(
         help="Weight decay on convolution weights and BN scales: an L2 term (adam, sgd) or decoupled (adamw). "
              "With adam it is relative to the mean-squared-error gradient, which is tiny: 1e-4 (the paper's "
-             "figure) outweighs it and silences most channels over a long run (README, 'Silent channels').")
+             "figure) outweighs it and silences most channels over a long run (docs/results.md, 'Silent channels').")
     ] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and sampling.")] = 0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 250,
