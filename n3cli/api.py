@@ -20,20 +20,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .devices import pick_device as _pick_device
 from .errors import N3Error
 from .imaging import noise
 from .imaging.color import OPPONENT_NOISE_GAIN, opponent2rgb, rgb2opponent, rgb2ycbcr, ycbcr2rgb
-from .imaging.resize import imresize
-from .imaging.tiling import tiled_apply
+from .imaging.noise import SIGMA_LIMIT, SIGMA_MAX
+from .imaging.resize import SR_SCALES, imresize
+from .imaging.tiling import plan_tiles, tiled_apply
 from .nn.fuse import fold_batchnorm
 from .nn.nets import N3Net
-from .train.tasks import SIGMA_MAX, SR_SCALES
 from .weights import DEFAULT_FALLBACK, ModelInfo, resolve
 
 if TYPE_CHECKING:
     from .raw.io import RawImage
 
-Progress = Callable[[int, int], None]
+#: ``progress(done, total)``: ``done`` of ``total`` units of work (tiles) are finished; ``done`` may be
+#: fractional (progress inside a tile, reported per network stage).
+Progress = Callable[[float, int], None]
 
 #: Default overlap of neighbouring tiles (pixels): covers most of the N3 search region (80×80).
 DEFAULT_OVERLAP = 96
@@ -62,9 +65,7 @@ class Restorer:
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
-    from .cli.devices import pick_device as _pick
-
-    return name if isinstance(name, torch.device) else _pick(name or "auto")
+    return name if isinstance(name, torch.device) else _pick_device(name or "auto")
 
 
 def load_model(weights: str | Path | None = None, task: str = "denoise",
@@ -115,16 +116,63 @@ def auto_tile(batch: int, device: torch.device, bytes_per_pixel: int = BYTES_PER
     return max(MIN_TILE, min(MAX_TILE, side // 16 * 16))
 
 
+def even_tile(height: int, width: int, max_side: int, overlap: int) -> int:
+    """The smallest tile side (at most ``max_side``) that covers the image with as few tiles as ``max_side``.
+
+    Tiles of the largest side that fits in memory cover much more than the image when it is a little
+    larger than one tile (2048² in tiles of 1584: 4 tiles, 2.4× the pixels); the same number of tiles
+    split evenly (2×2 of 1072) covers 1.1×."""
+    if max_side <= overlap:
+        return max_side
+    side = 1
+    for n in (height, width):
+        if n <= max_side:
+            side = max(side, n)
+            continue
+        count = math.ceil((n - overlap) / (max_side - overlap))
+        side = max(side, math.ceil((n + (count - 1) * overlap) / count))
+    return min(max_side, side)
+
+
+def _stage_progress(model: N3Net, progress: Progress, tiles: int) -> Callable[[], None]:
+    """Report progress inside each tile, after every block of the network; returns a function that
+    removes the hooks. Tile t of ``tiles`` at stage j of S reports done = t + j/S."""
+    stages = [*getattr(model, "blocks", ()), *getattr(model, "nls", ())]
+    if not stages:
+        return lambda: None
+    state = {"tile": 0, "stage": 0}
+
+    def after_stage(*_: object) -> None:
+        state["stage"] += 1
+        if state["stage"] < len(stages):
+            progress(state["tile"] + state["stage"] / len(stages), tiles)
+        else:  # the tile's last stage: tiled_apply reports the finished tile itself
+            state["tile"] += 1
+            state["stage"] = 0
+
+    handles = [m.register_forward_hook(after_stage) for m in stages]
+    return lambda: [h.remove() for h in handles]  # type: ignore[func-returns-value]
+
+
 def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
         progress: Progress | None = None) -> Tensor:
     """Apply the network to x (N, C, H, W) on its device, in tiles when large; returns a CPU tensor."""
     dev = restorer.device
     model = restorer.model
+    h, w = x.shape[-2:]
     if tile is None:
-        tile = auto_tile(x.shape[0], dev)
+        tile = even_tile(h, w, auto_tile(x.shape[0], dev), min(overlap, DEFAULT_OVERLAP))
     if tile < 1:
-        raise N3Error(f"--tile must be positive, got {tile}")
+        raise N3Error(f"tile size must be positive, got {tile}")
     overlap = min(overlap, max(tile // 2 - 1, 0))
+    if dev.type == "cpu":
+        # Denormal floats (tiny activations of real noisy images) are many times slower on x86; flushing
+        # them to zero halves the forward pass and leaves the output unchanged (docs/speed.md).
+        torch.set_flush_denormal(True)
+    passes = len(DIHEDRAL) if restorer.self_ensemble else 1
+    remove_hooks = None
+    if progress is not None:
+        remove_hooks = _stage_progress(model, progress, passes * len(plan_tiles(h, w, tile, overlap)))
 
     def fn(part: Tensor) -> Tensor:
         return model(part.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu().contiguous()
@@ -135,19 +183,23 @@ def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = D
     # 1.25-1.35x faster (the folded float32 path is already fast; the N3 math stays float32) and lost up
     # to 0.013 dB, so CPU inference stays float32.
     half = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else contextlib.nullcontext()
-    with torch.inference_mode(), half:
-        if not restorer.self_ensemble:
-            return tiled_apply(fn, x, tile, overlap, progress)
-        total: Tensor | None = None
-        for t, (flip, turns) in enumerate(DIHEDRAL):
-            def part_progress(i: int, n: int, t: int = t) -> None:
-                if progress is not None:
-                    progress(t * n + i, len(DIHEDRAL) * n)
+    try:
+        with torch.inference_mode(), half:
+            if not restorer.self_ensemble:
+                return tiled_apply(fn, x, tile, overlap, progress)
+            total: Tensor | None = None
+            for t, (flip, turns) in enumerate(DIHEDRAL):
+                def part_progress(i: float, n: int, t: int = t) -> None:
+                    if progress is not None:
+                        progress(t * n + i, len(DIHEDRAL) * n)
 
-            y = _undo(tiled_apply(fn, _transform(x, flip, turns), tile, overlap, part_progress), flip, turns)
-            total = y if total is None else total.add_(y)
-        assert total is not None
-        return total.div_(len(DIHEDRAL))
+                y = _undo(tiled_apply(fn, _transform(x, flip, turns), tile, overlap, part_progress), flip, turns)
+                total = y if total is None else total.add_(y)
+            assert total is not None
+            return total.div_(len(DIHEDRAL))
+    finally:
+        if remove_hooks is not None:
+            remove_hooks()
 
 
 #: The 8 symmetries of the square (flip left-right or not, then 0-3 quarter turns): the self-ensemble.
@@ -217,7 +269,12 @@ def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray
         arr = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
         arr = arr.astype(np.float32) / 65535.0
-    return arr.astype(np.float32, copy=False)
+    elif not np.issubdtype(arr.dtype, np.floating):
+        raise N3Error(f"expected a float, uint8 or uint16 image, got {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise N3Error("the image holds NaN or infinite values")
+    return arr
 
 
 def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
@@ -255,6 +312,8 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
         if note is not None:
             warnings.warn(note, stacklevel=2)
     y = run(restorer, x, tile, overlap, progress)[:, 0].numpy().transpose(1, 2, 0)
+    if nlf is None:
+        y = keep_local_mean(planes, y)
     if mode == "opponent":
         y = opponent2rgb(y)
     if alpha is not None:
@@ -262,13 +321,42 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
 
 
+#: Side (pixels) of the box filter, applied three times (≈ a Gaussian of σ 32 px), that takes the local
+#: mean of the removed residual in :func:`keep_local_mean`.
+MEAN_WINDOW = 65
+
+
+def keep_local_mean(noisy: np.ndarray, denoised: np.ndarray, window: int = MEAN_WINDOW) -> np.ndarray:
+    """The denoised image with the local mean of the input: ``denoised + lowpass(noisy - denoised)``.
+
+    Gaussian noise has zero mean, so what a denoiser removes must average to zero over a large window.
+    Told a σ above the true one, the conditional network shifts the mean (σ 25 on σ 15 noise: +2.8 levels,
+    a pink cast in opponent colour); giving the residual's local mean back removes the shift and leaves
+    results at the right σ unchanged (docs/color-cast.md). (H, W, C) float arrays."""
+    from scipy.ndimage import uniform_filter
+
+    resid = (noisy - denoised).astype(np.float32)
+    size = (window, window, 1)
+    for _ in range(3):
+        resid = uniform_filter(resid, size=size, mode="reflect")
+    return denoised + resid
+
+
+def check_sigma_value(value: float) -> float:
+    """One noise σ (0-255 scale): finite, >= 0 and at most :data:`SIGMA_LIMIT`, else an N3Error."""
+    if not math.isfinite(value) or value < 0:
+        raise N3Error(f"sigma must be a finite number >= 0, got {value:g}")
+    if value > SIGMA_LIMIT:
+        raise N3Error(f"sigma {value:g} is above the limit of {SIGMA_LIMIT:g} (twice the largest sigma the models "
+                      "are trained on; beyond it the output is not an estimate of the image)")
+    return value
+
+
 def _check_sigmas(sigma: float | Sequence[float], channels: int) -> tuple[float, ...]:
     values = (float(sigma),) * channels if isinstance(sigma, (int, float)) else tuple(float(s) for s in sigma)
     if len(values) != channels:
         raise N3Error(f"expected one sigma or {channels} (one per channel), got {len(values)}")
-    if not all(math.isfinite(v) and v >= 0 for v in values):
-        raise N3Error(f"sigma must be >= 0, got {sigma}")
-    return values
+    return tuple(check_sigma_value(v) for v in values)
 
 
 def channel_sigmas(rgb: np.ndarray, sigma: float | Sequence[float] | None, mode: str) -> tuple[float, ...]:
@@ -303,6 +391,10 @@ def untrained_noise_note(info: ModelInfo, sigma: float | None = None,
     return f"{what} is above the sigma <= {SIGMA_MAX:g} {info.name} was trained on; expect residual noise"
 
 
+#: Largest SR factor accepted: twice the largest trained one (beyond it the output is little more than bicubic).
+MAX_SCALE = 2 * max(SR_SCALES)
+
+
 def check_scale(scale: object) -> int:
     """The SR factor as an int: an integer >= 2 (2.0 is accepted, 2.5 is refused with an N3Error)."""
     if isinstance(scale, bool):
@@ -315,6 +407,9 @@ def check_scale(scale: object) -> int:
         raise N3Error(f"scale must be an integer (2, 3 or 4), got {scale!r}")
     if value < 2:
         raise N3Error(f"scale must be at least 2, got {scale!r}")
+    if value > MAX_SCALE:
+        raise N3Error(f"scale must be at most {MAX_SCALE} (the models are trained for "
+                      f"{', '.join(map(str, SR_SCALES))}), got {scale!r}")
     return int(value)
 
 
@@ -396,6 +491,10 @@ def check_nlf(nlf: tuple[float, float] | list[float]) -> tuple[float, float]:
         raise N3Error(f"nlf must be two numbers (a, b), got {nlf!r}") from None
     if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
         raise N3Error(f"nlf values must be finite and non-negative, got ({a:g}, {b:g})")
+    level = 255.0 * noise.nlf_sigma_at(a, b, 0.5)
+    if level > SIGMA_LIMIT:
+        raise N3Error(f"nlf ({a:g}, {b:g}) gives sigma {level:.4g} at mid-grey (0-255 scale), above the limit of "
+                      f"{SIGMA_LIMIT:g} (twice the largest noise the models are trained on)")
     return a, b
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import torch
 import typer
 
+from .. import __version__
 from ..sets.cli import sets_cmd
 from .bench import EPILOG as BENCH_EPILOG
 from .bench import bench_cmd, data_app
@@ -18,9 +22,9 @@ from .weights import weights_app
 
 ROOT_EPILOG = """Examples:
 
-  n3 denoise photo.png --sigma 50 -o clean.png
+  n3 denoise photo.png -o clean.png
 
-  n3 raw-denoise img.dng --nlf 1e-4,1e-6 -o clean.tif
+  n3 raw-denoise img.dng -o clean.tif
 
   n3 sr low.png --scale 3
 
@@ -36,6 +40,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without a '<bool>' metavar
 )
 app.command("denoise", epilog=DENOISE_EPILOG)(denoise_cmd)
 app.command("raw-denoise", epilog=RAW_EPILOG)(raw_denoise_cmd)
@@ -47,8 +52,17 @@ app.command("bench", epilog=BENCH_EPILOG)(bench_cmd)
 app.add_typer(data_app, name="data")
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"n3 {__version__} (torch {torch.__version__})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
     """Image restoration with Neural Nearest Neighbors Networks (N3Net, NeurIPS 2018)."""
 
 

@@ -252,7 +252,7 @@ def _write_text(path: Path, text: str) -> None:
 
 # --- n3 data -------------------------------------------------------------------------------------
 
-data_app = typer.Typer(name="data", help="Standard test sets: list them and download them.",
+data_app = typer.Typer(name="data", rich_markup_mode=None, help="Standard test sets: list them and download them.",
                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 

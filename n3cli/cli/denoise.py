@@ -11,7 +11,7 @@ import typer
 
 from .. import api
 from ..errors import N3Error
-from ..imaging.io import Image, read_image
+from ..imaging.io import Image, image_size, read_image
 from ..imaging.metrics import psnr, ssim
 from .common import (
     AllowLargeOpt,
@@ -29,7 +29,7 @@ from .common import (
     handle_errors,
 )
 from .devices import set_threads
-from .pipeline import Job, make_options, plan_jobs, report_nothing_to_do, run_jobs, screen_jobs
+from .pipeline import Job, check_reference_size, make_options, plan_jobs, report_nothing_to_do, run_jobs, screen_jobs
 
 EPILOG = """Examples:
 
@@ -51,7 +51,10 @@ def parse_sigma(text: str | None) -> float | None:
         raise N3Error(f"--sigma must be a number on the 0-255 scale or 'auto', got {text!r}") from None
     if not np.isfinite(value) or value < 0:
         raise N3Error(f"--sigma must be a non-negative number, got {text!r}")
-    return value
+    try:
+        return api.check_sigma_value(value)
+    except N3Error as exc:
+        raise N3Error(f"--{exc}") from None
 
 
 def parse_nlf(text: str | None) -> tuple[float, float] | None:
@@ -65,7 +68,10 @@ def parse_nlf(text: str | None) -> tuple[float, float] | None:
         raise N3Error(f"--nlf must be two numbers 'a,b' (variance a·x + b), got {text!r}") from None
     if not (np.isfinite(a) and np.isfinite(b)) or a < 0 or b < 0:
         raise N3Error(f"--nlf values must be non-negative, got {text!r}")
-    return a, b
+    try:
+        return api.check_nlf((a, b))
+    except N3Error as exc:
+        raise N3Error(f"--{exc}") from None
 
 
 @handle_errors
@@ -73,7 +79,9 @@ def denoise_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file, or folder for several "
                                                 "inputs (default: <stem>_n3.<ext> beside each input).")] = None,
-    sigma: Annotated[str | None, typer.Option(help="Noise σ on the 0-255 scale, or 'auto' to estimate.")] = None,
+    sigma: Annotated[str | None, typer.Option(help="Noise σ on the 0-255 scale (at most "
+                                              f"{api.SIGMA_LIMIT:g}), or 'auto' to estimate it from each image.",
+                                              show_default="auto")] = None,
     nlf: Annotated[str | None, typer.Option(help="Noise level function 'a,b' (σ² = a·x + b, x in [0,1]) "
                                             "instead of --sigma.")] = None,
     weights: Annotated[str | None, typer.Option(help="Shipped model name or weights file "
@@ -105,7 +113,8 @@ def denoise_cmd(
     opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
                         json=json_out, allow_large=allow_large)
     set_threads(threads)
-    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts)
+    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
+                              lambda job: check_reference_size(job, image_size(job.input)))
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
     restorer = api.load_model(weights, "denoise", device, self_ensemble=ensemble)
@@ -137,9 +146,8 @@ def denoise_cmd(
                 warned.add(warning)
                 where = f"{img.path}: " if sigma_value is None else ""
                 err_console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
-            facts["sigma"] = list(s) if isinstance(s, tuple) else s
-        if mode != "gray":
-            facts["color"] = mode
+            facts["sigma"] = list(api.channel_sigmas(img.pixels[:, :, :3], s, mode))
+        facts["color"] = mode
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the noise-range note is printed above
             out = api.denoise(img.pixels, s, nlf=nlf_value, model=restorer, tile=tile, overlap=tile_overlap,
@@ -149,8 +157,9 @@ def denoise_cmd(
     def score(job: Job, img: Image, out: Image) -> dict[str, Any]:
         ref = read_image(job.reference, max_pixels=opts.max_pixels).pixels
         if ref.shape != img.pixels.shape:
-            raise N3Error(f"{job.reference}: reference size {ref.shape[:2]} differs from the input's "
-                          f"{img.pixels.shape[:2]}")
+            kinds = {1: "gray", 3: "colour"}
+            raise N3Error(f"{job.reference}: reference is {kinds.get(ref.shape[2], ref.shape[2])}, the input is "
+                          f"{kinds.get(img.pixels.shape[2], img.pixels.shape[2])}")
         return {"psnr_in": psnr(img.pixels, ref), "psnr_out": psnr(out.pixels, ref),
                 "ssim_out": ssim(out.pixels, ref)}
 

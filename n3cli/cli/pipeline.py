@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import N3Error
 from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, Image, list_images, read_image, write_image
 from .common import EXIT_BAD_INPUT, EXIT_PARTIAL, check_bit_depth, check_tile, err_console, is_tty, out_console
+from .progress import ProgressDisplay
 
-TileProgress = Callable[[int, int], None]
+TileProgress = Callable[[float, int], None]
 
 
 @dataclass
@@ -43,7 +43,6 @@ class Options:
     max_pixels: int | None = None
     bit_depth: int | None = None
     suffix: str = "_n3"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def make_options(*, tile: int | None, tile_overlap: int, bit_depth: int | None, force: bool, quiet: bool,
@@ -121,15 +120,35 @@ def check_target(path: Path, inp: Path, force: bool, what: str = "output") -> No
         raise N3Error(f"{parent}: output folder does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise N3Error(f"{parent}: output folder is not writable")
+    try:  # permission bits do not tell everything (root, read-only mounts, /proc): try it
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise N3Error(f"{parent}: output folder is not writable ({exc.strerror or exc})") from None
 
 
-def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options) -> tuple[list[Job], list[str]]:
-    """Set aside, before any model is loaded, the jobs whose output would be refused (``check_output``)."""
+def check_reference_size(job: Job, size: tuple[int, int]) -> None:
+    """The job's reference (if any) must be ``size`` (width, height), checked from the headers."""
+    if job.reference is None:
+        return
+    from ..imaging.io import image_size
+
+    ref = image_size(job.reference)
+    if ref != size:
+        raise N3Error(f"{job.reference}: reference is {ref[0]}x{ref[1]}, the output will be {size[0]}x{size[1]}")
+
+
+def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
+                check: Callable[[Job], None] | None = None) -> tuple[list[Job], list[str]]:
+    """Set aside, before any model is loaded, the jobs that would fail: a refused output
+    (``check_output``) or what the subcommand's own ``check`` finds from the headers (sizes, references)."""
     kept: list[Job] = []
     errors = list(early_errors)
     for job in jobs:
         try:
             check_output(job, opts)
+            if check is not None:
+                check(job)
             kept.append(job)
         except N3Error as exc:
             errors.append(str(exc))
@@ -160,22 +179,14 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
     for msg in early_errors:
         err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
     done = 0
-    show = not opts.quiet and is_tty()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err_console, transient=True, disable=not show)
-    with progress if show else nullcontext():
-        images_task = progress.add_task("images", total=len(jobs))
-        tiles_task = progress.add_task("tiles", total=1)
+    with ProgressDisplay(err_console, len(jobs), enabled=not opts.quiet) as progress:
         for job in jobs:
             try:
                 check_output(job, opts)
                 img = read_image(job.input, max_pixels=opts.max_pixels)
-
-                def on_tile(i: int, n: int) -> None:
-                    progress.update(tiles_task, completed=i, total=n)
-
+                progress.start(str(job.input))
                 t0 = time.perf_counter()
-                pixels, facts = process(img, on_tile)
+                pixels, facts = process(img, progress.work)
                 seconds = time.perf_counter() - t0
                 like = img
                 if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
@@ -190,7 +201,7 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
             except N3Error as exc:
                 failures.append(str(exc))
                 err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            progress.advance(images_task)
+            progress.finish()
     if not failures:
         return 0
     return EXIT_PARTIAL if done else EXIT_BAD_INPUT
@@ -202,9 +213,21 @@ def _report(record: dict[str, Any], opts: Options) -> None:
         return
     if opts.quiet:
         return
+    err_console.print(summary_line(record), highlight=False, soft_wrap=True)
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """The one human-readable line per image: paths, noise level or scale, scores, time."""
     parts = [f"{record['input']} → {record['output']}"]
-    labels = {"sigma": "σ {:.1f}", "scale": "×{}", "psnr_in": "PSNR in {:.2f} dB",
-              "psnr_bicubic": "PSNR bicubic {:.2f} dB", "psnr_out": "PSNR out {:.2f} dB", "ssim_out": "SSIM out {:.4f}"}
+    sigma = record.get("sigma")
+    if sigma is not None:
+        values = sigma if isinstance(sigma, (list, tuple)) else [sigma]
+        shown = "/".join(f"{v:.1f}" for v in values)
+        parts.append(f"σ {shown}" + (f" ({record['color']})" if record.get("color") and len(values) > 1 else ""))
+    if record.get("nlf") is not None:
+        parts.append("NLF a={:.3g} b={:.3g}".format(*record["nlf"]))
+    labels = {"scale": "×{}", "psnr_in": "PSNR in {:.2f} dB", "psnr_bicubic": "PSNR bicubic {:.2f} dB",
+              "psnr_out": "PSNR out {:.2f} dB", "ssim_out": "SSIM out {:.4f}"}
     parts += [fmt.format(record[key]) for key, fmt in labels.items() if record.get(key) is not None]
     parts.append(f"{record['seconds']:.1f} s")
-    err_console.print("  ".join(parts), highlight=False)
+    return "  ".join(parts)

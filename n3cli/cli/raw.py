@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import api
 from ..errors import N3Error
-from ..imaging.io import FORMAT_OF_EXTENSION, write_image
+from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, write_image
 from .common import (
+    AllowLargeOpt,
     DebugOpt,
     DeviceOpt,
     EnsembleOpt,
     ForceOpt,
+    JsonOpt,
     QuietOpt,
     ThreadsOpt,
     TileOpt,
+    TileOverlapOpt,
+    check_tile,
     err_console,
     handle_errors,
     is_tty,
@@ -31,12 +33,13 @@ from .common import (
 from .denoise import parse_nlf
 from .devices import set_threads
 from .pipeline import check_target
+from .progress import ProgressDisplay
 
 EPILOG = """Examples:
 
-  n3 raw-denoise IMG_0042.dng -o IMG_0042.png --weights nlf.safetensors
+  n3 raw-denoise IMG_0042.dng -o IMG_0042.png
 
-  n3 raw-denoise shot.cr2 -o shot.tif --bits 16 --compare --dng shot_denoised.dng
+  n3 raw-denoise shot.cr2 -o shot.tif --bit-depth 16 --compare --dng shot_denoised.dng
 
   n3 raw-denoise shot.nef -o shot.jpg --nlf 5.2e-4,1.1e-6 --json
 """
@@ -52,9 +55,9 @@ def plan_outputs(inp: Path, output: Path, dng: Path | None, compare: bool, bits:
         raise N3Error(f"{output}: unknown output format {output.suffix or '(no extension)'!r}; "
                       f"use one of {', '.join(sorted(set(FORMAT_OF_EXTENSION)))}")
     if bits not in (8, 16):
-        raise N3Error(f"--bits must be 8 or 16, got {bits}")
+        raise N3Error(f"--bit-depth must be 8 or 16 for developed raws, got {bits}")
     if bits == 16 and FORMAT_OF_EXTENSION[suffix] not in ("PNG", "TIFF"):
-        raise N3Error(f"{output}: --bits 16 needs a PNG or TIFF output")
+        raise N3Error(f"{output}: --bit-depth 16 needs a PNG or TIFF output")
     original = output.with_name(f"{output.stem}_original{output.suffix}") if compare else None
     if dng is not None and dng.suffix.lower() != ".dng":
         raise N3Error(f"{dng}: --dng needs a file name ending in .dng")
@@ -82,7 +85,8 @@ def raw_denoise_cmd(
              "1e-4,1e-6 gives σ ≈ 0.0071 at mid-grey. Default: the DNG NoiseProfile, else estimated.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also write <output stem>_original.<ext>: the "
                                           "untouched raw developed the same way.")] = False,
-    bits: Annotated[int, typer.Option(help="Bits per sample of the developed image(s): 8 or 16.")] = 8,
+    bits: Annotated[int, typer.Option("--bit-depth", "--bits", help="Bits per sample of the developed image(s): "
+                                      "8 or 16.")] = 8,
     weights: Annotated[str | None, typer.Option(help="Noise-level-conditional model: shipped name or "
                                                 ".safetensors file (default: the shipped raw model, else "
                                                 "the shipped denoiser).")] = None,
@@ -90,10 +94,12 @@ def raw_denoise_cmd(
                                      hidden=True)] = api.DEFAULT_CFA,
     device: DeviceOpt = "auto",
     tile: TileOpt = None,
+    tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
     ensemble: EnsembleOpt = False,
     threads: ThreadsOpt = None,
     force: ForceOpt = False,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON record on stdout.")] = False,
+    allow_large: AllowLargeOpt = False,
+    json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -108,8 +114,7 @@ def raw_denoise_cmd(
     E.g. g = 0.5, R = 3840 (12 bit), r = 4 DN: --nlf 5.2e-4,1.1e-6 (σ ≈ 0.016 at mid-grey).
     """
     nlf_value = parse_nlf(nlf)
-    if tile is not None and tile < 32:
-        raise N3Error(f"--tile must be at least 32 pixels, got {tile}")
+    check_tile(tile, tile_overlap)
     if cfa not in api.CFA_MODES:
         raise N3Error(f"--cfa must be one of {', '.join(api.CFA_MODES)}, got {cfa!r}")
     original_path, targets = plan_outputs(input, output, dng, compare, bits, force)
@@ -119,6 +124,9 @@ def raw_denoise_cmd(
 
     t0 = time.perf_counter()
     raw = read_raw(input)
+    if not allow_large and raw.mosaic.size > DEFAULT_MAX_PIXELS:
+        raise N3Error(f"{input}: {raw.shape[1]}x{raw.shape[0]} is over {DEFAULT_MAX_PIXELS / 1e6:.4g} megapixels "
+                      "(use --allow-large)")
     restorer = api.load_raw_model(weights, device, self_ensemble=ensemble)
     info = api.raw_nlf(raw, nlf_value)
     h, w = raw.shape
@@ -131,19 +139,13 @@ def raw_denoise_cmd(
     if warning is not None:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
-    show = not quiet and is_tty()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True, disable=not show)
-    with bar if show else nullcontext():
-        task = bar.add_task("tiles", total=None)
-
-        def on_tile(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with ProgressDisplay(err_console, 1, enabled=not quiet) as progress:
+        progress.start(str(input))
         t1 = time.perf_counter()
         clean = api.denoise_mosaic(raw.mosaic, raw.pattern, (info.a, info.b), model=restorer, cfa=cfa, tile=tile,
-                                   progress=on_tile)
+                                   overlap=tile_overlap, progress=progress.work)
         denoise_seconds = time.perf_counter() - t1
+        progress.finish()
     settings: dict[str, Any] = {"no_auto_bright": True}
     developed = develop(raw, clean, bits=bits, **settings)
     before = develop(raw, None, bits=bits, **settings) if original_path is not None else None

@@ -11,7 +11,7 @@ import typer
 
 from .. import api
 from ..errors import N3Error
-from ..imaging.io import Image, read_image
+from ..imaging.io import Image, image_size, read_image
 from ..imaging.metrics import sr_metrics
 from ..imaging.resize import imresize_np
 from .common import (
@@ -43,11 +43,11 @@ EPILOG = """Examples:
 
 
 def parse_scale(text: str) -> int:
-    """'2' / '3' / '4' → int; other integers >= 2 are accepted (untrained, warned about)."""
+    """'2' / '3' / '4' → int; other integers up to api.MAX_SCALE are accepted (untrained, warned about)."""
     try:
         return api.check_scale(text.strip())
-    except N3Error:
-        raise N3Error(f"--scale must be an integer factor 2, 3 or 4, got {text!r}") from None
+    except N3Error as exc:
+        raise N3Error(f"--{exc}") from None
 
 
 def _alpha_float(alpha: np.ndarray) -> np.ndarray:
@@ -88,7 +88,19 @@ def sr_cmd(
     opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
                         json=json_out, allow_large=allow_large, suffix=f"_x{s}")
     set_threads(threads)
-    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts)
+
+    def check(job: Job) -> None:
+        """Before any work: the output's size against the megapixel guard, the reference's size."""
+        w, h = image_size(job.input)
+        if opts.max_pixels is not None and w * h * s * s > opts.max_pixels:
+            raise N3Error(f"{job.input}: the ×{s} output would be {w * s}x{h * s} ({w * h * s * s / 1e6:.4g} "
+                          f"megapixels), above the limit of {opts.max_pixels / 1e6:.4g} (use --allow-large)")
+        if job.reference is not None:
+            rw, rh = image_size(job.reference)
+            if (rw - rw % s, rh - rh % s) != (w * s, h * s):
+                raise N3Error(f"{job.reference}: reference is {rw}x{rh}, the ×{s} output will be {w * s}x{h * s}")
+
+    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts, check)
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
     restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble)

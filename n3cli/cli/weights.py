@@ -13,7 +13,8 @@ from ..weights import export_run, import_official, manifest, register, save_weig
 from .common import err_console, handle_errors, out_console
 from .devices import set_threads
 
-weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True)
+weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True,
+                          rich_markup_mode=None)
 
 
 def _psnr(metric: object) -> float | None:

@@ -243,6 +243,15 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     (None: no limit) are refused. Raises ImageError for anything that is not a readable image.
     """
     p = Path(path)
+    head = _head(p)
+    img = _read_tiff(p, max_pixels) if head[:4] in _TIFF_MAGIC else _read_pil(p, max_pixels)
+    if img.pixels.dtype.kind == "f" and not np.isfinite(img.pixels).all():
+        raise ImageError(f"{p}: the image holds NaN or infinite values")
+    return img
+
+
+def _head(p: Path) -> bytes:
+    """The first bytes of a file that should be an image (ImageError for folders, missing or empty files)."""
     if p.is_dir():
         raise ImageError(f"{p}: is a folder, not an image")
     try:
@@ -254,9 +263,25 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         raise ImageError(f"{p}: cannot read ({e.strerror or _one_line(e)})") from e
     if not head:
         raise ImageError(f"{p}: empty file, not an image")
-    if head[:4] in _TIFF_MAGIC:
-        return _read_tiff(p, max_pixels)
-    return _read_pil(p, max_pixels)
+    return head
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image from its header, without decoding the pixels."""
+    p = Path(path)
+    try:
+        if _head(p)[:4] in _TIFF_MAGIC:
+            with tifffile.TiffFile(p) as tif:
+                page = tif.pages.first
+                return int(page.imagewidth), int(page.imagelength)
+        with _open_pil(p, _PIL_FORMATS) as im:
+            return im.size
+    except ImageError:
+        raise
+    except PILImage.UnidentifiedImageError:
+        raise ImageError(f"{p}: not an image, or not a supported format (PNG, TIFF, JPEG, WebP, BMP)") from None
+    except Exception as e:  # decoders fail in many ways on bad data
+        raise ImageError(f"{p}: corrupt or truncated image ({_one_line(e)})") from e
 
 
 # ---------------------------------------------------------------------------------------- writing

@@ -15,6 +15,12 @@ from torch import Tensor
 
 from n3cli.imaging.mosaic import pack_bayer
 
+#: Largest Gaussian σ (0-255 scale) the noise-level-conditional models see in training (U(0, 75)).
+SIGMA_MAX = 75.0
+#: Largest σ (0-255) a denoiser accepts: twice the trained range. Beyond it the network extrapolates far
+#: outside anything it saw and its output is not an estimate of the image (e.g. σ 1e9 gave a two-level picture).
+SIGMA_LIMIT = 2 * SIGMA_MAX
+
 
 def seed_for(*parts: object) -> int:
     """A stable 63-bit seed from any printable parts (e.g. image name and sigma).

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+#: The super-resolution factors the shipped SR models are trained for.
+SR_SCALES = (2, 3, 4)
+
 _KERNEL_WIDTH = 4.0
 
 

@@ -110,6 +110,8 @@ def open_rawpy(path: str | Path) -> Iterator[Any]:
         raise RawError(f"{p}: cannot read the file ({_one_line(e)})") from None
     try:
         yield rp
+    except (rawpy.LibRawError, rawpy.NotSupportedError) as e:  # decoding is lazy: truncated data fails here
+        raise RawError(f"{p}: cannot decode the raw data ({type(e).__name__}: {_one_line(e)})") from None
     finally:
         rp.close()
 

@@ -9,13 +9,10 @@ import torch
 from torch import Tensor
 
 from ..imaging import noise
-from ..imaging.resize import imresize
+from ..imaging.noise import SIGMA_MAX
+from ..imaging.resize import SR_SCALES, imresize
 
-SR_SCALES = (2, 3, 4)
-
-
-#: Largest Gaussian σ (0-255 scale) the conditional models see in training (the issue's U(0, 75)).
-SIGMA_MAX = 75.0
+__all__ = ["SIGMA_MAX", "SR_SCALES"]  # re-exported: defined beside the noise model and the resizer
 
 
 @dataclass(frozen=True)

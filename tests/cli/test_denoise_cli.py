@@ -62,7 +62,7 @@ def test_json_reference_and_auto_sigma(tmp_path: Path, weights: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(record) >= {"input", "output", "sigma", "psnr_in", "psnr_out", "ssim_out", "seconds"}
-    assert record["sigma"] > 0  # estimated
+    assert record["color"] == "gray" and len(record["sigma"]) == 1 and record["sigma"][0] > 0  # estimated
     assert record["psnr_in"] == pytest.approx(float("inf")) or record["psnr_in"] > 0
 
 
@@ -186,7 +186,7 @@ def test_debug_shows_traceback(tmp_path: Path, weights: Path) -> None:
 def test_help_has_examples() -> None:
     assert "n3 denoise photo.png" in run("denoise", "--help").output
     root = run("--help").output
-    assert "denoise" in root and "n3 denoise photo.png --sigma 50" in root
+    assert "denoise" in root and "n3 denoise photo.png -o clean.png" in root
 
 
 def test_warns_when_noise_is_beyond_training(tmp_path: Path, weights: Path) -> None:
@@ -211,13 +211,13 @@ def test_color_modes_on_an_rgb_image(tmp_path: Path, weights: Path) -> None:
               "-o", tmp_path / "rgb.png")
     assert rgb.exit_code == 0, rgb.output
     rec = json.loads(rgb.stdout.strip().splitlines()[-1])
-    assert rec["color"] == "rgb" and rec["sigma"] == 25.0
+    assert rec["color"] == "rgb" and rec["sigma"] == [25.0, 25.0, 25.0]
     assert not np.array_equal(read_image(tmp_path / "auto.png").pixels, read_image(tmp_path / "rgb.png").pixels)
     shown = run("denoise", src, "--weights", weights, "-o", tmp_path / "shown.png")
     assert "(luma/red-blue/green-magenta)" in shown.output, shown.output
     gray = run("denoise", _img(tmp_path / "g.png"), "--sigma", "25", "--weights", weights, "--json",
                "-o", tmp_path / "g_out.png")
-    assert "color" not in json.loads(gray.stdout.strip().splitlines()[-1])
+    assert json.loads(gray.stdout.strip().splitlines()[-1])["color"] == "gray"
 
 
 def test_color_mode_errors(tmp_path: Path, weights: Path) -> None:

@@ -93,13 +93,13 @@ def test_reference_size_mismatch(tmp_path: Path, weights: Path) -> None:
     assert not (tmp_path / "lr_x2.png").exists()  # checked before any work
 
 
-@pytest.mark.parametrize("scale,pattern", [("2.5", "integer"), ("abc", "integer"), ("1", "integer"),
-                                           ("0", "integer"), ("-3", "integer")])
+@pytest.mark.parametrize("scale,pattern", [("2.5", "an integer"), ("abc", "an integer"), ("1", "at least 2"),
+                                           ("0", "at least 2"), ("-3", "at least 2"), ("100", "at most 8")])
 def test_bad_scales(tmp_path: Path, weights: Path, scale: str, pattern: str) -> None:
     src = _img(tmp_path / "a.png")
     before = set(os.listdir(tmp_path))
     result = run(src, "--scale", scale, "--weights", weights)
-    _assert_clean_failure(result, f"--scale must be an {pattern}")
+    _assert_clean_failure(result, f"--scale must be {pattern}")
     assert len(result.output.strip().splitlines()) == 1
     assert set(os.listdir(tmp_path)) == before
 

@@ -176,7 +176,8 @@ def test_cli_errors(dng: Path, tmp_path: Path, weights: Path, plain_weights: Pat
     fails(dng, "-o", out, "--nlf", "-1,0", pattern="non-negative")
     fails(dng, "-o", tmp_path / "o.gif", pattern="unknown output format")
     fails(dng, "-o", tmp_path / "o.jpg", "--bits", "16", pattern="PNG or TIFF")
-    fails(dng, "-o", out, "--bits", "12", pattern="--bits")
+    fails(dng, "-o", out, "--bits", "12", pattern="--bit-depth must be 8 or 16")
+    fails(dng, "-o", out, "--bit-depth", "12", pattern="--bit-depth must be 8 or 16")
     fails(dng, "-o", tmp_path / "no" / "o.png", pattern="does not exist")
     fails(dng, "-o", out, "--dng", dng, "--force", pattern="overwrite the input")
     fails(dng, "-o", out, "--dng", tmp_path / "x.tif", pattern=".dng")
@@ -224,3 +225,14 @@ def test_bench_raw(tmp_path: Path, weights: Path) -> None:
     assert run("bench", "--task", "raw", "--dataset", folder, "--sigma", "25").exit_code == 2
     assert run("bench", "--task", "raw", "--dataset", folder, "--nlf", "0,1e-4").exit_code == 2
     assert run("bench", "--dataset", folder, "--nlf", "1e-3,1e-5").exit_code == 2
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_truncated_dng_is_a_one_line_error(dng: Path, tmp_path: Path, weights: Path, keep: float) -> None:
+    data = dng.read_bytes()
+    cut = tmp_path / "cut.dng"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    result = run("raw-denoise", cut, "-o", tmp_path / "o.png", "--weights", weights, "--nlf", "1e-4,1e-6")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "o.png").exists()
