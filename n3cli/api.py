@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 #: fractional (progress inside a tile, reported per network stage).
 Progress = Callable[[float, int], None]
 
+#: Smallest image side (pixels) the models take: below it there is nothing for them to restore.
+MIN_SIDE = 8
 #: Default overlap of neighbouring tiles (pixels): covers most of the N3 search region (80×80).
 DEFAULT_OVERLAP = 96
 #: Rough peak bytes per pixel and batch item of an N3Net forward pass in float32 (measured, with margin).
@@ -277,6 +279,12 @@ def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray
     return arr
 
 
+def _check_side(img: np.ndarray) -> np.ndarray:
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise N3Error(f"image of {img.shape[1]}x{img.shape[0]} pixels is too small (at least {MIN_SIDE}x{MIN_SIDE})")
+    return img
+
+
 def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
             nlf: tuple[float, float] | None = None, model: Restorer | str | Path | None = None,
             tile: int | None = None, overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
@@ -291,7 +299,7 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     σ/√3, σ/√2 and σ·√6/4 there, and the chroma channels are smooth) or channel by channel in RGB. A
     fourth (alpha) channel is returned untouched. Returns float32 of the input's shape.
     """
-    img = _hwc(image)
+    img = _check_side(_hwc(image))
     restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
     alpha = img[:, :, 3:] if img.shape[2] == 4 else None
     rgb = img[:, :, :3] if alpha is not None else img
@@ -436,7 +444,7 @@ def super_resolve(image: np.ndarray, scale: int, *, model: Restorer | str | Path
     note = untrained_scale_note(s)
     if note is not None:
         warnings.warn(note, stacklevel=2)
-    img = _hwc(image, channels=(1, 2, 3, 4))
+    img = _check_side(_hwc(image, channels=(1, 2, 3, 4)))
     restorer = model if isinstance(model, Restorer) else load_model(model, "sr", device)
     if restorer.info.task != "sr":
         raise N3Error(f"model {restorer.name!r} is for task {restorer.info.task!r}, not 'sr'")

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import write_atomic, write_text_atomic
 from .errors import N3Error
 from .nn.nets import N3Net, build, n3net
+from .safeload import load_tensors
 
 if TYPE_CHECKING:
     from .train.loop import TrainConfig
@@ -131,13 +131,7 @@ def import_official(path: Path, sigma: float | None = None) -> tuple[N3Net, Mode
     applied to the temperature-scaled logits (``update="logits"``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    blob = load_tensors(path, WeightsError)
     state = blob.get("net", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or "blocks.0.conv1.weight" not in state:
         raise WeightsError(f"{path} does not look like an N3Net denoising checkpoint")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import torch
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
 from ..sets.cli import sets_cmd
@@ -33,8 +35,33 @@ ROOT_EPILOG = """Examples:
 Run 'n3 COMMAND --help' for the options and examples of each command.
 """
 
+#: Click's base exception (usage errors, bad option values), reached through a public Typer class.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """Usage errors (unknown option, '--tile abc') as one line on stderr and exit status 2, like every other
+    bad input, instead of Click's usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # 'n3' or 'n3 weights' alone: the help, as --help
+                print(exc.format_message())
+                sys.exit(0)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="n3",
+    cls=_OneLineUsageErrors,
     help="Image restoration with Neural Nearest Neighbors Networks (N3Net, Plötz & Roth, NeurIPS 2018).",
     epilog=ROOT_EPILOG,
     no_args_is_help=True,

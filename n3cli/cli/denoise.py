@@ -11,7 +11,7 @@ import typer
 
 from .. import api
 from ..errors import N3Error
-from ..imaging.io import Image, image_size, read_image
+from ..imaging.io import Image, read_image
 from ..imaging.metrics import psnr, ssim
 from .common import (
     AllowLargeOpt,
@@ -114,7 +114,7 @@ def denoise_cmd(
                         json=json_out, allow_large=allow_large)
     set_threads(threads)
     jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
-                              lambda job: check_reference_size(job, image_size(job.input)))
+                              check_reference_size)
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
     restorer = api.load_model(weights, "denoise", device, self_ensemble=ensemble)

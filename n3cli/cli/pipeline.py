@@ -18,8 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from ..api import MIN_SIDE
 from ..errors import N3Error
-from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, Image, list_images, read_image, write_image
+from ..imaging.io import (
+    DEFAULT_MAX_PIXELS,
+    FORMAT_OF_EXTENSION,
+    Image,
+    image_size,
+    list_images,
+    read_image,
+    write_image,
+)
 from .common import EXIT_BAD_INPUT, EXIT_PARTIAL, check_bit_depth, check_tile, err_console, is_tty, out_console
 from .progress import ProgressDisplay
 
@@ -131,24 +140,29 @@ def check_reference_size(job: Job, size: tuple[int, int]) -> None:
     """The job's reference (if any) must be ``size`` (width, height), checked from the headers."""
     if job.reference is None:
         return
-    from ..imaging.io import image_size
-
     ref = image_size(job.reference)
     if ref != size:
         raise N3Error(f"{job.reference}: reference is {ref[0]}x{ref[1]}, the output will be {size[0]}x{size[1]}")
 
 
 def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
-                check: Callable[[Job], None] | None = None) -> tuple[list[Job], list[str]]:
-    """Set aside, before any model is loaded, the jobs that would fail: a refused output
-    (``check_output``) or what the subcommand's own ``check`` finds from the headers (sizes, references)."""
+                check: Callable[[Job, tuple[int, int]], None] | None = None) -> tuple[list[Job], list[str]]:
+    """Set aside, before any model is loaded, the jobs that would fail: a refused output (``check_output``),
+    an input whose header is unreadable, too large or too small, or what the subcommand's own
+    ``check(job, (width, height))`` finds from the headers (output sizes, references)."""
     kept: list[Job] = []
     errors = list(early_errors)
     for job in jobs:
         try:
             check_output(job, opts)
+            w, h = image_size(job.input)
+            if opts.max_pixels is not None and w * h > opts.max_pixels:
+                raise N3Error(f"{job.input}: {w}x{h} is over {opts.max_pixels / 1e6:.4g} megapixels "
+                              "(use --allow-large to read it anyway)")
+            if min(w, h) < MIN_SIDE:
+                raise N3Error(f"{job.input}: {w}x{h} is too small (at least {MIN_SIDE}x{MIN_SIDE} pixels)")
             if check is not None:
-                check(job)
+                check(job, (w, h))
             kept.append(job)
         except N3Error as exc:
             errors.append(str(exc))

@@ -2,8 +2,9 @@
 
 On a terminal (stderr is a TTY) rich draws a transient bar for the items (images, raws) and one for the
 work inside the current item (tiles, with fractional progress inside a tile). Elsewhere a plain line
-``progress: <item> 40% (12 s)`` goes to stderr whenever the item has advanced by another 10 % or 10 s
-have passed since the last line, so a long run in a log is never silent.
+``progress: <item> 40% (12 s)`` goes to stderr once the item has run for 10 s, then whenever it has advanced
+by another 10 % or 10 s have passed since the last line: a long run in a log is never silent, a short one
+prints nothing but its result.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-#: Plain-line mode: a line at least every this many seconds (while work advances) ...
+#: Plain-line mode: nothing before this many seconds into an item, then a line at least this often ...
 PLAIN_EVERY_S = 10.0
 #: ... or whenever the current item has advanced by this fraction.
 PLAIN_EVERY_FRACTION = 0.1
@@ -79,6 +80,8 @@ class ProgressDisplay:
             self._bar.update(self._work, completed=fraction)
             return
         now = self._clock()
+        if now - self._t0 < PLAIN_EVERY_S:
+            return
         due = fraction - self._last_fraction >= PLAIN_EVERY_FRACTION - 1e-9 or now - self._last_t >= PLAIN_EVERY_S
         if due and fraction > self._last_fraction and fraction < 1.0:
             self._line(f"{100 * fraction:.0f}% ({now - self._t0:.0f} s)")

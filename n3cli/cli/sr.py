@@ -89,9 +89,9 @@ def sr_cmd(
                         json=json_out, allow_large=allow_large, suffix=f"_x{s}")
     set_threads(threads)
 
-    def check(job: Job) -> None:
+    def check(job: Job, size: tuple[int, int]) -> None:
         """Before any work: the output's size against the megapixel guard, the reference's size."""
-        w, h = image_size(job.input)
+        w, h = size
         if opts.max_pixels is not None and w * h * s * s > opts.max_pixels:
             raise N3Error(f"{job.input}: the ×{s} output would be {w * s}x{h * s} ({w * h * s * s / 1e6:.4g} "
                           f"megapixels), above the limit of {opts.max_pixels / 1e6:.4g} (use --allow-large)")

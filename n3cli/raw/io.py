@@ -8,6 +8,9 @@ each pixel's CFA colour, so noise level functions ``σ²(x) = a·x + b`` are in 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,6 +96,28 @@ class RawImage:
 
 
 @contextmanager
+def _libraw_messages() -> Iterator[list[str]]:
+    """Catch what LibRaw prints straight to the process's stderr (e.g. 'Unexpected end of file'): the list
+    yielded holds those lines once the block ends, so errors can say them in one line of their own."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (embedded use): nothing to catch
+        yield lines
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines += [ln.strip() for ln in sink.read().decode(errors="replace").splitlines() if ln.strip()]
+
+
+@contextmanager
 def open_rawpy(path: str | Path) -> Iterator[Any]:
     """Open a raw with rawpy (LibRaw), mapping every failure to a one-line :class:`RawError`."""
     p = Path(path)
@@ -100,6 +125,17 @@ def open_rawpy(path: str | Path) -> Iterator[Any]:
         raise RawError(f"{p}: no such file")
     if not p.is_file():
         raise RawError(f"{p}: not a regular file")
+    with _libraw_messages() as said:
+        try:
+            with _open_rawpy(p) as rp:
+                yield rp
+        except RawError as exc:
+            note = f" (LibRaw: {said[-1].removeprefix(f'{p}: ')})" if said else ""
+            raise RawError(f"{exc}{note}") from None
+
+
+@contextmanager
+def _open_rawpy(p: Path) -> Iterator[Any]:
     try:
         rp = rawpy.imread(str(p))
     except rawpy.LibRawFileUnsupportedError:

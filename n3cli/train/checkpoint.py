@@ -9,6 +9,7 @@ import torch
 
 from ..atomic import write_atomic
 from ..errors import N3Error
+from ..safeload import load_tensors
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -19,9 +20,7 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (tensors, numbers, strings, containers only)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise N3Error(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # corrupt file or unsafe content
-        raise N3Error(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    blob = load_tensors(path)
+    if not isinstance(blob, dict):
+        raise N3Error(f"{path}: not a training checkpoint of n3")
+    return blob

@@ -315,36 +315,8 @@ def interrupt_while_writing(mp: pytest.MonkeyPatch) -> None:
     mp.setattr("n3cli.imaging.io._write_data", half_then_ctrl_c)
 
 
-#: What happens today in the cases that fail (issue #46); each becomes an XPASS failure once fixed.
-TODAY = {
-    "denoise-1x1": "accepted: exit 0, writes a 1x1 one_n3.png (no minimum image size)",
-    "denoise-3x3": "accepted: exit 0, writes a 3x3 three_n3.png (no minimum image size)",
-    "denoise-float-tiff-nan": "exit 0, writes nan_n3.tif, all NaN (16 NaN pixels in the input)",
-    "denoise-float-tiff-inf": "exit 0, writes inf_n3.tif, all non-finite (16 infinite pixels in the input)",
-    "denoise-sigma-1e9": "exit 0 with only the 'above the sigma <= 75 it was trained on' warning; writes in_n3.png",
-    "denoise-tile-abc": "exit 2, but Click's usage error box: 6 lines on stderr",
-    "denoise-output-under-proc": "root passes the os.access check on /proc: the network runs, then creating the "
-                                 "temporary file fails (exit 2, one line)",
-    "denoise-malicious-raw-pickle-weights": "refused (exit 2, no code run), but torch's 'Detected pickle protocol "
-                                            "4' UserWarning adds 2 lines on stderr",
-    "denoise-malicious-pickle-weights": "refused (exit 2, no code run), but the message passes on torch's text "
-                                        "with terminal escape codes (ESC[1m ... ESC[0m) and advice to load it anyway",
-    "denoise-reference-wrong-size": "size compared only after denoising: exit 2, but out.png is written",
-    "sr-1x1": "accepted: exit 0, writes a 2x2 one_x2.png (no minimum image size)",
-    "sr-float-tiff-nan": "exit 0, writes nan_x2.tif (NaN pixels are not refused)",
-    "sr-scale-100": "no output-size guard: a 160x160 input goes on to a 16000x16000 (256 MP) bicubic upscale "
-                    "and the network (here stopped by the test's patched imresize)",
-    "sr-output-under-proc": "root passes the os.access check on /proc: the network runs, then creating the "
-                            "temporary file fails (exit 2, one line)",
-    "raw-truncated-dng": "uncaught rawpy LibRawIOError from read_raw (traceback, exit 1); LibRaw also prints "
-                         "'<file>: Unexpected end of file' on file descriptor 2",
-    "raw-output-under-proc": "root passes the os.access check on /proc: found only after denoising and developing "
-                             "(exit 2, one line)",
-    "weights-export-malicious-pickle": "refused (exit 2, no code run), but the message passes on torch's text "
-                                       "with terminal escape codes (ESC[1m ... ESC[0m) and advice to load it anyway",
-    "weights-import-malicious-pickle": "refused (exit 2, no code run), but torch's 'Detected pickle protocol 4' "
-                                       "UserWarning adds 2 lines on stderr",
-}
+#: Cases known to fail, with what happens (strict xfails, so a fix shows as an XPASS). None since issue #46.
+TODAY: dict[str, str] = {}
 
 
 #: Failures that need root: for other users os.access already refuses /proc before any work.
@@ -466,8 +438,8 @@ CASES = [
     param("raw-nlf-three-values", Case(raw("{dng}", "-o", "{tmp}/out.png", "--nlf", "1,2,3"), says="--nlf")),
     param("raw-nlf-negative", Case(raw("{dng}", "-o", "{tmp}/out.png", "--nlf", "-1,0"), says="--nlf")),
     param("raw-nlf-nan", Case(raw("{dng}", "-o", "{tmp}/out.png", "--nlf", "nan,1"), says="--nlf")),
-    param("raw-bits-7", Case(raw("{dng}", "-o", "{tmp}/out.png", "--bits", "7"), says="--bits")),
-    param("raw-bits-12", Case(raw("{dng}", "-o", "{tmp}/out.png", "--bits", "12"), says="--bits")),
+    param("raw-bits-7", Case(raw("{dng}", "-o", "{tmp}/out.png", "--bits", "7"), says="--bit-depth")),
+    param("raw-bits-12", Case(raw("{dng}", "-o", "{tmp}/out.png", "--bit-depth", "12"), says="--bit-depth")),
     param("raw-tile-0", Case(raw("{dng}", "-o", "{tmp}/out.png", "--tile", "0"), says="--tile")),
     param("raw-device-tpu", Case(raw("{dng}", "-o", "{tmp}/out.png", "--device", "tpu"), says="tpu")),
     param("raw-shipped-sr-weights", Case(raw("{dng}", "-o", "{tmp}/out.png", "--weights", "vdsr-light"),
@@ -610,7 +582,7 @@ def test_bad_input(case: Case, tmp_path: Path, shared: tuple[Path, Path, bytes],
 
 def test_every_known_failure_names_a_case() -> None:
     ids = {p.id for p in CASES}
-    assert set(TODAY) <= ids and AS_ROOT <= set(TODAY), set(TODAY) - ids
+    assert set(TODAY) <= ids and AS_ROOT <= ids, set(TODAY) - ids
     assert len(ids) == len(CASES) >= 40
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from n3cli import api
 from n3cli.cli import pipeline
+from n3cli.cli import progress as progress_module
 from n3cli.cli.app import app
 from n3cli.cli.progress import ProgressDisplay
 from n3cli.imaging.io import read_image
@@ -178,17 +179,21 @@ def test_plain_progress_lines_every_tenth_or_ten_seconds() -> None:
     with ProgressDisplay(Console(file=io.StringIO()), 2, live=False, stream=stream,
                          clock=lambda: now[0]) as p:  # type: ignore[arg-type]
         p.start("big.dng")
-        for i in range(1, 40):  # 39 small steps of 1/40: a line per 10 %
+        p.work(10, 40)  # 25 % after 0 s: a short run prints nothing
+        now[0] = 10.0
+        for i in range(11, 40):  # small steps of 1/40 after 10 s: a line per 10 %
             p.work(i, 40)
         now[0] = 25.0
-        p.work(39.5, 40)  # 10 s passed: a line even without another 10 %
+        p.work(39.5, 40)  # 15 s later: a line even without another 10 %
         p.finish()
     lines = stream.getvalue().splitlines()
-    assert lines[0] == "progress: big.dng [1/2] 10% (0 s)"
-    assert len(lines) == 10 and lines[-1].endswith("99% (25 s)")
+    assert lines[0] == "progress: big.dng [1/2] 28% (10 s)"
+    assert len(lines) == 9 and lines[-1].endswith("99% (25 s)"), lines
 
 
-def test_cli_prints_progress_inside_a_single_tile_when_not_a_terminal(tmp_path: Path, weights: Path) -> None:
+def test_cli_prints_progress_inside_a_single_tile_when_not_a_terminal(tmp_path: Path, weights: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)  # as if the image took long
     src = _png(tmp_path / "a.png", (64, 64))
     result = run("denoise", src, "--weights", weights, "--sigma", "10", "-o", tmp_path / "o.png")
     assert result.exit_code == 0

@@ -157,13 +157,15 @@ def test_identity_model_equals_bicubic(channels: int) -> None:
 
 def test_super_resolve_scales_and_task(weights: Path, denoise_weights: Path) -> None:
     ident = _identity_restorer()
-    gray = np.random.default_rng(2).random((6, 7)).astype(np.float32)
-    assert super_resolve(gray, 2.0, model=ident).shape == (12, 14)  # integral floats are fine
+    gray = np.random.default_rng(2).random((8, 9)).astype(np.float32)
+    assert super_resolve(gray, 2.0, model=ident).shape == (16, 18)  # integral floats are fine
     for bad in (2.5, 1, "x", True):
         with pytest.raises(N3Error, match="scale"):
             super_resolve(gray, bad, model=ident)  # type: ignore[arg-type]
     with pytest.warns(UserWarning, match="outside the trained scales"):
-        assert super_resolve(gray, 5, model=ident).shape == (30, 35)
+        assert super_resolve(gray, 5, model=ident).shape == (40, 45)
+    with pytest.raises(N3Error, match="too small"):
+        super_resolve(gray[:7], 2, model=ident)
     with pytest.raises(N3Error, match="not 'sr'"):
         super_resolve(gray, 2, model=denoise_weights)
     rgb = (np.random.default_rng(4).random((8, 9, 3)) * 255).astype(np.uint8)
