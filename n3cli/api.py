@@ -288,7 +288,7 @@ def _check_side(img: np.ndarray) -> np.ndarray:
 def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
             nlf: tuple[float, float] | None = None, model: Restorer | str | Path | None = None,
             tile: int | None = None, overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
-            progress: Progress | None = None, color: str = "auto") -> np.ndarray:
+            progress: Progress | None = None, color: str = "auto", keep_mean: bool = True) -> np.ndarray:
     """Denoise a gray or colour image (H, W) / (H, W, C), float in [0, 1] (or uint8/uint16).
 
     ``sigma``: Gaussian noise σ on the 0-255 scale (None: estimated from the image), or one σ per channel
@@ -297,7 +297,9 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     ``color`` (see :func:`color_mode`): colour images are denoised with the gray model either in an
     opponent colour space (luma and two chroma channels, as CBM3D does: i.i.d. RGB noise of σ becomes
     σ/√3, σ/√2 and σ·√6/4 there, and the chroma channels are smooth) or channel by channel in RGB. A
-    fourth (alpha) channel is returned untouched. Returns float32 of the input's shape.
+    fourth (alpha) channel is returned untouched. ``keep_mean`` (Gaussian σ only): give the removed residual's
+    local mean back (:func:`keep_local_mean`); False returns the network's output as it is.
+    Returns float32 of the input's shape.
     """
     img = _check_side(_hwc(image))
     restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
@@ -320,7 +322,7 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
         if note is not None:
             warnings.warn(note, stacklevel=2)
     y = run(restorer, x, tile, overlap, progress)[:, 0].numpy().transpose(1, 2, 0)
-    if nlf is None:
+    if nlf is None and keep_mean:
         y = keep_local_mean(planes, y)
     if mode == "opponent":
         y = opponent2rgb(y)
