@@ -157,8 +157,10 @@ def _stage_progress(model: N3Net, progress: Progress, tiles: int) -> Callable[[]
 
 
 def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
-        progress: Progress | None = None) -> Tensor:
-    """Apply the network to x (N, C, H, W) on its device, in tiles when large; returns a CPU tensor."""
+        progress: Progress | None = None, noise: Tensor | None = None) -> Tensor:
+    """Apply the network to x (N, C, H, W) on its device, in tiles when large; returns a CPU tensor.
+
+    ``noise`` (N, 2): the NLF (a, b) of each item, for a noise-level-conditional model."""
     dev = restorer.device
     model = restorer.model
     h, w = x.shape[-2:]
@@ -176,8 +178,12 @@ def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = D
     if progress is not None:
         remove_hooks = _stage_progress(model, progress, passes * len(plan_tiles(h, w, tile, overlap)))
 
+    level = None if noise is None else noise.to(dev)
+
     def fn(part: Tensor) -> Tensor:
-        return model(part.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu().contiguous()
+        part = part.to(dev).contiguous(memory_format=torch.channels_last)
+        out = model(part) if level is None else model(part, level)
+        return out.float().cpu().contiguous()
 
     # Half precision on CUDA: measured through autocast with the authors' sigma-25 checkpoint on Set12
     # 01/05, float16 left PSNR unchanged (30.044/30.418 dB, as float32) while bfloat16 lost 0.005-0.008 dB.
@@ -311,17 +317,18 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     wants = restorer.info.conditional and nlf is None
     sigmas = channel_sigmas(rgb, sigma, mode) if sigma is not None or wants else None
     x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[:, None]  # channels as batch
+    level = None
     if restorer.info.conditional:
         if nlf is None:
             assert sigmas is not None
             note = untrained_noise_note(restorer.info, sigma=max(sigmas))
-            x = torch.cat([x, noise.nlf_planes(0.0, torch.tensor([(s / 255.0) ** 2 for s in sigmas]), x)], dim=1)
+            level = torch.tensor([(0.0, (s / 255.0) ** 2) for s in sigmas])
         else:
             note = untrained_noise_note(restorer.info, nlf=nlf)
-            x = torch.cat([x, noise.nlf_planes(nlf[0], nlf[1], x)], dim=1)
+            level = torch.tensor([nlf]).expand(x.shape[0], 2)
         if note is not None:
             warnings.warn(note, stacklevel=2)
-    y = run(restorer, x, tile, overlap, progress)[:, 0].numpy().transpose(1, 2, 0)
+    y = run(restorer, x, tile, overlap, progress, noise=level)[:, 0].numpy().transpose(1, 2, 0)
     if nlf is None and keep_mean:
         y = keep_local_mean(planes, y)
     if mode == "opponent":
@@ -450,7 +457,7 @@ def super_resolve(image: np.ndarray, scale: int, *, model: Restorer | str | Path
     restorer = model if isinstance(model, Restorer) else load_model(model, "sr", device)
     if restorer.info.task != "sr":
         raise N3Error(f"model {restorer.name!r} is for task {restorer.info.task!r}, not 'sr'")
-    if restorer.model.config.in_channels != 1:
+    if restorer.model.config.in_channels != 1 or getattr(restorer.model, "conditional", False):
         raise N3Error(f"model {restorer.name!r} takes {restorer.model.config.in_channels} input planes; "
                       "SR models take one (the bicubic-upscaled luma)")
     c = img.shape[2]
@@ -582,8 +589,7 @@ def denoise_mosaic(mosaic: np.ndarray, pattern: str, nlf: tuple[float, float], *
     restorer = load_raw_model(model, device)
     t = torch.from_numpy(np.ascontiguousarray(m)).clamp(0.0, 1.0)
     x = pack_bayer(t, pattern)[:, None] if cfa == "planes" else t[None, None]  # (4 or 1, 1, h, w)
-    x = torch.cat([x, noise.nlf_planes(a, b, x)], dim=1)
-    y = run(restorer, x, tile, overlap, progress)[:, 0]
+    y = run(restorer, x, tile, overlap, progress, noise=torch.tensor([(a, b)]).expand(x.shape[0], 2))[:, 0]
     out = unpack_bayer(y, pattern, m.shape) if cfa == "planes" else y[0]
     return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 

@@ -106,8 +106,11 @@ def load_weights(path: Path) -> tuple[N3Net, ModelInfo]:
     if "n3_config" not in meta:
         raise WeightsError(f"{path} has no n3 model configuration in its header")
     try:
-        model = build(json.loads(meta["n3_config"]))
         info = ModelInfo.from_json(meta.get("n3_info", json.dumps({"name": path.stem})))
+        config = json.loads(meta["n3_config"])
+        if info.conditional:  # files written before the model built its own noise planes
+            config["noise_inputs"] = len(info.planes) - 1
+        model = build(config)
         model.load_state_dict(state)
     except (ValueError, RuntimeError, TypeError, KeyError) as exc:
         raise WeightsError(f"{path}: weights do not match the model ({str(exc).splitlines()[0]})") from None

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from n3cli import api
 from n3cli.bench.methods import MethodOptions, build_method
 from n3cli.cli.app import app
-from n3cli.imaging import noise
 from n3cli.imaging.io import read_image
 
 from .conftest import tiny_nlf_weights
@@ -24,9 +23,11 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_nlf_weights(tmp_path_factory.mktemp("w"), "tiny-test", seed=3)
 
 
+NOISE = torch.tensor([[1e-3, 1e-4]])
+
+
 def _input(h: int = 40, w: int = 48) -> torch.Tensor:
-    x = torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(1))
-    return torch.cat([x, noise.nlf_planes(1e-3, 1e-4, x)], dim=1)
+    return torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(1))
 
 
 def test_ensemble_is_equivariant_and_not_a_single_pass(weights: Path) -> None:
@@ -35,19 +36,19 @@ def test_ensemble_is_equivariant_and_not_a_single_pass(weights: Path) -> None:
     plain = api.load_model(weights, "denoise", "cpu")
     ens = api.load_model(weights, "denoise", "cpu", self_ensemble=True)
     x = _input()
-    ex = api.run(ens, x)
-    assert not torch.allclose(ex, api.run(plain, x), atol=1e-4)
+    ex = api.run(ens, x, noise=NOISE)
+    assert not torch.allclose(ex, api.run(plain, x, noise=NOISE), atol=1e-4)
     for flip, turns in api.DIHEDRAL:
         gx = api._transform(x, flip, turns)
-        torch.testing.assert_close(api.run(ens, gx), api._transform(ex, flip, turns), atol=2e-5, rtol=0)
-        assert not torch.allclose(api.run(plain, gx), api._transform(api.run(plain, x), flip, turns),
-                                  atol=1e-4) or (flip, turns) == (False, 0)
+        torch.testing.assert_close(api.run(ens, gx, noise=NOISE), api._transform(ex, flip, turns), atol=2e-5, rtol=0)
+        single = api._transform(api.run(plain, x, noise=NOISE), flip, turns)
+        assert not torch.allclose(api.run(plain, gx, noise=NOISE), single, atol=1e-4) or (flip, turns) == (False, 0)
 
 
 def test_ensemble_progress_counts_all_passes(weights: Path) -> None:
     ens = api.load_model(weights, "denoise", "cpu", self_ensemble=True)
-    seen: list[tuple[int, int]] = []
-    api.run(ens, _input(64, 64), tile=32, overlap=8, progress=lambda i, n: seen.append((i, n)))
+    seen: list[tuple[float, int]] = []
+    api.run(ens, _input(64, 64), tile=32, overlap=8, progress=lambda i, n: seen.append((i, n)), noise=NOISE)
     totals = {n for _, n in seen}
     assert len(totals) == 1 and seen[-1][0] == seen[-1][1] == totals.pop()
     assert [i for i, _ in seen] == sorted(i for i, _ in seen)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from n3cli.imaging.noise import add_gaussian, generator, seed_for
-from n3cli.nn.nets import n3net_light
+from n3cli.nn.nets import n3net_light, noise_planes
 from n3cli.weights import ModelInfo, WeightsError, import_official, load_weights, resolve, save_weights
 
 from .conftest import DATA, OFFICIAL, need
@@ -24,9 +24,10 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
     path = save_weights(tmp_path / "m.safetensors", model, info)
     loaded, info2 = load_weights(path)
     assert info2.name == "tiny" and info2.conditional and info2.metrics == {"x": 1.0}
-    x = torch.rand(1, 3, 24, 24)
+    x = torch.rand(1, 1, 24, 24)
+    assert loaded.conditional and not model.conditional  # the file's planes make the loaded model build them
     with torch.inference_mode():
-        torch.testing.assert_close(loaded(x), model(x))
+        torch.testing.assert_close(loaded(x, (1e-3, 1e-4)), model(torch.cat([x, noise_planes((1e-3, 1e-4), x)], 1)))
     with pytest.raises(WeightsError, match="exists"):
         save_weights(path, model, info)
 

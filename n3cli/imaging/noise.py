@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from n3cli.imaging.mosaic import pack_bayer
+from n3cli.nn.nets import noise_planes
 
 #: Largest Gaussian σ (0-255 scale) the noise-level-conditional models see in training (U(0, 75)).
 SIGMA_MAX = 75.0
@@ -135,10 +136,10 @@ def nlf_planes(a: float | Tensor, b: float | Tensor, like: Tensor) -> Tensor:
     roots (the noise standard deviation scale), which keeps the planes within the image's range.
     ``a`` and ``b`` are floats or tensors with one value per batch item.
     """
-    n, _, h, w = like.shape
+    n = like.shape[0]
     ab = torch.stack([torch.as_tensor(a, dtype=like.dtype, device=like.device).expand(n),
                       torch.as_tensor(b, dtype=like.dtype, device=like.device).expand(n)], dim=1)
-    return ab.clamp_min(0).sqrt().view(n, 2, 1, 1).expand(n, 2, h, w)
+    return noise_planes(ab, like)
 
 
 def nlf_from_planes(x: Tensor) -> tuple[Tensor, Tensor]:

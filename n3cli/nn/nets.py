@@ -56,6 +56,7 @@ class NetConfig:
 
     arch: str = "n3net"  # n3net | n3net-light | knn | dncnn | vdsr
     in_channels: int = 1  # image planes + conditioning planes
+    noise_inputs: int = 0  # conditioning planes (√a, √b) the model builds from forward's ``noise``; 0: none
     out_channels: int = 1
     block: str = "dncnn"  # local block kind: dncnn | vdsr
     depth: int = 6
@@ -86,10 +87,24 @@ class NetConfig:
         return cls(**d)
 
 
+NoiseLevel = Tensor | tuple[float, float]
+
+
+def noise_planes(noise: NoiseLevel, like: Tensor) -> Tensor:
+    """Constant planes (N, 2, H, W) holding √a and √b of each item's noise level function σ²(x) = a·x + b
+    (x in [0, 1]; Gaussian noise of σ on the 0-255 scale is a = 0, b = (σ/255)²), the conditioning input
+    of a noise-level-conditional model (paper Sec. 5.3 feeds the NLF as extra channels; the square roots
+    keep the planes in the image's range). ``noise``: (N, 2) or (2,) / (a, b) for every item of ``like``."""
+    n, _, h, w = like.shape
+    ab = torch.as_tensor(noise, dtype=like.dtype, device=like.device).reshape(-1, 2).expand(n, 2)
+    return ab.clamp_min(0).sqrt().view(n, 2, 1, 1).expand(n, 2, h, w)
+
+
 class N3Net(nn.Module):
     """Local CNN blocks interleaved with N3 blocks (Fig. 2b, Tables 10 and 12).
 
-    With n_blocks = 1 and no N3 block this is a plain DnCNN / VDSR network.
+    With n_blocks = 1 and no N3 block this is a plain DnCNN / VDSR network. A noise-level-conditional model
+    (``config.noise_inputs`` = 2) takes its noise level in :meth:`forward`, as ``forward(x, noise)``.
     """
 
     def __init__(self, config: NetConfig) -> None:
@@ -111,7 +126,19 @@ class N3Net(nn.Module):
                 self.nls.append(nl)
                 ch = nl.out_channels
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes a noise level (``forward(x, noise)``)."""
+        return self.config.noise_inputs > 0
+
+    def forward(self, x: Tensor, noise: NoiseLevel | None = None) -> Tensor:
+        """x (N, C, H, W) image planes; ``noise`` the NLF (a, b) of each item for a conditional model."""
+        if self.conditional:
+            if noise is None:
+                raise ValueError("this model is noise-level-conditional: pass noise=(a, b) (Gaussian σ: (0, σ²))")
+            x = torch.cat([x, noise_planes(noise, x)], dim=1)
+        elif noise is not None:
+            raise ValueError("this model takes no noise level")
         guide = x[:, :1] if self.config.embedding == "input" else None
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 or \
             self.blocks[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
