@@ -291,10 +291,46 @@ def _check_side(img: np.ndarray) -> np.ndarray:
     return img
 
 
+@dataclass(frozen=True)
+class DenoisePlan:
+    """What :func:`denoise` will do with one image, decided once (by :func:`plan_denoise`) and then carried out.
+
+    ``mode``: ``gray``, ``opponent`` or ``rgb`` (:func:`color_mode`); ``sigmas``: the Gaussian σ (0-255) of each
+    processed channel (None with an NLF); ``nlf``: (a, b) or None; ``estimated``: whether the σ were measured
+    from the image; ``notes``: warnings for the user (noise beyond what the model was trained on)."""
+
+    mode: str
+    sigmas: tuple[float, ...] | None
+    nlf: tuple[float, float] | None = None
+    estimated: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[float] | None = None, *,
+                 nlf: tuple[float, float] | None = None, color: str = "auto") -> DenoisePlan:
+    """The colour mode, the σ of each processed channel (given, or estimated from ``image``) and the notes.
+
+    ``sigma``: one σ of i.i.d. noise on the input's channels (0-255 scale), or one per processed channel;
+    ``nlf``: σ²(x) = a·x + b instead (noise-level-conditional models). See :func:`denoise`."""
+    img = _hwc(image)
+    rgb = img[:, :, :3]
+    if nlf is not None:
+        if sigma is not None:
+            raise N3Error("give either sigma or nlf, not both")
+        nlf = check_nlf(nlf)
+        note = untrained_noise_note(info, nlf=nlf)
+        return DenoisePlan(color_mode(info, rgb.shape[2], color, nlf), None, nlf, notes=(note,) if note else ())
+    mode = color_mode(info, rgb.shape[2], color, None)
+    sigmas = channel_sigmas(rgb, sigma, mode)
+    note = untrained_noise_note(info, sigma=max(sigmas))
+    return DenoisePlan(mode, sigmas, None, sigma is None, (note,) if note else ())
+
+
 def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
             nlf: tuple[float, float] | None = None, model: Restorer | str | Path | None = None,
             tile: int | None = None, overlap: int = DEFAULT_OVERLAP, device: str | torch.device | None = "auto",
-            progress: Progress | None = None, color: str = "auto", keep_mean: bool = True) -> np.ndarray:
+            progress: Progress | None = None, color: str = "auto", keep_mean: bool = True,
+            plan: DenoisePlan | None = None) -> np.ndarray:
     """Denoise a gray or colour image (H, W) / (H, W, C), float in [0, 1] (or uint8/uint16).
 
     ``sigma``: Gaussian noise σ on the 0-255 scale (None: estimated from the image), or one σ per channel
@@ -305,33 +341,27 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     σ/√3, σ/√2 and σ·√6/4 there, and the chroma channels are smooth) or channel by channel in RGB. A
     fourth (alpha) channel is returned untouched. ``keep_mean`` (Gaussian σ only): give the removed residual's
     local mean back (:func:`keep_local_mean`); False returns the network's output as it is.
-    Returns float32 of the input's shape.
+    ``plan``: a :func:`plan_denoise` result to carry out (its notes are then the caller's to show; without
+    it the plan is made here and its notes are issued as warnings). Returns float32 of the input's shape.
     """
     img = _check_side(_hwc(image))
     restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
+    if plan is None:
+        plan = plan_denoise(img, restorer.info, sigma, nlf=nlf, color=color)
+        for note in plan.notes:
+            warnings.warn(note, stacklevel=2)
     alpha = img[:, :, 3:] if img.shape[2] == 4 else None
     rgb = img[:, :, :3] if alpha is not None else img
-    mode = color_mode(restorer.info, rgb.shape[2], color, nlf)
-    planes = rgb2opponent(rgb) if mode == "opponent" else rgb
-    # σ of each processed channel (validated when given; estimated only when a conditional model needs it)
-    wants = restorer.info.conditional and nlf is None
-    sigmas = channel_sigmas(rgb, sigma, mode) if sigma is not None or wants else None
+    planes = rgb2opponent(rgb) if plan.mode == "opponent" else rgb
     x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[:, None]  # channels as batch
     level = None
     if restorer.info.conditional:
-        if nlf is None:
-            assert sigmas is not None
-            note = untrained_noise_note(restorer.info, sigma=max(sigmas))
-            level = torch.tensor([(0.0, (s / 255.0) ** 2) for s in sigmas])
-        else:
-            note = untrained_noise_note(restorer.info, nlf=nlf)
-            level = torch.tensor([nlf]).expand(x.shape[0], 2)
-        if note is not None:
-            warnings.warn(note, stacklevel=2)
+        gauss = [(0.0, (s / 255.0) ** 2) for s in plan.sigmas or ()]
+        level = torch.tensor([plan.nlf] * x.shape[0] if plan.nlf is not None else gauss)
     y = run(restorer, x, tile, overlap, progress, noise=level)[:, 0].numpy().transpose(1, 2, 0)
-    if nlf is None and keep_mean:
+    if plan.nlf is None and keep_mean:
         y = keep_local_mean(planes, y)
-    if mode == "opponent":
+    if plan.mode == "opponent":
         y = opponent2rgb(y)
     if alpha is not None:
         y = np.concatenate([y, alpha], axis=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,36 +122,22 @@ def denoise_cmd(
         note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
         err_console.print(f"model {restorer.describe()}{note}", highlight=False)
     api.color_mode(info, 3, color, nlf_value)  # refuses impossible combinations before any work
-    if nlf_value is not None:
-        warning = api.untrained_noise_note(info, nlf=nlf_value)
-        if warning is not None:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    warned: set[str] = set()  # a noise-range warning for given σ is printed once, not per image
+    warned: set[str] = set()  # a note on given noise levels is printed once, not per image
+    names = {"opponent": " (luma/red-blue/green-magenta)", "rgb": " (R/G/B)"}
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        mode = api.color_mode(info, min(img.pixels.shape[2], 3), color, nlf_value)
-        facts: dict[str, Any] = {"nlf": list(nlf_value)} if nlf_value is not None else {}
-        s: float | tuple[float, ...] | None = sigma_value
-        if nlf_value is None:
-            if s is None:  # estimated per image: in the opponent channels where they are used
-                s = api.channel_sigmas(img.pixels[:, :, :3], None, mode) if mode == "opponent" else \
-                    api.estimate_sigma(img.pixels)
-                if not quiet and not json_out:
-                    shown = "/".join(f"{v:.1f}" for v in s) + " (luma/red-blue/green-magenta)" \
-                        if isinstance(s, tuple) else f"{s:.1f}"
-                    err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
-            warning = api.untrained_noise_note(info, max(api.channel_sigmas(img.pixels[:, :, :3], s, mode)))
-            if warning is not None and (sigma_value is None or warning not in warned):
-                warned.add(warning)
-                where = f"{img.path}: " if sigma_value is None else ""
-                err_console.print(f"[yellow]warning:[/] {where}{warning}", highlight=False)
-            facts["sigma"] = list(api.channel_sigmas(img.pixels[:, :, :3], s, mode))
-        facts["color"] = mode
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the noise-range note is printed above
-            out = api.denoise(img.pixels, s, nlf=nlf_value, model=restorer, tile=tile, overlap=tile_overlap,
-                              progress=on_tile, color=color)
-        return out, facts
+        plan = api.plan_denoise(img.pixels, info, sigma_value, nlf=nlf_value, color=color)
+        if plan.estimated and plan.sigmas is not None and not quiet and not json_out:
+            shown = "/".join(f"{v:.1f}" for v in plan.sigmas) + names.get(plan.mode, "")
+            err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
+        for note in plan.notes:
+            if plan.estimated or note not in warned:
+                warned.add(note)
+                where = f"{img.path}: " if plan.estimated else ""
+                err_console.print(f"[yellow]warning:[/] {where}{note}", highlight=False)
+        out = api.denoise(img.pixels, model=restorer, tile=tile, overlap=tile_overlap, progress=on_tile, plan=plan)
+        facts: dict[str, Any] = {"nlf": list(plan.nlf)} if plan.nlf is not None else {"sigma": list(plan.sigmas or ())}
+        return out, {**facts, "color": plan.mode}
 
     def score(job: Job, img: Image, out: Image) -> dict[str, Any]:
         ref = read_image(job.reference, max_pixels=opts.max_pixels).pixels
