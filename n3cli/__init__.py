@@ -4,7 +4,8 @@ The Python API: :func:`denoise`, :func:`super_resolve`, :func:`raw_denoise`, :fu
 the networks live in :mod:`n3cli.nn` (``from n3cli.nn import n3net, dncnn``).
 """
 
-from .api import Restorer, denoise, estimate_sigma, load_model, raw_denoise, super_resolve
+from .api import DenoisePlan, Restorer, denoise, estimate_sigma, load_model, plan_denoise, raw_denoise, super_resolve
 
 __version__ = "0.1.0"
-__all__ = ["Restorer", "denoise", "estimate_sigma", "load_model", "raw_denoise", "super_resolve", "__version__"]
+__all__ = ["DenoisePlan", "Restorer", "denoise", "estimate_sigma", "load_model", "plan_denoise", "raw_denoise",
+           "super_resolve", "__version__"]
