@@ -13,6 +13,7 @@ import typer
 from .. import api
 from ..errors import N3Error
 from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, write_image
+from ..raw import RawImage, develop, read_raw, write_dng
 from .common import (
     AllowLargeOpt,
     DebugOpt,
@@ -119,26 +120,12 @@ def raw_denoise_cmd(
         raise N3Error(f"--cfa must be one of {', '.join(api.CFA_MODES)}, got {cfa!r}")
     original_path, targets = plan_outputs(input, output, dng, compare, bits, force)
     set_threads(threads)
-
-    from ..raw import develop, read_raw, write_dng
-
     t0 = time.perf_counter()
-    raw = read_raw(input)
-    if not allow_large and raw.mosaic.size > DEFAULT_MAX_PIXELS:
-        raise N3Error(f"{input}: {raw.shape[1]}x{raw.shape[0]} is over {DEFAULT_MAX_PIXELS / 1e6:.4g} megapixels "
-                      "(use --allow-large)")
+    raw = _read(input, allow_large)
     restorer = api.load_raw_model(weights, device, self_ensemble=ensemble)
     info = api.raw_nlf(raw, nlf_value)
-    h, w = raw.shape
     if not quiet:
-        err_console.print(f"{input}: {w}x{h} {raw.pattern} mosaic; model {restorer.describe()}",
-                          highlight=False)
-        err_console.print(f"NLF ({SOURCE_TEXT[info.source]}): a={info.a:.3g}, b={info.b:.3g}; "
-                          f"σ at mid-grey {info.sigma():.4f} ({100 * info.sigma():.2f}% of white)", highlight=False)
-    warning = api.untrained_noise_note(restorer.info, nlf=(info.a, info.b))
-    if warning is not None:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-
+        _describe(raw, restorer, info)
     with ProgressDisplay(err_console, 1, enabled=not quiet) as progress:
         progress.start(str(input))
         t1 = time.perf_counter()
@@ -146,23 +133,8 @@ def raw_denoise_cmd(
                                    overlap=tile_overlap, progress=progress.work)
         denoise_seconds = time.perf_counter() - t1
         progress.finish()
-    settings: dict[str, Any] = {"no_auto_bright": True}
-    developed = develop(raw, clean, bits=bits, **settings)
-    before = develop(raw, None, bits=bits, **settings) if original_path is not None else None
-
-    existed = {p for p in targets if p.exists()}
-    written: list[Path] = []
-    try:
-        written.append(write_image(output, _as_float(developed), bit_depth=bits, overwrite=force))
-        if original_path is not None and before is not None:
-            written.append(write_image(original_path, _as_float(before), bit_depth=bits, overwrite=force))
-        if dng is not None:
-            written.append(write_dng(dng, raw, clean, overwrite=force))
-    except BaseException:
-        for p in written:  # all or nothing: remove what this run created
-            if p not in existed:
-                p.unlink(missing_ok=True)
-        raise
+    written = _develop_and_write(raw, clean, output, original_path, dng, bits, force, targets)
+    h, w = raw.shape
     record: dict[str, Any] = {
         "input": str(input), "output": str(output), "original": str(original_path) if original_path else None,
         "dng": str(dng) if dng else None, "nlf": [info.a, info.b], "nlf_source": info.source,
@@ -171,9 +143,48 @@ def raw_denoise_cmd(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if json_out:
-        if is_tty():
-            out_console.print_json(json.dumps(record))
-        else:
-            print(json.dumps(record), flush=True)
+        out_console.print_json(json.dumps(record)) if is_tty() else print(json.dumps(record), flush=True)
     elif not quiet:
         err_console.print(f"wrote {', '.join(str(p) for p in written)} ({record['seconds']:.1f} s)", highlight=False)
+
+
+def _read(path: Path, allow_large: bool) -> RawImage:
+    """The raw, refused over the megapixel guard unless ``allow_large``."""
+    raw = read_raw(path)
+    if not allow_large and raw.mosaic.size > DEFAULT_MAX_PIXELS:
+        raise N3Error(f"{path}: {raw.shape[1]}x{raw.shape[0]} is over {DEFAULT_MAX_PIXELS / 1e6:.4g} megapixels "
+                      "(use --allow-large)")
+    return raw
+
+
+def _describe(raw: RawImage, restorer: api.Restorer, info: api.NLFInfo) -> None:
+    """What is about to happen: the mosaic, the model, the NLF and where it came from, a noise warning."""
+    h, w = raw.shape
+    err_console.print(f"{raw.path}: {w}x{h} {raw.pattern} mosaic; model {restorer.describe()}", highlight=False)
+    err_console.print(f"NLF ({SOURCE_TEXT[info.source]}): a={info.a:.3g}, b={info.b:.3g}; "
+                      f"σ at mid-grey {info.sigma():.4f} ({100 * info.sigma():.2f}% of white)", highlight=False)
+    warning = api.untrained_noise_note(restorer.info, nlf=(info.a, info.b))
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _develop_and_write(raw: RawImage, clean: np.ndarray, output: Path, original: Path | None, dng: Path | None,
+                       bits: int, force: bool, targets: list[Path]) -> list[Path]:
+    """Develop the denoised (and with --compare the untouched) mosaic and write every output: all or nothing."""
+    settings: dict[str, Any] = {"no_auto_bright": True}
+    developed = develop(raw, clean, bits=bits, **settings)
+    before = develop(raw, None, bits=bits, **settings) if original is not None else None
+    existed = {p for p in targets if p.exists()}
+    written: list[Path] = []
+    try:
+        written.append(write_image(output, _as_float(developed), bit_depth=bits, overwrite=force))
+        if original is not None and before is not None:
+            written.append(write_image(original, _as_float(before), bit_depth=bits, overwrite=force))
+        if dng is not None:
+            written.append(write_dng(dng, raw, clean, overwrite=force))
+    except BaseException:
+        for p in written:  # all or nothing: remove what this run created
+            if p not in existed:
+                p.unlink(missing_ok=True)
+        raise
+    return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,6 +61,19 @@ def _crop_to_scale(ref: np.ndarray, scale: int) -> np.ndarray:
     return ref[: ref.shape[0] - ref.shape[0] % scale, : ref.shape[1] - ref.shape[1] % scale]
 
 
+def _check_job(job: Job, size: tuple[int, int], scale: int, max_pixels: int | None) -> None:
+    """Before any work: the output's size against the megapixel guard, the reference's size."""
+    w, h = size
+    s = scale
+    if max_pixels is not None and w * h * s * s > max_pixels:
+        raise N3Error(f"{job.input}: the ×{s} output would be {w * s}x{h * s} ({w * h * s * s / 1e6:.4g} "
+                      f"megapixels), above the limit of {max_pixels / 1e6:.4g} (use --allow-large)")
+    if job.reference is not None:
+        rw, rh = image_size(job.reference)
+        if (rw - rw % s, rh - rh % s) != (w * s, h * s):
+            raise N3Error(f"{job.reference}: reference is {rw}x{rh}, the ×{s} output will be {w * s}x{h * s}")
+
+
 @handle_errors
 def sr_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
@@ -88,19 +102,8 @@ def sr_cmd(
     opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
                         json=json_out, allow_large=allow_large, suffix=f"_x{s}")
     set_threads(threads)
-
-    def check(job: Job, size: tuple[int, int]) -> None:
-        """Before any work: the output's size against the megapixel guard, the reference's size."""
-        w, h = size
-        if opts.max_pixels is not None and w * h * s * s > opts.max_pixels:
-            raise N3Error(f"{job.input}: the ×{s} output would be {w * s}x{h * s} ({w * h * s * s / 1e6:.4g} "
-                          f"megapixels), above the limit of {opts.max_pixels / 1e6:.4g} (use --allow-large)")
-        if job.reference is not None:
-            rw, rh = image_size(job.reference)
-            if (rw - rw % s, rh - rh % s) != (w * s, h * s):
-                raise N3Error(f"{job.reference}: reference is {rw}x{rh}, the ×{s} output will be {w * s}x{h * s}")
-
-    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts, check)
+    jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
+                              functools.partial(_check_job, scale=s, max_pixels=opts.max_pixels))
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
     restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble)

@@ -191,13 +191,13 @@ def test_cli_errors(dng: Path, tmp_path: Path, weights: Path, plain_weights: Pat
 
 def test_cli_removes_partial_outputs(dng: Path, tmp_path: Path, weights: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import n3cli.raw as raw_pkg
+    import n3cli.cli.raw as raw_cmd
     from n3cli.raw.io import RawError
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RawError("disk full")
 
-    monkeypatch.setattr(raw_pkg, "write_dng", broken)
+    monkeypatch.setattr(raw_cmd, "write_dng", broken)
     result = run("raw-denoise", dng, "-o", tmp_path / "o.png", "--compare", "--dng", tmp_path / "o.dng",
                  "--weights", weights, "--device", "cpu")
     assert result.exit_code == 2 and "disk full" in result.output
