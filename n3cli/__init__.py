@@ -1,11 +1,34 @@
 """n3: image restoration with Neural Nearest Neighbors Networks (Plötz & Roth, NeurIPS 2018).
 
-The Python API: :func:`denoise`, :func:`super_resolve`, :func:`raw_denoise`, :func:`load_model`, :func:`estimate_sigma`;
-the networks live in :mod:`n3cli.nn` (``from n3cli.nn import n3net, dncnn``).
+The Python API: :func:`denoise`, :func:`plan_denoise`, :func:`super_resolve`, :func:`raw_denoise`, :func:`load_model`,
+:func:`estimate_sigma`; the networks live in :mod:`n3cli.nn` (``from n3cli.nn import n3net, dncnn``).
+The API is imported on first use, so that ``import n3cli`` (and the ``n3`` command's start) stays light.
 """
 
-from .api import DenoisePlan, Restorer, denoise, estimate_sigma, load_model, plan_denoise, raw_denoise, super_resolve
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["DenoisePlan", "Restorer", "denoise", "estimate_sigma", "load_model", "plan_denoise", "raw_denoise",
            "super_resolve", "__version__"]
+
+if TYPE_CHECKING:
+    from .api import (
+        DenoisePlan,
+        Restorer,
+        denoise,
+        estimate_sigma,
+        load_model,
+        plan_denoise,
+        raw_denoise,
+        super_resolve,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'n3cli' has no attribute {name!r}")
