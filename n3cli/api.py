@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .devices import pick_device as _pick_device
+from .engine import autocast, resolve_precision
 from .errors import N3Error
 from .imaging import noise
 from .imaging.color import OPPONENT_NOISE_GAIN, opponent2rgb, rgb2opponent, rgb2ycbcr, ycbcr2rgb
@@ -56,29 +56,38 @@ class Restorer:
     device: torch.device
     #: Average the outputs over the 8 flips and 90° rotations of the input ("self-ensemble"): 8× the time.
     self_ensemble: bool = False
+    #: Arithmetic of the local CNNs: fp32, bf16 or fp16 (:mod:`n3cli.engine`; the N3 blocks stay float32).
+    precision: str = "fp32"
 
     @property
     def name(self) -> str:
         return self.info.name
 
     def describe(self) -> str:
-        """'<name> on <device>', plus the self-ensemble when on (for messages)."""
-        return f"{self.name} on {self.device}" + (" (self-ensemble x8)" if self.self_ensemble else "")
+        """'<name> on <device>', the precision unless fp32, the self-ensemble when on (for messages)."""
+        precision = f" ({self.precision})" if self.precision != "fp32" else ""
+        return f"{self.name} on {self.device}{precision}" + (" (self-ensemble x8)" if self.self_ensemble else "")
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     return name if isinstance(name, torch.device) else _pick_device(name or "auto")
 
 
+#: What ``precision="auto"`` means on a CPU with native bfloat16 (see :func:`n3cli.engine.resolve_precision`).
+CPU_AUTO_PRECISION = "fp32"
+
+
 def load_model(weights: str | Path | None = None, task: str = "denoise",
-               device: str | torch.device | None = "auto", *, self_ensemble: bool = False) -> Restorer:
+               device: str | torch.device | None = "auto", *, self_ensemble: bool = False,
+               precision: str = "auto") -> Restorer:
     """Load shipped weights by name (default for ``task`` when None), a safetensors file, or an
-    authors' checkpoint (``.t7``), onto ``device``. ``self_ensemble``: see :class:`Restorer`."""
+    authors' checkpoint (``.t7``), onto ``device``. ``self_ensemble``, ``precision``: see :class:`Restorer`."""
+    dev = pick_device(device)
+    resolved = resolve_precision(precision, dev, CPU_AUTO_PRECISION)  # refused before any loading
     model, info = resolve(weights, task)
     if info.task not in (task, DEFAULT_FALLBACK.get(task)):  # raw also takes (conditional) denoisers
         raise N3Error(f"weights {info.name!r} are for task {info.task!r}, not {task!r}")
-    dev = pick_device(device)
-    return Restorer(prepare_for_inference(model, dev), info, dev, self_ensemble)
+    return Restorer(prepare_for_inference(model, dev), info, dev, self_ensemble, resolved)
 
 
 def prepare_for_inference(model: N3Net, device: torch.device) -> N3Net:
@@ -185,12 +194,7 @@ def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = D
         out = model(part) if level is None else model(part, level)
         return out.float().cpu().contiguous()
 
-    # Half precision on CUDA: measured through autocast with the authors' sigma-25 checkpoint on Set12
-    # 01/05, float16 left PSNR unchanged (30.044/30.418 dB, as float32) while bfloat16 lost 0.005-0.008 dB.
-    # CPU bfloat16 autocast (AVX512-BF16, one thread, same checkpoint, Set12 01/05/08 at σ 25) was only
-    # 1.25-1.35x faster (the folded float32 path is already fast; the N3 math stays float32) and lost up
-    # to 0.013 dB, so CPU inference stays float32.
-    half = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else contextlib.nullcontext()
+    half = autocast(restorer.precision, dev)  # the local CNNs only; figures in docs/speed.md
     try:
         with torch.inference_mode(), half:
             if not restorer.self_ensemble:
@@ -569,13 +573,13 @@ def raw_nlf(raw: RawImage, nlf: tuple[float, float] | None = None) -> NLFInfo:
 
 
 def load_raw_model(model: Restorer | str | Path | None = None, device: str | torch.device | None = "auto",
-                   *, self_ensemble: bool = False) -> Restorer:
+                   *, self_ensemble: bool = False, precision: str = "auto") -> Restorer:
     """A noise-level-conditional denoiser for raw data, else an N3Error.
 
     None: the shipped raw model (task ``raw``, trained on camera raw CFA planes), or the default denoiser
     where none is shipped; a name or file: a ``raw`` model or a noise-level-conditional ``denoise`` model."""
     restorer = model if isinstance(model, Restorer) else \
-        load_model(model, "raw", device, self_ensemble=self_ensemble)
+        load_model(model, "raw", device, self_ensemble=self_ensemble, precision=precision)
     if not restorer.info.conditional:
         trained = f" (trained for sigma {restorer.info.sigma:g} only)" if restorer.info.sigma is not None else ""
         raise N3Error(f"raw denoising needs a noise-level-conditional model (input planes image, sqrt_a, sqrt_b); "

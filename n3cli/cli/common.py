@@ -62,6 +62,9 @@ def is_tty() -> bool:
 # --- options shared by the image commands (n3 denoise, n3 sr) -------------------------------------
 
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+PrecisionOpt = Annotated[str, typer.Option(help="Arithmetic of the convolutions: auto (by device and CPU features), "
+                                           "fp32, bf16 (CPUs with AVX512-BF16/AMX, CUDA) or fp16 (CUDA); the N3 "
+                                           "blocks always compute in float32.")]
 TileOpt = Annotated[int | None, typer.Option(help="Tile size in pixels (default: from free memory).")]
 TileOverlapOpt = Annotated[int, typer.Option(help="Overlap of neighbouring tiles.")]
 EnsembleOpt = Annotated[bool, typer.Option("--ensemble", help="Average the model over the 8 flips and rotations "

@@ -20,6 +20,7 @@ from .common import (
     EnsembleOpt,
     ForceOpt,
     JsonOpt,
+    PrecisionOpt,
     QuietOpt,
     ThreadsOpt,
     TileOpt,
@@ -86,6 +87,7 @@ def denoise_cmd(
     weights: Annotated[str | None, typer.Option(help="Shipped model name or weights file "
                                                 "(.safetensors, or an authors' .t7 checkpoint).")] = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
     ensemble: EnsembleOpt = False,
@@ -116,7 +118,7 @@ def denoise_cmd(
                               check_reference_size)
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
-    restorer = api.load_model(weights, "denoise", device, self_ensemble=ensemble)
+    restorer = api.load_model(weights, "denoise", device, self_ensemble=ensemble, precision=precision)
     info = restorer.info
     if not quiet:
         note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""

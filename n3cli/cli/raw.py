@@ -21,6 +21,7 @@ from .common import (
     EnsembleOpt,
     ForceOpt,
     JsonOpt,
+    PrecisionOpt,
     QuietOpt,
     ThreadsOpt,
     TileOpt,
@@ -94,6 +95,7 @@ def raw_denoise_cmd(
     cfa: Annotated[str, typer.Option(help="planes (the 4 CFA planes as gray images) or mosaic.",
                                      hidden=True)] = api.DEFAULT_CFA,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
     ensemble: EnsembleOpt = False,
@@ -122,7 +124,7 @@ def raw_denoise_cmd(
     set_threads(threads)
     t0 = time.perf_counter()
     raw = _read(input, allow_large)
-    restorer = api.load_raw_model(weights, device, self_ensemble=ensemble)
+    restorer = api.load_raw_model(weights, device, self_ensemble=ensemble, precision=precision)
     info = api.raw_nlf(raw, nlf_value)
     if not quiet:
         _describe(raw, restorer, info)

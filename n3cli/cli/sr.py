@@ -23,6 +23,7 @@ from .common import (
     EnsembleOpt,
     ForceOpt,
     JsonOpt,
+    PrecisionOpt,
     QuietOpt,
     ThreadsOpt,
     TileOpt,
@@ -84,6 +85,7 @@ def sr_cmd(
     weights: Annotated[str | None, typer.Option(help="Shipped SR model name or weights file (.safetensors).")
                        ] = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     tile: TileOpt = None,
     tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
     ensemble: EnsembleOpt = False,
@@ -106,7 +108,7 @@ def sr_cmd(
                               functools.partial(_check_job, scale=s, max_pixels=opts.max_pixels))
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
-    restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble)
+    restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble, precision=precision)
     note = api.untrained_scale_note(s)
     if note is not None:
         err_console.print(f"[yellow]warning:[/] {note}", highlight=False)
