@@ -19,8 +19,7 @@ from ..bench.download import download
 from ..bench.methods import MethodOptions, build_methods, known_methods
 from ..bench.run import RAW_NLFS, TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
 from ..errors import N3Error
-from ..weights import record_metrics
-from .common import err_console, handle_errors, is_tty, out_console
+from .common import RELEASE_STEP, err_console, handle_errors, is_tty, out_console
 from .denoise import parse_nlf
 from .devices import set_threads
 
@@ -114,8 +113,7 @@ def bench_cmd(
     limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted by name).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON records.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write a markdown table (with the command).")] = None,
-    update_manifest: Annotated[bool, typer.Option("--update-manifest", help="Record the shipped default model's "
-                                                  "full-set figures in weights/manifest.json.")] = False,
+    update_manifest: Annotated[bool, typer.Option("--update-manifest", hidden=True)] = False,  # removed: refused
     save_images: Annotated[Path | None, typer.Option(help="Write comparison strips (and zoomed crops) "
                                                      "per image into this folder.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for model methods).")] = "auto",
@@ -129,18 +127,17 @@ def bench_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Benchmark denoisers / super-resolution against the paper's tables and the usual alternatives."""
+    if update_manifest:
+        raise N3Error(f"--update-manifest was removed: n3 bench writes its figures with --json/--markdown (e.g. "
+                      f"into results/) and never into the installed package; {RELEASE_STEP}")
     if task not in ("denoise", "sr", "raw"):
         raise N3Error(f"--task must be denoise, sr or raw, got {task!r}")
     if limit is not None and limit < 1:
         raise N3Error(f"--limit must be at least 1, got {limit}")
     if nlf and task != "raw":
         raise N3Error("--nlf applies to --task raw")
-    if ensemble and update_manifest:
-        raise N3Error("--update-manifest records single-pass figures; drop --ensemble")
     if color not in api.COLOR_MODES:
         raise N3Error(f"--color must be one of {', '.join(api.COLOR_MODES)}, got {color!r}")
-    if color != "auto" and update_manifest:
-        raise N3Error("--update-manifest records the default colour handling; drop --color")
     settings: list[Any]
     if task == "raw":
         if sigma or scale:
@@ -194,29 +191,6 @@ def bench_cmd(
         _write_text(markdown, to_markdown(result, command_line(fallback)))
     if save_images is not None and not quiet:
         err_console.print(f"wrote {len(result.saved)} comparison images to {save_images}", highlight=False)
-    if update_manifest:
-        written = record_shipped_metrics(result.summaries, task, command_line([]))
-        err_console.print(f"manifest: {written} figure(s) recorded" if written else
-                          "manifest: nothing recorded (needs method n3net over a full set)", highlight=False)
-
-
-def setting_key(task: str, setting: Any) -> str:
-    """How a setting is named in the manifest: sigma25, x3 or nlf=0.001,1e-05."""
-    if task == "raw":
-        return "nlf={:g},{:g}".format(*setting)
-    return f"{'sigma' if task == 'denoise' else 'x'}{setting:g}"
-
-
-def record_shipped_metrics(summaries: list[Any], task: str, command: str) -> int:
-    """Store full-set figures of the shipped default model (method ``n3net``) in weights/manifest.json."""
-    figures = {}
-    for s in summaries:
-        if s.shipped and s.full_set and s.task == task:
-            key = f"{s.dataset}/{setting_key(task, s.setting)}"
-            figures[key] = {"psnr": round(s.psnr, 3), "ssim": round(s.ssim, 4)}
-    if figures:
-        record_metrics(task, figures, command)
-    return len(figures)
 
 
 def _run(ds: datasets.Dataset, methods: list[Any], config: BenchConfig, quiet: bool) -> BenchResult:

@@ -65,6 +65,6 @@ def test_color_mode_of_model_methods(tiny_rgb: Path, tmp_path: Path) -> None:
     rec = json.loads(js.read_text())[0]
     assert rec["method"] == "tinyc"
     for args, message in [(["--color", "lab"], "--color must be one of"),
-                          (["--color", "rgb", "--update-manifest"], "drop --color")]:
+                          (["--color", "rgb", "--update-manifest"], "release_weights.py")]:
         res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--methods", f"weights:{w}", *args, "--quiet"])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
