@@ -313,7 +313,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
         if m.task != config.task:
             raise BenchError(f"method {m.name} is for task {m.task}, not {config.task}")
     if config.task == "sr" and any(not float(s).is_integer() or s < 2 for s in config.settings):
-        raise BenchError(f"--scale must be integers >= 2, got {', '.join(f'{s:g}' for s in config.settings)}")
+        raise BenchError(f"SR scales must be integers >= 2, got {', '.join(f'{s:g}' for s in config.settings)}")
     images = load_images(dataset, config.task, config.limit)
     result = BenchResult(dataset.name, config.task)
     runnable: dict[float, list[Method]] = {}

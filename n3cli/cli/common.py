@@ -30,7 +30,7 @@ FLAG_HINTS = {
     "overwrite": "use --force to replace it",
     "weights": "pass --weights FILE",
     "export": "n3 weights export RUN/last.pt -o NAME.safetensors --name NAME",
-    "data_dir": "or pass --data-dir DIR",
+    "data_dir": "--data-dir DIR",
 }
 
 #: Where shipped weights and their figures are recorded: a release step from a repository checkout.
