@@ -1,5 +1,10 @@
-"""Model weights: the shipped registry (manifest with measured metrics), safe loading, and the import
-of the authors' published checkpoints.
+"""Model weights: the read-only registry of shipped weights, safe loading, and the import of the authors'
+published checkpoints.
+
+The registry (:func:`get_weights`, :func:`list_weights`, :func:`default_weights`) is ``weights/manifest.json``:
+per model its task, architecture, file, sha256, training facts and measured metrics. Loading a shipped model
+checks the file's sha256. The manifest is written by the release step (``benchmarks/release_weights.py``, from a
+repository checkout), never by a command at run time: the installed package is read only.
 
 Our format is safetensors: tensors only, with the model configuration and metadata as JSON strings
 in the header, so loading an untrusted file never runs code. The authors' ``.t7`` checkpoints are
