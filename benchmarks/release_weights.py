@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from n3cli.atomic import write_text_atomic  # noqa: E402
+from n3cli.bench.run import setting_key  # noqa: E402
 from n3cli.errors import N3Error  # noqa: E402
 from n3cli.weights import file_sha256, load_weights  # noqa: E402
 
@@ -70,11 +71,10 @@ def register(reg: dict[str, Any], folder: Path, weights: Path, name: str | None 
     return name
 
 
-def setting_key(task: str, record: dict[str, Any]) -> str:
-    """How a record's setting is named in the manifest: sigma25, x3 or nlf=0.001,1e-05."""
-    if task == "raw":
-        return "nlf={:g},{:g}".format(*record["nlf"])
-    return f"sigma{record['sigma']:g}" if task == "denoise" else f"x{record['scale']:g}"
+def record_key(task: str, record: dict[str, Any]) -> str:
+    """How a record's setting is named in the manifest (:func:`n3cli.bench.run.setting_key`)."""
+    setting = tuple(record["nlf"]) if task == "raw" else float(record["sigma" if task == "denoise" else "scale"])
+    return setting_key(task, setting)
 
 
 def bench_command(results: Path) -> str | None:
@@ -107,7 +107,7 @@ def record(reg: dict[str, Any], name: str, results: Path, method: str | None = N
     command = command or bench_command(Path(results))
     if command is None:
         raise N3Error(f"{results}: no bench command found beside it (no .md with one); give --command")
-    figures = {f"{r['dataset']}/{setting_key(entry['task'], r)}": {"psnr": round(r["psnr"], 3),
+    figures = {f"{r['dataset']}/{record_key(entry['task'], r)}": {"psnr": round(r["psnr"], 3),
                                                                    "ssim": round(r["ssim"], 4)}
                for r in records if r.get("method") == label}
     entry.setdefault("metrics", {}).update(figures)

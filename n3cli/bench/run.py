@@ -235,6 +235,13 @@ def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else float(v)
 
 
+def setting_key(task: str, setting: Setting) -> str:
+    """How a setting is named in the weights registry's metrics: sigma25, x3 or nlf=0.001,1e-05."""
+    if isinstance(setting, tuple):  # raw: an NLF (a, b)
+        return "nlf={:g},{:g}".format(*setting)
+    return f"{'sigma' if task == 'denoise' else 'x'}{setting:g}"
+
+
 def setting_label(task: str, setting: Setting) -> str:
     if task == "raw":
         a, b = setting  # type: ignore[misc]
