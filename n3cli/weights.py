@@ -1,5 +1,10 @@
-"""Model weights: the shipped registry (manifest with measured metrics), safe loading, and the import
-of the authors' published checkpoints.
+"""Model weights: the read-only registry of shipped weights, safe loading, and the import of the authors'
+published checkpoints.
+
+The registry (:func:`get_weights`, :func:`list_weights`, :func:`default_weights`) is ``weights/manifest.json``:
+per model its task, architecture, file, sha256, training facts and measured metrics. Loading a shipped model
+checks the file's sha256. The manifest is written by the release step (``benchmarks/release_weights.py``, from a
+repository checkout), never by a command at run time: the installed package is read only.
 
 Our format is safetensors: tensors only, with the model configuration and metadata as JSON strings
 in the header, so loading an untrusted file never runs code. The authors' ``.t7`` checkpoints are
@@ -9,19 +14,20 @@ redistributed, so the project never ships them or anything converted from them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import write_atomic, write_text_atomic
-from .errors import N3Error
+from .atomic import write_atomic
+from .errors import N3Error, OutputExistsError
 from .nn.nets import N3Net, build, n3net
 from .safeload import load_tensors
 
@@ -31,6 +37,22 @@ if TYPE_CHECKING:
 
 class WeightsError(N3Error):
     """Weights could not be found, read or matched to a model."""
+
+
+class WeightsExistError(WeightsError, OutputExistsError):
+    """A weights file to write exists and replacing it was not asked for."""
+
+
+class NoDefaultWeightsError(WeightsError):
+    """No weights given, and no shipped default for the task."""
+
+    about = "weights"
+
+
+class TrainingCheckpointError(WeightsError):
+    """A training checkpoint of ``n3 train`` where a weights file was expected: it must be exported first."""
+
+    about = "export"
 
 
 @dataclass
@@ -71,18 +93,124 @@ def weights_dir() -> Path:
 
 
 def manifest() -> dict[str, Any]:
-    """The registry of shipped weights: ``{"default": {task: name}, "models": {name: entry}}``."""
+    """The registry file as stored: ``{"default": {task: name}, "models": {name: entry}}`` (read only: it is
+    written by the release step, ``benchmarks/release_weights.py``, never at run time)."""
     path = weights_dir() / "manifest.json"
     if not path.exists():
         return {"default": {}, "models": {}}
     return json.loads(path.read_text())
 
 
+# --- the registry of shipped weights ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Weights:
+    """One shipped model: what it is, the file and its sha256, how it was trained and what it measured.
+
+    Read only, built from ``weights/manifest.json``; :meth:`load` checks the file's hash before loading it.
+    """
+
+    name: str
+    task: str  # denoise | sr | raw
+    arch: str
+    file: str  # inside :func:`weights_dir`
+    sha256: str
+    planes: tuple[str, ...] = ("image",)
+    sigma: float | None = None
+    description: str = ""
+    training: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # "Set12/sigma25": {psnr, ssim}
+    measured_with: Mapping[str, str] = field(default_factory=dict)  # dataset -> the bench command
+    default_for: tuple[str, ...] = ()  # tasks whose default model this is
+
+    @classmethod
+    def from_entry(cls, name: str, entry: Mapping[str, Any], defaults: Mapping[str, str] | None = None) -> Weights:
+        if not entry.get("file") or not entry.get("sha256"):
+            raise WeightsError(f"registry entry {name!r} lacks its file or sha256 (register it with "
+                               "benchmarks/release_weights.py)")
+        return cls(name=name, task=str(entry.get("task", "denoise")), arch=str(entry.get("arch", "")),
+                   file=str(entry["file"]), sha256=str(entry["sha256"]).lower(),
+                   planes=tuple(entry.get("planes", ["image"])), sigma=entry.get("sigma"),
+                   description=str(entry.get("description", "")),
+                   training=MappingProxyType(dict(entry.get("training", {}))),
+                   metrics=MappingProxyType({k: MappingProxyType(dict(v)) if isinstance(v, dict) else v
+                                             for k, v in entry.get("metrics", {}).items()}),
+                   measured_with=MappingProxyType(dict(entry.get("measured_with", {}))),
+                   default_for=tuple(t for t, n in (defaults or {}).items() if n == name))
+
+    @property
+    def path(self) -> Path:
+        return weights_dir() / self.file
+
+    @property
+    def conditional(self) -> bool:
+        return "sqrt_a" in self.planes
+
+    def verify(self) -> Path:
+        """The file's path once its sha256 matches the registry's; a :class:`WeightsError` otherwise."""
+        path = self.path
+        if not path.is_file():
+            raise WeightsError(f"shipped weights {self.name!r}: file {path} is missing (reinstall n3cli)")
+        actual = file_sha256(path)
+        if actual != self.sha256:
+            raise WeightsError(f"shipped weights {self.name!r}: {path} has sha256 {actual[:16]}…, the registry "
+                               f"says {self.sha256[:16]}… (changed or corrupted file; reinstall n3cli)")
+        return path
+
+    def load(self) -> tuple[N3Net, ModelInfo]:
+        """The model (eval mode) and its info, with the registry's measured metrics."""
+        model, info = load_weights(self.verify())
+        info.metrics = {k: dict(v) if isinstance(v, Mapping) else v for k, v in self.metrics.items()}
+        return model, info
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file (remembered per path, size and modification time within a process)."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def registry() -> dict[str, Weights]:
+    """Every shipped model by name."""
+    reg = manifest()
+    defaults = reg.get("default", {})
+    return {name: Weights.from_entry(name, entry, defaults) for name, entry in reg.get("models", {}).items()}
+
+
+def list_weights(task: str | None = None) -> list[Weights]:
+    """The shipped models (of ``task`` if given), in registry order."""
+    return [w for w in registry().values() if task is None or w.task == task]
+
+
+def get_weights(name: str) -> Weights:
+    """A shipped model by name; a :class:`WeightsError` naming the known ones otherwise."""
+    reg = registry()
+    if name not in reg:
+        raise WeightsError(f"no shipped weights named {name!r} (known: {', '.join(reg) or 'none shipped'})")
+    return reg[name]
+
+
+def default_weights(task: str) -> Weights | None:
+    """The shipped default model of ``task`` (with :data:`DEFAULT_FALLBACK`), or None."""
+    name = default_name(manifest(), task)
+    return get_weights(name) if name is not None else None
+
+
 def save_weights(path: Path, model: N3Net, info: ModelInfo, overwrite: bool = False) -> Path:
     """Write safetensors with the model config and info in the header (atomic)."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise WeightsError(f"{path} exists (use --force to overwrite)")
+        raise WeightsExistError(f"{path} exists")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"n3_config": json.dumps(model.config.to_dict()), "n3_info": info.to_json(), "format": "n3-v1"}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +262,18 @@ def import_official(path: Path, sigma: float | None = None) -> tuple[N3Net, Mode
     applied to the temperature-scaled logits (``update="logits"``).
     """
     path = Path(path)
-    blob = load_tensors(path, WeightsError)
+    return _official_from(path, load_tensors(path, WeightsError), sigma)
+
+
+def _official_state(blob: Any) -> dict[str, Any] | None:
+    """The state dict of an authors' checkpoint, or None if ``blob`` is not laid out like one."""
     state = blob.get("net", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict) or "blocks.0.conv1.weight" not in state:
+    return state if isinstance(state, dict) and "blocks.0.conv1.weight" in state else None
+
+
+def _official_from(path: Path, blob: Any, sigma: float | None = None) -> tuple[N3Net, ModelInfo]:
+    state = _official_state(blob)
+    if state is None:
         raise WeightsError(f"{path} does not look like an N3Net denoising checkpoint")
     mapped = {}
     for key, value in state.items():
@@ -158,30 +295,46 @@ def import_official(path: Path, sigma: float | None = None) -> tuple[N3Net, Mode
 
 
 def is_official_checkpoint(path: Path) -> bool:
-    return Path(path).suffix.lower() in (".t7", ".pth", ".pt")
+    """An authors' Torch checkpoint by its suffix (``.t7``); ``.pt``/``.pth`` files are looked into instead."""
+    return Path(path).suffix.lower() == ".t7"
+
+
+def load_path(path: Path) -> tuple[N3Net, ModelInfo]:
+    """A model from a file: our safetensors, an authors' ``.t7``, or a ``.pt``/``.pth`` looked into (safely):
+    the authors' layout is imported, an ``n3 train`` checkpoint is refused with what to do instead."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if is_official_checkpoint(path):
+        return import_official(path)
+    if suffix not in (".pt", ".pth"):
+        return load_weights(path)
+    blob = load_tensors(path, WeightsError)
+    if isinstance(blob, dict) and "net_config" in blob and "model" in blob:
+        raise TrainingCheckpointError(f"{path} is a training checkpoint of n3 train; export it to a .safetensors "
+                                      "weights file first")
+    if _official_state(blob) is not None:
+        return _official_from(path, blob)
+    raise WeightsError(f"{path} is neither an n3 weights file (.safetensors) nor an authors' N3Net checkpoint")
 
 
 def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, ModelInfo]:
     """A model from a shipped name, a safetensors path or an official checkpoint path.
 
-    ``None`` picks the shipped default for ``task``.
+    ``None`` picks the shipped default for ``task``. Shipped files are checked against their sha256.
     """
-    reg = manifest()
     if weights is None:
-        name = default_name(reg, task)
-        if name is None:
-            raise WeightsError(f"no shipped weights for task {task!r} yet; pass --weights FILE")
-        weights = name
+        entry = default_weights(task)
+        if entry is None:
+            raise NoDefaultWeightsError(f"no shipped weights for task {task!r} yet")
+        return entry.load()
     text = str(weights)
-    if text in reg.get("models", {}):
-        entry = reg["models"][text]
-        model, info = load_weights(weights_dir() / entry["file"])
-        info.metrics = entry.get("metrics", info.metrics)
-        return model, info
+    reg = registry()
+    if text in reg:
+        return reg[text].load()
     path = Path(text).expanduser()
     if path.is_file():
-        return import_official(path) if is_official_checkpoint(path) else load_weights(path)
-    known = ", ".join(reg.get("models", {})) or "none shipped"
+        return load_path(path)
+    known = ", ".join(reg) or "none shipped"
     raise WeightsError(f"unknown weights {text!r}: not a file and not a shipped name (known: {known})")
 
 
@@ -261,62 +414,3 @@ def _recalibrate(model: N3Net, tcfg: TrainConfig, batches: int) -> None:
                            "run from the directory the run was started in, or pass --precise-bn 0)")
     recalibrate_bn(model, calibration_inputs(tcfg, training_bank(tcfg), batches))
     model.eval()
-
-
-def register(path: Path, model: N3Net, info: ModelInfo, default: bool = False) -> None:
-    """Add (or replace) a shipped model's entry in ``weights/manifest.json`` (file must be in that folder)."""
-    folder = weights_dir()
-    path = Path(path).resolve()
-    if path.parent != folder.resolve():
-        raise WeightsError(f"shipped weights must live in {folder}, not {path.parent}")
-    with manifest_update() as reg:
-        old = reg.get("models", {}).get(info.name, {})
-        reg.setdefault("models", {})[info.name] = {
-            "file": path.name, "task": info.task, "arch": model.config.arch, "planes": info.planes,
-            "sigma": info.sigma, "description": info.description, "training": info.training,
-            "metrics": {} if old.get("file") != path.name or old.get("training") != info.training else old["metrics"],
-        }
-        if default:
-            reg.setdefault("default", {})[info.task] = info.name
-
-
-@contextmanager
-def manifest_update() -> Iterator[dict[str, Any]]:
-    """Read, change and atomically rewrite ``weights/manifest.json`` under an exclusive lock, so that
-    writers running at once (e.g. two ``n3 bench --update-manifest``) do not drop each other's changes."""
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks (Windows): unlocked read-modify-write
-        fcntl = None  # type: ignore[assignment]
-    with open(weights_dir() / ".manifest.lock", "a") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        reg = manifest()
-        yield reg
-        write_manifest(reg)
-
-
-def write_manifest(reg: dict[str, Any]) -> None:
-    """Atomically rewrite ``weights/manifest.json``."""
-    write_text_atomic(weights_dir() / "manifest.json", json.dumps(reg, indent=2, sort_keys=True) + "\n")
-
-
-def record_metrics(task: str, figures: dict[str, Any], command: str) -> None:
-    """Merge benchmark figures into the manifest entry of the default model for ``task``."""
-    with manifest_update() as reg:
-        name = default_name(reg, task)
-        if name is None or name not in reg.get("models", {}):
-            raise WeightsError(f"no shipped default model for task {task!r} in the manifest")
-        entry = reg["models"][name]
-        entry.setdefault("metrics", {}).update(figures)
-        commands = entry.get("measured_with", {})
-        if isinstance(commands, str):  # older manifests kept only the last command
-            commands = {_dataset_of(commands): commands}
-        for key in figures:
-            commands[key.split("/")[0]] = command
-        entry["measured_with"] = commands
-
-
-def _dataset_of(command: str) -> str:
-    words = command.split()
-    return words[words.index("--dataset") + 1] if "--dataset" in words[:-1] else "?"

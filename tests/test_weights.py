@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -111,36 +110,154 @@ def test_weights_list_shows_the_measured_psnr() -> None:
     from n3cli.cli.app import app
     from n3cli.weights import manifest
 
-    result = CliRunner().invoke(app, ["weights", "list"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["weights", "list"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     for name, entry in manifest()["models"].items():
-        assert name in result.output
+        assert name in result.output and entry["sha256"][:12] in result.output
         for key, metric in entry.get("metrics", {}).items():
             assert f"{key} {metric['psnr']:.2f} dB" in result.output
+    sr_only = CliRunner().invoke(app, ["weights", "list", "--task", "sr"], env={"COLUMNS": "250"})
+    assert "vdsr-light" in sr_only.output and "n3net-nlf" not in sr_only.output
 
 
-def _record_figures(folder: str, worker: int, count: int, start: Any) -> None:
-    import n3cli.weights as w
+# --- the registry -------------------------------------------------------------------------------
 
-    w.weights_dir = lambda: Path(folder)  # type: ignore[assignment]  # this child process only
-    start.wait()  # all writers begin together
-    for i in range(count):
-        w.record_metrics("denoise", {f"Set{worker}/sigma{i}": {"psnr": float(i), "ssim": 0.5}}, f"bench {worker}")
+def test_this_worktree_s_weights_are_tested() -> None:
+    from n3cli.weights import weights_dir
+
+    from .conftest import REPO
+
+    assert weights_dir().resolve() == (REPO / "weights").resolve()
 
 
-def test_concurrent_manifest_writers_keep_every_figure(tmp_path: Path) -> None:
-    import multiprocessing
+def test_registry_api_matches_the_shipped_files() -> None:
+    import dataclasses
+    import hashlib
 
-    (tmp_path / "manifest.json").write_text(json.dumps(
-        {"default": {"denoise": "m"}, "models": {"m": {"file": "m.safetensors", "task": "denoise", "metrics": {}}}}))
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Barrier(4)
-    workers = [ctx.Process(target=_record_figures, args=(str(tmp_path), k, 40, start)) for k in range(4)]
-    for p in workers:
-        p.start()
-    for p in workers:
-        p.join(60)
-        assert p.exitcode == 0
-    entry = json.loads((tmp_path / "manifest.json").read_text())["models"]["m"]
-    assert len(entry["metrics"]) == 4 * 40
-    assert entry["measured_with"] == {f"Set{k}": f"bench {k}" for k in range(4)}
+    from n3cli.weights import Weights, default_weights, get_weights, list_weights, manifest, weights_dir
+
+    reg = manifest()
+    assert [w.name for w in list_weights()] == list(reg["models"])
+    assert [w.name for w in list_weights("sr")] == ["vdsr-light"]
+    for w in list_weights():
+        assert isinstance(w, Weights) and w.path.parent == weights_dir()
+        assert w.sha256 == hashlib.sha256(w.path.read_bytes()).hexdigest()  # the files are the registered ones
+        assert dict(w.metrics) == reg["models"][w.name]["metrics"]
+    nlf = get_weights("n3net-nlf")
+    assert nlf.task == "denoise" and nlf.arch == "n3net" and nlf.conditional and nlf.default_for == ("denoise",)
+    assert nlf.training["steps"] == 75000 and "Set12" in nlf.measured_with
+    with pytest.raises(TypeError):
+        nlf.metrics["Set12/sigma25"]["psnr"] = 99.0  # type: ignore[index]  # read only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nlf.name = "other"  # type: ignore[misc]  # frozen
+    assert default_weights("raw").name == "n3net-raw" and default_weights("sr").name == "vdsr-light"
+    with pytest.raises(WeightsError, match="no shipped weights named 'nope'.*n3net-nlf"):
+        get_weights("nope")
+
+
+def test_vdsr_light_loads_through_the_registry_with_its_metrics() -> None:
+    from n3cli.weights import get_weights
+
+    model, info = get_weights("vdsr-light").load()
+    assert info.name == "vdsr-light" and info.metrics["Set5/x2"]["psnr"] == 36.496
+    assert model.config.arch == "vdsr" and not model.training
+
+
+def _registry_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A weights folder with a tiny registered model (the default denoiser), used as the shipped one."""
+    import hashlib
+
+    import n3cli.weights
+
+    from .conftest import tiny_nlf_weights
+
+    folder = tmp_path / "weights"
+    path = tiny_nlf_weights(folder, "tiny-shipped")
+    entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "task": "denoise",
+             "arch": "n3net", "planes": ["image", "sqrt_a", "sqrt_b"], "metrics": {"Set12/sigma25": {"psnr": 1.0}}}
+    (folder / "manifest.json").write_text(json.dumps({"default": {"denoise": "tiny-shipped"},
+                                                      "models": {"tiny-shipped": entry}}))
+    monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: folder)
+    return path
+
+
+def test_hash_mismatch_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _registry_copy(tmp_path, monkeypatch)
+    model, info = resolve(None)
+    assert info.name == "tiny-shipped" and info.metrics == {"Set12/sigma25": {"psnr": 1.0}}
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last tensor: still a loadable file
+    path.write_bytes(bytes(data))
+    for weights in (None, "tiny-shipped"):
+        with pytest.raises(WeightsError, match="tiny-shipped.*sha256.*registry says"):
+            resolve(weights)
+    load_weights(path)  # as a plain file it still loads: only the shipped name vouches for the hash
+
+    from typer.testing import CliRunner
+
+    from n3cli.cli.app import app
+
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(img)
+    res = CliRunner().invoke(app, ["denoise", str(img), "--sigma", "25", "-o", str(tmp_path / "o.png")])
+    assert res.exit_code == 2 and "sha256" in res.output and "Traceback" not in res.output
+
+
+def test_an_entry_without_hash_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _registry_copy(tmp_path, monkeypatch)
+    reg = json.loads((tmp_path / "weights" / "manifest.json").read_text())
+    del reg["models"]["tiny-shipped"]["sha256"]
+    (tmp_path / "weights" / "manifest.json").write_text(json.dumps(reg))
+    with pytest.raises(WeightsError, match="lacks its file or sha256"):
+        resolve(None)
+
+
+def _training_checkpoint(path: Path) -> Path:
+    model = n3net_light(in_channels=1, depth=3, features=8)
+    torch.save({"net_config": model.config.to_dict(), "model": model.state_dict(), "step": 3,
+                "train_config": {"task": "denoise"}}, path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_training_checkpoint_is_named_as_such(tmp_path: Path, suffix: str) -> None:
+    from n3cli.weights import TrainingCheckpointError
+
+    ckpt = _training_checkpoint(tmp_path / f"last{suffix}")
+    with pytest.raises(TrainingCheckpointError, match="is a training checkpoint of n3 train; export it to a "
+                       r"\.safetensors weights file first"):
+        resolve(ckpt)
+
+
+def test_training_checkpoint_on_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from n3cli.cli.app import app
+
+    ckpt = _training_checkpoint(tmp_path / "last.pt")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(img)
+    res = CliRunner().invoke(app, ["denoise", str(img), "--sigma", "25", "--weights", str(ckpt),
+                                   "-o", str(tmp_path / "o.png")])
+    assert res.exit_code == 2 and "training checkpoint of n3 train" in res.output
+    assert "n3 weights export" in res.output and "does not look like" not in res.output
+
+
+def test_pt_files_are_looked_into(tmp_path: Path) -> None:
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(WeightsError, match="neither an n3 weights file"):
+        resolve(other)
+    # the authors' layout under a .pt name goes to the importer (which finds the tensors do not fit)
+    authors = tmp_path / "n3net_sigma25.pt"
+    torch.save({"net": {"blocks.0.conv1.weight": torch.zeros(64, 1, 3, 3)}}, authors)
+    with pytest.raises(WeightsError, match="unexpected checkpoint layout"):
+        resolve(authors)
+
+
+def test_official_pt_copy_loads_like_the_t7(tmp_path: Path) -> None:
+    ckpt = need(OFFICIAL / "n3net_sigma25.t7")
+    copy = tmp_path / "n3net_sigma25.pt"
+    copy.write_bytes(ckpt.read_bytes())
+    model, info = resolve(copy)
+    assert info.sigma == 25 and model.config.update == "logits"

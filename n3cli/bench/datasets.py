@@ -19,7 +19,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from ..errors import N3Error
+from ..errors import N3Error, OutputExistsError
 from ..imaging.io import FORMAT_OF_EXTENSION
 
 ENV_DATA = "N3_DATA"
@@ -28,6 +28,16 @@ TASKS = ("denoise", "sr")
 
 class DatasetError(N3Error):
     """A test set is unknown, missing or incomplete."""
+
+
+class DatasetMissingError(DatasetError):
+    """A registered set is not under the data root (another root, ``data_dir``, may hold it)."""
+
+    about = "data_dir"
+
+
+class DatasetExistsError(DatasetError, OutputExistsError):
+    """A set's folder exists but fails verification, and replacing it was not asked for (``force=False``)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +138,9 @@ def default_cache_root() -> Path:
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
-    """The data root and where it came from: ``--data-dir``, ``N3_DATA`` or the user cache."""
+    """The data root and where it came from: ``data_dir`` (given), ``N3_DATA`` or the user cache."""
     if data_dir is not None:
-        return Path(data_dir).expanduser(), "--data-dir"
+        return Path(data_dir).expanduser(), "data_dir"
     env = os.environ.get(ENV_DATA)
     if env:
         return Path(env).expanduser(), ENV_DATA
@@ -170,8 +180,8 @@ def _missing(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None) -> Data
     root, origin = data_root(data_dir)
     how = (f"run `n3 data download {spec.name}`" if spec.url else
            f"put its {spec.count} images in {root / spec.name} (no download URL is known)")
-    return DatasetError(f"dataset {spec.name} not found in {root} (data root from {origin}); {how}, "
-                        f"or pass --data-dir DIR of a folder holding {spec.name}/")
+    return DatasetMissingError(f"dataset {spec.name} not found in {root} (data root from {origin}); {how}, "
+                               f"or give a data root that holds {spec.name}/")
 
 
 def _matching_spec(name: str, files: list[Path]) -> DatasetSpec | None:
@@ -210,5 +220,5 @@ def resolve_dataset(name_or_path: str, data_dir: str | os.PathLike[str] | None =
         name = path.resolve().name
         return Dataset(name, path, files, _matching_spec(name, files))
     if path.exists():
-        raise DatasetError(f"--dataset {name_or_path}: not a folder")
+        raise DatasetError(f"dataset {name_or_path}: not a folder")
     raise DatasetError(f"unknown dataset {name_or_path!r}: not a folder and not one of {', '.join(REGISTRY)}")

@@ -23,7 +23,7 @@ from typing import IO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from .datasets import DatasetError, DatasetSpec, data_root, get_spec, image_files, sha256_file
+from .datasets import DatasetError, DatasetExistsError, DatasetSpec, data_root, get_spec, image_files, sha256_file
 
 CHUNK = 1 << 16
 #: Largest image accepted from an archive (a guard against archive bombs).
@@ -180,8 +180,7 @@ def download(name: str, data_dir: str | os.PathLike[str] | None = None, *, conso
         if not verify_folder(target, spec):
             return target, False
         if not force:
-            raise DatasetError(f"{target} exists but does not match {spec.name}'s checksums "
-                               "(use --force to replace it)")
+            raise DatasetExistsError(f"{target} exists but does not match {spec.name}'s checksums")
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=root))
     try:

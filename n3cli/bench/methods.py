@@ -234,20 +234,28 @@ def _weights(arg: str | None, options: MethodOptions) -> Method:
     return file_method("denoise", _model_method, arg, options)
 
 
-def default_official_dir() -> Path:
-    """``$N3_OFFICIAL_DIR``, else ``../shared/reference/n3net-official`` beside the source checkout."""
+#: Where the authors' checkpoints are looked for when no folder is given and ``$N3_OFFICIAL_DIR`` is unset,
+#: relative to the current directory (the layout of a development checkout beside a ``shared/`` folder).
+OFFICIAL_BESIDE = Path("..") / "shared" / "reference" / "n3net-official"
+
+
+def default_official_dir() -> Path | None:
+    """``$N3_OFFICIAL_DIR``, else :data:`OFFICIAL_BESIDE` if that folder exists, else None."""
     env = os.environ.get(ENV_OFFICIAL)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[3] / "shared" / "reference" / "n3net-official"
+    return OFFICIAL_BESIDE if OFFICIAL_BESIDE.is_dir() else None
 
 
 @register("official", "denoise", "the authors' n3net_sigma{25,50,70}.t7 for the benchmarked sigma")
 def _official(arg: str | None, options: MethodOptions) -> Method:
     folder = Path(arg) if arg else options.official_dir or default_official_dir()
+    if folder is None:
+        raise MethodUnavailable(f"official: no folder of the authors' n3net_sigma{{25,50,70}}.t7 given "
+                                f"(official_dir, ${ENV_OFFICIAL}) and no {OFFICIAL_BESIDE} here")
     have = {s: folder / f"n3net_sigma{s}.t7" for s in OFFICIAL_SIGMAS if (folder / f"n3net_sigma{s}.t7").is_file()}
     if not have:
-        raise MethodUnavailable(f"official: no n3net_sigma{{25,50,70}}.t7 in {folder} (pass --official-dir DIR)")
+        raise MethodUnavailable(f"official: no n3net_sigma{{25,50,70}}.t7 in {folder}")
     cache: dict[float, api.Restorer] = {}
 
     def unavailable(sigma: float) -> str | None:

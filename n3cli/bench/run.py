@@ -235,6 +235,13 @@ def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else float(v)
 
 
+def setting_key(task: str, setting: Setting) -> str:
+    """How a setting is named in the weights registry's metrics: sigma25, x3 or nlf=0.001,1e-05."""
+    if isinstance(setting, tuple):  # raw: an NLF (a, b)
+        return "nlf={:g},{:g}".format(*setting)
+    return f"{'sigma' if task == 'denoise' else 'x'}{setting:g}"
+
+
 def setting_label(task: str, setting: Setting) -> str:
     if task == "raw":
         a, b = setting  # type: ignore[misc]
@@ -313,7 +320,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
         if m.task != config.task:
             raise BenchError(f"method {m.name} is for task {m.task}, not {config.task}")
     if config.task == "sr" and any(not float(s).is_integer() or s < 2 for s in config.settings):
-        raise BenchError(f"--scale must be integers >= 2, got {', '.join(f'{s:g}' for s in config.settings)}")
+        raise BenchError(f"SR scales must be integers >= 2, got {', '.join(f'{s:g}' for s in config.settings)}")
     images = load_images(dataset, config.task, config.limit)
     result = BenchResult(dataset.name, config.task)
     runnable: dict[float, list[Method]] = {}

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import shlex
 import sys
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .. import api
 from ..atomic import write_text_atomic
 from ..bench import datasets
 from ..bench.download import download
-from ..bench.methods import MethodOptions, build_methods, known_methods
+from ..bench.methods import ENV_OFFICIAL, OFFICIAL_BESIDE, Method, MethodOptions, build_methods, known_methods
 from ..bench.run import RAW_NLFS, TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
 from ..errors import N3Error
-from ..weights import record_metrics
-from .common import err_console, handle_errors, is_tty, out_console
+from .common import RELEASE_STEP, err_console, handle_errors, is_tty, out_console
 from .denoise import parse_nlf
 from .devices import set_threads
+from .progress import ProgressDisplay
 
 EPILOG = """Several values: comma-separated (--sigma 25,50) or the option repeated (--sigma 25 --sigma 50).
 
@@ -109,13 +108,15 @@ def bench_cmd(
         show_default=f"{DEFAULT_METHODS['denoise']} / {DEFAULT_METHODS['sr']} / {DEFAULT_METHODS['raw']}")] = None,
     weights: Annotated[list[str] | None, typer.Option(help="Also benchmark this weights file "
                                                       "(.safetensors or an authors' .t7).")] = None,
-    official_dir: Annotated[Path | None, typer.Option(help="Folder of the authors' n3net_sigma*.t7 for "
-                                                      "method 'official'.")] = None,
+    official_dir: Annotated[Path | None, typer.Option(help="Folder of the authors' n3net_sigma*.t7 for method "
+                                                      f"'official' (default: ${ENV_OFFICIAL}, else "
+                                                      f"{OFFICIAL_BESIDE}, relative to the current folder, "
+                                                      "if it exists).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N images (sorted by name).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON records.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON records "
+                                                  "(e.g. results/NAME.json).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write a markdown table (with the command).")] = None,
-    update_manifest: Annotated[bool, typer.Option("--update-manifest", help="Record the shipped default model's "
-                                                  "full-set figures in weights/manifest.json.")] = False,
+    update_manifest: Annotated[bool, typer.Option("--update-manifest", hidden=True)] = False,  # removed: refused
     save_images: Annotated[Path | None, typer.Option(help="Write comparison strips (and zoomed crops) "
                                                      "per image into this folder.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for model methods).")] = "auto",
@@ -128,19 +129,54 @@ def bench_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Benchmark denoisers / super-resolution against the paper's tables and the usual alternatives."""
+    """Benchmark denoisers / super-resolution against the paper's tables and the usual alternatives.
+
+    The figures go where --json / --markdown say (e.g. results/); n3 never writes into its installed package.
+    """
+    if update_manifest:
+        raise N3Error(f"--update-manifest was removed: n3 bench writes its figures with --json/--markdown (e.g. "
+                      f"into results/) and never into the installed package; {RELEASE_STEP}")
+    request = parse_request(dataset, data_dir, task, sigma, scale, nlf, methods, weights, limit, color)
+    outputs = Outputs(json_out, markdown, save_images)
+    ds, built = plan_bench(request, outputs, MethodOptions(device=device, tile=tile, official_dir=official_dir,
+                                                           ensemble=ensemble, color=color), threads, quiet)
+    result = run_with_progress(ds, built, BenchConfig(task, request.settings, limit, save_images), quiet)
+    report(result, request, outputs, quiet)
+
+
+@dataclass
+class BenchRequest:
+    """What to benchmark, parsed and checked from the options."""
+
+    dataset: str
+    data_dir: Path | None
+    task: str
+    settings: list[Any]  # σ values, integer scales or NLFs (a, b)
+    names: list[str]  # method names, weights:PATH included
+    limit: int | None
+
+
+@dataclass
+class Outputs:
+    """Where the results go besides the table on stdout."""
+
+    json: Path | None = None
+    markdown: Path | None = None
+    images: Path | None = None
+
+
+def parse_request(dataset: str, data_dir: Path | None, task: str, sigma: list[str] | None, scale: list[str] | None,
+                  nlf: list[str] | None, methods: list[str] | None, weights: list[str] | None, limit: int | None,
+                  color: str) -> BenchRequest:
+    """Check the options against each other and the task; settings and method names as lists."""
     if task not in ("denoise", "sr", "raw"):
         raise N3Error(f"--task must be denoise, sr or raw, got {task!r}")
     if limit is not None and limit < 1:
         raise N3Error(f"--limit must be at least 1, got {limit}")
     if nlf and task != "raw":
         raise N3Error("--nlf applies to --task raw")
-    if ensemble and update_manifest:
-        raise N3Error("--update-manifest records single-pass figures; drop --ensemble")
     if color not in api.COLOR_MODES:
         raise N3Error(f"--color must be one of {', '.join(api.COLOR_MODES)}, got {color!r}")
-    if color != "auto" and update_manifest:
-        raise N3Error("--update-manifest records the default colour handling; drop --color")
     settings: list[Any]
     if task == "raw":
         if sigma or scale:
@@ -156,81 +192,89 @@ def bench_cmd(
             raise N3Error("--sigma applies to --task denoise; use --scale for sr")
     names = list(dict.fromkeys(split_values(methods) or DEFAULT_METHODS[task].split(",")))
     names += [f"weights:{w}" for w in weights or [] if f"weights:{w}" not in names]
-    ds = datasets.resolve_dataset(dataset, data_dir)
+    return BenchRequest(dataset, data_dir, task, settings, names, limit)
+
+
+#: What a CLI user can do when a method cannot run, by method name.
+UNAVAILABLE_HINTS = {"official": f"pass --official-dir DIR or set ${ENV_OFFICIAL}"}
+
+
+def plan_bench(request: BenchRequest, outputs: Outputs, options: MethodOptions, threads: int | None, quiet: bool
+               ) -> tuple[datasets.Dataset, list[Method]]:
+    """The dataset and the methods that can run (with notes on the others), before any work; output folders
+    are checked here too, so that a long run does not fail at its end."""
+    for path in (outputs.json, outputs.markdown):
+        if path is not None and not Path(path).parent.is_dir():
+            raise N3Error(f"{Path(path).parent}: output folder does not exist")
+    ds = datasets.resolve_dataset(request.dataset, request.data_dir)
     if not quiet:
         if ds.warning:
             err_console.print(f"[yellow]warning:[/] {ds.warning}", highlight=False)
-        if ds.spec is not None and task not in ds.spec.tasks and task != "raw":
+        if ds.spec is not None and request.task not in ds.spec.tasks and request.task != "raw":
             err_console.print(f"note: {ds.name} is a {'/'.join(ds.spec.tasks)} set", highlight=False)
     set_threads(threads)
-    built, missing = build_methods(names, task, MethodOptions(device=device, tile=tile, official_dir=official_dir,
-                                                                   ensemble=ensemble, color=color))
-    for _name, reason in missing:
-        err_console.print(f"[yellow]unavailable:[/] {reason}", highlight=False)
+    built, missing = build_methods(request.names, request.task, options)
+    reasons = []
+    for name, reason in missing:
+        hint = UNAVAILABLE_HINTS.get(name.partition(":")[0].strip().lower())
+        reasons.append(f"{reason} ({hint})" if hint else reason)
+        err_console.print(f"[yellow]unavailable:[/] {reasons[-1]}", highlight=False)
     if not built:
-        raise N3Error("no method can run: " + "; ".join(reason for _, reason in missing))
-    config = BenchConfig(task, settings, limit, save_images)
-    result = _run(ds, built, config, quiet)
+        raise N3Error("no method can run: " + "; ".join(reasons))
+    return ds, built
+
+
+def run_with_progress(ds: datasets.Dataset, methods: list[Method], config: BenchConfig, quiet: bool
+                      ) -> BenchResult:
+    """:func:`run_bench` under the shared progress display: on a terminal a bar naming the current image and
+    method, in logs a plain line now and then for the whole run."""
+    with ProgressDisplay(err_console, None, enabled=not quiet) as display:
+        started = False
+
+        def progress(done: int, total: int, desc: str) -> None:
+            nonlocal started
+            if display.live or not started:  # plain lines: one item, the whole run, so that they show its pace
+                display.start(desc if display.live else f"bench {ds.name}")
+                started = True
+            display.work(done, total)
+
+        result = run_bench(ds, methods, config, progress)
+        display.finish()
+    return result
+
+
+def report(result: BenchResult, request: BenchRequest, outputs: Outputs, quiet: bool) -> None:
+    """The table on stdout, notes on stderr, and the JSON / markdown / comparison images asked for."""
     for _method, _setting, reason in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {reason}", highlight=False)
     _print_table(result)
     if not quiet:
         for w in dict.fromkeys(s.warning for s in result.summaries if s.warning):
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        if task != "raw" and any(not s.full_set for s in result.summaries):
+        if request.task != "raw" and any(not s.full_set for s in result.summaries):
             err_console.print("note: paper figures are over the full set; this run used a subset", highlight=False)
-    if json_out is not None:
-        _write_text(json_out, to_json(result))
-    if markdown is not None:
-        if task == "raw":
-            values = [v for a, b in settings for v in ("--nlf", f"{a:g},{b:g}")]
-        else:
-            values = ["--sigma" if task == "denoise" else "--scale", ",".join(f"{s:g}" for s in settings)]
-        fallback = ["n3", "bench", "--dataset", dataset, "--task", task, *values, "--methods", ",".join(names)]
-        if data_dir is not None:
-            fallback += ["--data-dir", str(data_dir)]
-        if limit is not None:
-            fallback += ["--limit", str(limit)]
-        _write_text(markdown, to_markdown(result, command_line(fallback)))
-    if save_images is not None and not quiet:
-        err_console.print(f"wrote {len(result.saved)} comparison images to {save_images}", highlight=False)
-    if update_manifest:
-        written = record_shipped_metrics(result.summaries, task, command_line([]))
-        err_console.print(f"manifest: {written} figure(s) recorded" if written else
-                          "manifest: nothing recorded (needs method n3net over a full set)", highlight=False)
+    if outputs.json is not None:
+        _write_text(outputs.json, to_json(result))
+    if outputs.markdown is not None:
+        _write_text(outputs.markdown, to_markdown(result, command_line(fallback_command(request))))
+    if outputs.images is not None and not quiet:
+        err_console.print(f"wrote {len(result.saved)} comparison images to {outputs.images}", highlight=False)
 
 
-def setting_key(task: str, setting: Any) -> str:
-    """How a setting is named in the manifest: sigma25, x3 or nlf=0.001,1e-05."""
+def fallback_command(request: BenchRequest) -> list[str]:
+    """The command of a run in its canonical spelling (for the markdown when not run as ``n3``)."""
+    task, settings = request.task, request.settings
     if task == "raw":
-        return "nlf={:g},{:g}".format(*setting)
-    return f"{'sigma' if task == 'denoise' else 'x'}{setting:g}"
-
-
-def record_shipped_metrics(summaries: list[Any], task: str, command: str) -> int:
-    """Store full-set figures of the shipped default model (method ``n3net``) in weights/manifest.json."""
-    figures = {}
-    for s in summaries:
-        if s.shipped and s.full_set and s.task == task:
-            key = f"{s.dataset}/{setting_key(task, s.setting)}"
-            figures[key] = {"psnr": round(s.psnr, 3), "ssim": round(s.ssim, 4)}
-    if figures:
-        record_metrics(task, figures, command)
-    return len(figures)
-
-
-def _run(ds: datasets.Dataset, methods: list[Any], config: BenchConfig, quiet: bool) -> BenchResult:
-    show = not quiet and is_tty()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, transient=True) if show else None
-    with bar if bar is not None else nullcontext():
-        task_id = bar.add_task("bench", total=None) if bar is not None else None
-
-        def progress(done: int, total: int, desc: str) -> None:
-            if bar is not None and task_id is not None:
-                bar.update(task_id, completed=done, total=total, description=desc)
-
-        return run_bench(ds, methods, config, progress)
+        values = [v for a, b in settings for v in ("--nlf", f"{a:g},{b:g}")]
+    else:
+        values = ["--sigma" if task == "denoise" else "--scale", ",".join(f"{s:g}" for s in settings)]
+    command = ["n3", "bench", "--dataset", request.dataset, "--task", task, *values,
+               "--methods", ",".join(request.names)]
+    if request.data_dir is not None:
+        command += ["--data-dir", str(request.data_dir)]
+    if request.limit is not None:
+        command += ["--limit", str(request.limit)]
+    return command
 
 
 def _print_table(result: BenchResult) -> None:
@@ -264,6 +308,7 @@ def data_list_cmd(
 ) -> None:
     """The registered test sets, where they are present locally and where they come from."""
     root, origin = datasets.data_root(data_dir)
+    origin = "--data-dir" if origin == "data_dir" else origin
     table = Table(title=f"data root: {root} (from {origin})", title_justify="left")
     for name in ("name", "task", "kind", "images", "present locally", "source"):
         table.add_column(name, justify="right" if name == "images" else "left", no_wrap=name in ("name", "task"),

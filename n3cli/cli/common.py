@@ -23,6 +23,20 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 1
 
+#: What a CLI user can do about an error whose remedy is a setting (:attr:`N3Error.about`, the library's parameter
+#: name): library messages speak of values, the CLI names its flags.
+FLAG_HINTS = {
+    "max_pixels": "use --allow-large to read it anyway",
+    "overwrite": "use --force to replace it",
+    "weights": "pass --weights FILE",
+    "export": "n3 weights export RUN/last.pt -o NAME.safetensors --name NAME",
+    "data_dir": "--data-dir DIR",
+}
+
+#: Where shipped weights and their figures are recorded: a release step from a repository checkout.
+RELEASE_STEP = ("register shipped weights and their figures with python benchmarks/release_weights.py "
+                "from a repository checkout")
+
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -42,7 +56,7 @@ def handle_errors(fn: F) -> F:
         except (N3Error, ValueError, OSError) as exc:
             if debug:
                 raise
-            raise fail(_one_line(exc)) from None
+            raise fail(error_line(exc)) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
@@ -50,9 +64,11 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def error_line(exc: BaseException) -> str:
+    """The one-line message of an error, with the flag that lifts it (:data:`FLAG_HINTS`) for a CLI user."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    hint = FLAG_HINTS.get(getattr(exc, "about", None) or "")
+    return f"{text} ({hint})" if hint else text
 
 
 def is_tty() -> bool:

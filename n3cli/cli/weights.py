@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..weights import export_run, import_official, manifest, register, save_weights
-from .common import err_console, handle_errors, out_console
+from ..errors import N3Error
+from ..weights import export_run, import_official, list_weights, save_weights
+from .common import RELEASE_STEP, err_console, handle_errors, out_console
 from .devices import set_threads
 
 weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True,
@@ -19,26 +21,27 @@ weights_app = typer.Typer(help="Manage model weights (shipped registry, imports,
 
 def _psnr(metric: object) -> float | None:
     """The PSNR of a manifest metric: {"psnr": .., "ssim": ..} (or a bare number, as older manifests kept it)."""
-    value = metric.get("psnr") if isinstance(metric, dict) else metric
+    value = metric.get("psnr") if isinstance(metric, Mapping) else metric
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @weights_app.command("list")
 @handle_errors
-def list_cmd(debug: Annotated[bool, typer.Option("--debug")] = False) -> None:
+def list_cmd(
+    task: Annotated[str | None, typer.Option(help="Only the models of this task (denoise, sr, raw).")] = None,
+    debug: Annotated[bool, typer.Option("--debug")] = False,
+) -> None:
     """Show the shipped weights with their measured figures."""
-    reg = manifest()
     table = Table(title="shipped weights")
-    for col in ("name", "task", "default", "arch", "input planes", "training", "measured"):
+    for col in ("name", "task", "default", "arch", "input planes", "training", "measured", "sha256"):
         table.add_column(col)
-    defaults = {v: k for k, v in reg.get("default", {}).items()}
-    for name, e in reg.get("models", {}).items():
-        tr = e.get("training", {})
+    for w in list_weights(task):
+        tr = w.training
         training = f"{tr.get('steps', '?')} steps, {tr.get('cpu_hours', '?')} CPU-h"
-        psnrs = {k: _psnr(v) for k, v in e.get("metrics", {}).items()}
+        psnrs = {k: _psnr(v) for k, v in w.metrics.items()}
         metrics = "\n".join(f"{k} {p:.2f} dB" for k, p in psnrs.items() if p is not None)
-        table.add_row(name, e.get("task", ""), "yes" if name in defaults else "", e.get("arch", ""),
-                      ",".join(e.get("planes", [])), training, metrics or "not measured yet")
+        table.add_row(w.name, w.task, ",".join(w.default_for), w.arch, ",".join(w.planes), training,
+                      metrics or "not measured yet", w.sha256[:12])
     out_console.print(table)
 
 
@@ -67,8 +70,8 @@ def export_cmd(
     run: Annotated[Path, typer.Argument(help="A training checkpoint (RUN/last.pt or RUN/best.pt).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .safetensors file to write.")],
     name: Annotated[str, typer.Option(help="Model name in the registry.")],
-    ship: Annotated[bool, typer.Option("--ship", help="Also register it in weights/manifest.json.")] = False,
-    default: Annotated[bool, typer.Option("--default", help="Make it the default for its task.")] = False,
+    ship: Annotated[bool, typer.Option("--ship", hidden=True)] = False,  # removed: refused with the release step
+    default: Annotated[bool, typer.Option("--default", hidden=True)] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
     precise_bn: Annotated[int, typer.Option(help="Training batches used to recompute the BN statistics "
                                             "(0: keep the running averages).")] = 100,
@@ -77,10 +80,13 @@ def export_cmd(
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
-    """Export the model of a training checkpoint (with its training facts) to safetensors."""
+    """Export the model of a training checkpoint (with its training facts) to safetensors.
+
+    Shipping it with the package is a release step: python benchmarks/release_weights.py (repository checkout).
+    """
+    if ship or default:
+        raise N3Error(f"--ship/--default were removed: n3 never writes into the installed package; {RELEASE_STEP}")
     set_threads(threads)
     model, info = export_run(run, name, precise_bn=precise_bn, ema=ema)
     save_weights(output, model, info, overwrite=force)
-    if ship:
-        register(output, model, info, default=default)
     err_console.print(f"wrote {output}: {json.dumps(info.training)}")

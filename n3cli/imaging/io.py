@@ -25,7 +25,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from n3cli.atomic import write_atomic
-from n3cli.errors import ImageError
+from n3cli.errors import ImageError, ImageExistsError, TooLargeError
 
 DEFAULT_MAX_PIXELS = 200_000_000
 FORMAT_OF_EXTENSION = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG",
@@ -81,9 +81,9 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
-def _too_large(path: Path, w: int, h: int, max_pixels: int) -> ImageError:
-    return ImageError(f"{path}: image is {w}x{h} = {w * h / 1e6:.4g} megapixels, over the limit of "
-                      f"{max_pixels / 1e6:.4g} megapixels (use --allow-large to read it anyway)")
+def _too_large(path: Path, w: int, h: int, max_pixels: int) -> TooLargeError:
+    return TooLargeError(f"{path}: image is {w}x{h} = {w * h / 1e6:.4g} megapixels, over the limit of "
+                         f"{max_pixels / 1e6:.4g} megapixels")
 
 
 def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
@@ -186,7 +186,7 @@ def _read_pil(path: Path, max_pixels: int | None, formats: tuple[str, ...] = _PI
                 arr, depth = _pil_array(im)
             colour, alpha = _split(arr)
         except PILImage.DecompressionBombError as e:
-            raise ImageError(f"{path}: image too large ({_one_line(e)}; use --allow-large)") from e
+            raise TooLargeError(f"{path}: image too large ({_one_line(e)})") from e
         except Exception as e:  # decoders fail in many ways on bad data
             raise ImageError(f"{path}: corrupt or truncated {fmt} image ({_one_line(e)})") from e
     return Image(_to_float(colour), alpha, depth, fmt, icc, exif, path)
@@ -412,7 +412,7 @@ def _atomic_write(path: Path, write: Callable[[str], None], overwrite: bool, wha
     except ImageError:
         raise
     except FileExistsError:
-        raise ImageError(f"{path}: already exists (use --force to replace it)") from None
+        raise ImageExistsError(f"{path}: already exists") from None
     except Exception as e:
         if isinstance(e, OSError) and (not path.parent.is_dir() or not os.access(path.parent, os.W_OK)):
             raise ImageError(f"{path}: cannot write into folder {path.parent} "
@@ -437,7 +437,7 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, like: Image | 
     fmt = format_for_path(p)
     depth = output_bit_depth(fmt, bit_depth if bit_depth is not None else (like.bit_depth if like else 8))
     if p.exists() and not overwrite:
-        raise ImageError(f"{p}: already exists (use --force to replace it)")
+        raise ImageExistsError(f"{p}: already exists")
     try:
         data = _encode(pixels, like, fmt, depth)
     except ValueError as e:

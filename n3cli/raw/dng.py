@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from n3cli.atomic import write_atomic
+from n3cli.errors import OutputExistsError
 from n3cli.raw.io import RawError, RawImage, denormalise
+
+
+class DngExistsError(RawError, OutputExistsError):
+    """The DNG to write exists and replacing it was not asked for (``overwrite=False``)."""
+
 
 __all__ = ["write_dng"]
 
@@ -90,7 +96,7 @@ def write_dng(path: str | Path, raw: RawImage, mosaic: np.ndarray, overwrite: bo
 
     p = Path(path)
     if p.exists() and not overwrite:
-        raise RawError(f"{p}: already exists (pass overwrite to replace it)")
+        raise DngExistsError(f"{p}: already exists")
     if p.is_dir():
         raise RawError(f"{p}: is a directory")
     if not p.parent.is_dir():
@@ -106,7 +112,7 @@ def write_dng(path: str | Path, raw: RawImage, mosaic: np.ndarray, overwrite: bo
     try:
         write_atomic(p, write, overwrite=overwrite)
     except FileExistsError:
-        raise RawError(f"{p}: already exists (pass overwrite to replace it)") from None
+        raise DngExistsError(f"{p}: already exists") from None
     except (OSError, ValueError, TypeError) as e:
         raise RawError(f"{p}: cannot write the DNG ({' '.join(str(e).split())})") from None
     return p

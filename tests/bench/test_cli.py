@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from n3cli.cli.app import app
@@ -65,6 +66,76 @@ def test_color_mode_of_model_methods(tiny_rgb: Path, tmp_path: Path) -> None:
     rec = json.loads(js.read_text())[0]
     assert rec["method"] == "tinyc"
     for args, message in [(["--color", "lab"], "--color must be one of"),
-                          (["--color", "rgb", "--update-manifest"], "drop --color")]:
+                          (["--color", "rgb", "--update-manifest"], "release_weights.py")]:
         res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--methods", f"weights:{w}", *args, "--quiet"])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir())}
+
+
+def test_bench_writes_nothing_into_the_weights_folder(tiny_gray: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped default runs (method n3net) and its figures go to --json only: the registry folder is
+    untouched (root may write into read-only folders, so mtimes and names are compared)."""
+    import hashlib
+
+    import n3cli.weights
+
+    from ..conftest import tiny_nlf_weights
+
+    folder = tmp_path / "weights"
+    w = tiny_nlf_weights(folder, "tiny-shipped")
+    entry = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "task": "denoise",
+             "arch": "n3net", "planes": ["image", "sqrt_a", "sqrt_b"], "metrics": {}}
+    (folder / "manifest.json").write_text(json.dumps({"default": {"denoise": "tiny-shipped"},
+                                                      "models": {"tiny-shipped": entry}}))
+    monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: folder)
+    before = _snapshot(folder)
+    folder.chmod(0o555)
+    try:
+        js = tmp_path / "r.json"
+        res = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--sigma", "20", "--methods", "n3net",
+                                  "--json", str(js), "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert [(r["method"], r["full_set"]) for r in json.loads(js.read_text())] == [("n3net", True)]
+        res = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--methods", "n3net", "--update-manifest"])
+        assert res.exit_code == 2 and "--update-manifest was removed" in res.output
+        assert "benchmarks/release_weights.py" in res.output
+    finally:
+        folder.chmod(0o755)
+    assert _snapshot(folder) == before
+
+
+def test_official_dir_from_option_env_or_beside(tiny_gray: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from n3cli.bench import methods
+
+    monkeypatch.delenv(methods.ENV_OFFICIAL, raising=False)
+    work = tmp_path / "checkout" / "repo"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert methods.default_official_dir() is None  # no ../shared/reference/n3net-official here
+    res = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--methods", "official", "--quiet"])
+    assert res.exit_code == 2 and "no folder of the authors'" in res.output
+    assert "(pass --official-dir DIR or set $N3_OFFICIAL_DIR)" in res.output
+    (tmp_path / "checkout" / "shared" / "reference" / "n3net-official").mkdir(parents=True)
+    assert methods.default_official_dir() == Path("..") / "shared" / "reference" / "n3net-official"
+    monkeypatch.setenv(methods.ENV_OFFICIAL, str(tmp_path / "env"))
+    assert methods.default_official_dir() == tmp_path / "env"
+    res = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--methods", "official", "--quiet"])
+    assert res.exit_code == 2 and f"no n3net_sigma{{25,50,70}}.t7 in {tmp_path / 'env'}" in res.output
+    help_text = " ".join(runner.invoke(app, ["bench", "--help"]).output.split())
+    assert "N3_OFFICIAL_DIR" in help_text
+    assert "n3net-official, relative to the current folder, if it exists" in help_text
+
+
+def test_progress_lines_in_logs(tiny_gray: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal: the shared progress display prints plain lines for the whole run (here at once)."""
+    monkeypatch.setattr("n3cli.cli.progress.PLAIN_EVERY_S", 0.0)
+    res = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--sigma", "10,20", "--methods", "noisy"])
+    assert res.exit_code == 0, res.output
+    assert "progress: bench tiny 25%" in res.output and "progress: bench tiny 75%" in res.output
+    quiet = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--sigma", "10", "--methods", "noisy", "-q"])
+    assert "progress:" not in quiet.output

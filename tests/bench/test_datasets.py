@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from n3cli.bench import datasets
-from n3cli.bench.datasets import DatasetError, data_root, resolve_dataset
+from n3cli.bench.datasets import DatasetError, DatasetMissingError, data_root, resolve_dataset
 from n3cli.imaging.io import write_image
 
 from .conftest import textured
@@ -18,7 +18,7 @@ def test_data_root_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert data_root(None) == (tmp_path / "cache", "cache")
     monkeypatch.setenv("N3_DATA", str(tmp_path / "env"))
     assert data_root(None) == (tmp_path / "env", "N3_DATA")
-    assert data_root(tmp_path / "cli") == (tmp_path / "cli", "--data-dir")
+    assert data_root(tmp_path / "cli") == (tmp_path / "cli", "data_dir")
 
 
 def test_default_cache_root_is_per_user() -> None:
@@ -63,7 +63,9 @@ def test_missing_data_message(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as err:
         resolve_dataset("BSD68", tmp_path)
     msg = str(err.value)
-    assert "\n" not in msg and "n3 data download BSD68" in msg and "--data-dir" in msg and str(tmp_path) in msg
+    assert "\n" not in msg and "n3 data download BSD68" in msg and "data root that holds BSD68/" in msg
+    assert str(tmp_path) in msg and "--" not in msg  # the library speaks of values; the CLI adds --data-dir
+    assert isinstance(err.value, DatasetMissingError) and err.value.about == "data_dir"
     with pytest.raises(DatasetError, match="no download URL"):
         resolve_dataset("Urban100", tmp_path)
 

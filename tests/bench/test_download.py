@@ -144,6 +144,9 @@ def test_cli_download_and_list(tiny: tuple[str, Path], tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "downloaded and verified" in res.output and (root / "Tiny" / "a.png").exists()
     res = runner.invoke(app, ["data", "list", "--data-dir", str(root)])
-    assert res.exit_code == 0 and "Tiny" in res.output and "no URL" in res.output
+    assert res.exit_code == 0 and "Tiny" in res.output and "no URL" in res.output and "(from --data-dir)" in res.output
+    (root / "Tiny" / "a.png").write_bytes(b"changed")
+    res = runner.invoke(app, ["data", "download", "Tiny", "--data-dir", str(root)])
+    assert res.exit_code == 2 and "does not match Tiny's checksums (use --force to replace it)" in res.output
     res = runner.invoke(app, ["data", "download", "Nope", "--data-dir", str(root)])
     assert res.exit_code == 2 and "unknown dataset 'Nope'" in res.output

@@ -16,7 +16,7 @@ from n3cli.bench.run import BenchConfig, run_bench
 from n3cli.cli.app import app
 from n3cli.errors import N3Error
 from n3cli.nn.nets import n3net_light, n3net_sr
-from n3cli.weights import ModelInfo, save_weights
+from n3cli.weights import ModelInfo, file_sha256, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def test_n3net_sr_unavailable_without_shipped_model(monkeypatch: pytest.MonkeyPa
 
 
 def test_shipped_default_and_weights_file(monkeypatch: pytest.MonkeyPatch, sr_weights: Path, tiny_rgb: Path) -> None:
-    reg = {"default": {"sr": "tiny-sr"}, "models": {"tiny-sr": {"file": sr_weights.name}}}
+    reg = {"default": {"sr": "tiny-sr"}, "models": {"tiny-sr": {"file": sr_weights.name, "task": "sr",
+                                                                "sha256": file_sha256(sr_weights)}}}
     monkeypatch.setattr(n3cli.weights, "manifest", lambda: reg)
     monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: sr_weights.parent)
     shipped = build_method("n3net", "sr")
@@ -65,20 +66,17 @@ def test_bench_cli_sr_weights(sr_weights: Path, tiny_gray: Path, tmp_path: Path)
 def test_a_shipped_vdsr_default_is_labelled_and_compared_as_vdsr(monkeypatch: pytest.MonkeyPatch,
                                                                  tmp_path: Path, tiny_gray: Path) -> None:
     """The shipped default of another architecture is not called n3net: its rows carry the model's name and
-    compare with the paper's VDSR column; its figures still go to the manifest as the default's."""
-    from n3cli.cli import bench as bench_cli
+    compare with the paper's VDSR column; its records are still marked as the shipped default's."""
     from n3cli.nn.nets import vdsr
 
     path = save_weights(tmp_path / "light.safetensors", vdsr(depth=3, features=8, bn=True).eval(),
                         ModelInfo(name="vdsr-light", task="sr"))
-    reg = {"default": {"sr": "vdsr-light"}, "models": {"vdsr-light": {"file": path.name}}}
+    reg = {"default": {"sr": "vdsr-light"},
+           "models": {"vdsr-light": {"file": path.name, "task": "sr", "sha256": file_sha256(path)}}}
     monkeypatch.setattr(n3cli.weights, "manifest", lambda: reg)
     monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: tmp_path)
     shipped = build_method("n3net", "sr")
     assert shipped.label == "vdsr-light" and shipped.paper == "VDSR" and shipped.shipped
     result = run_bench(resolve_dataset(str(tiny_gray)), [shipped, build_method("bicubic", "sr")],
                        BenchConfig(task="sr", settings=[2.0]))
-    recorded: dict = {}
-    monkeypatch.setattr(bench_cli, "record_metrics", lambda task, figures, command: recorded.update(figures))
-    assert bench_cli.record_shipped_metrics(result.summaries, "sr", "n3 bench") == 1
-    assert list(recorded) == [f"{result.dataset}/x2"]
+    assert [s.shipped for s in result.summaries] == [True, False]

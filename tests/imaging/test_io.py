@@ -12,7 +12,7 @@ import tifffile
 from PIL import Image as PILImage
 from PIL import ImageCms
 
-from n3cli.errors import ImageError, N3Error
+from n3cli.errors import ImageError, ImageExistsError, N3Error, TooLargeError
 from n3cli.imaging.io import (
     IMAGE_EXTENSIONS,
     Image,
@@ -289,8 +289,9 @@ def test_truncated_image(tmp_path: Path, ext: str, depth: int) -> None:
 def test_too_many_pixels(tmp_path: Path) -> None:
     for ext in (".png", ".tif"):
         path = write_image(tmp_path / f"big{ext}", smooth(30, 40))
-        with pytest.raises(ImageError, match="--allow-large") as err:
+        with pytest.raises(TooLargeError, match="over the limit of 0.001 megapixels$") as err:
             read_image(path, max_pixels=1000)
+        assert isinstance(err.value, ImageError) and err.value.about == "max_pixels"  # the CLI: --allow-large
         assert_one_line(err, f"big{ext}")
         assert "1200" in str(err.value) or "0.0012" in str(err.value)
         assert read_image(path, max_pixels=None).pixels.shape == (30, 40, 3)
@@ -309,9 +310,10 @@ def test_pillow_bomb_limit_does_not_override_ours(tmp_path: Path, monkeypatch: p
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     target = tmp_path / "out.png"
     target.write_bytes(b"precious")
-    with pytest.raises(ImageError, match="exists.*--force") as err:
+    with pytest.raises(ImageExistsError, match="already exists$") as err:
         write_image(target, smooth())
     assert_one_line(err, "out.png")
+    assert isinstance(err.value, ImageError) and err.value.about == "overwrite"  # the CLI: --force
     assert target.read_bytes() == b"precious"
     write_image(target, smooth(), overwrite=True)
     assert read_image(target).width == 23
@@ -326,7 +328,7 @@ def test_output_appearing_during_write_is_kept(tmp_path: Path, monkeypatch: pyte
         target.write_bytes(b"theirs")
 
     monkeypatch.setattr("n3cli.imaging.io._write_data", racing)
-    with pytest.raises(ImageError, match="exists.*--force"):
+    with pytest.raises(ImageExistsError, match="already exists$"):
         write_image(target, smooth())
     assert target.read_bytes() == b"theirs" and files_in(tmp_path) == ["out.png"]
 

@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from n3cli import api
+from n3cli.bench.run import setting_key
 from n3cli.cli.app import app
-from n3cli.cli.bench import setting_key
 from n3cli.errors import N3Error
 from n3cli.imaging import noise
 from n3cli.train.checkpoint import load
