@@ -263,11 +263,17 @@ def color_mode(info: ModelInfo, channels: int, color: str = "auto", nlf: tuple[f
     if color == "auto":
         return "opponent" if info.conditional and nlf is None else "rgb"
     if color == "opponent" and not info.conditional:
-        raise N3Error(f"colour mode opponent needs a noise-level-conditional model; {info.name} is trained "
-                      "for one sigma (use --color rgb)")
+        raise ColorModeError(f"colour mode opponent needs a noise-level-conditional model; {info.name} is trained "
+                             "for one sigma (colour mode rgb works with it)")
     if color == "opponent" and nlf is not None:
-        raise N3Error("colour mode opponent takes Gaussian noise (a sigma), not an NLF (use --color rgb)")
+        raise ColorModeError("colour mode opponent takes Gaussian noise (a sigma), not an NLF (colour mode rgb does)")
     return color
+
+
+class ColorModeError(N3Error):
+    """A colour mode that cannot serve this model or noise; ``rgb`` can."""
+
+    about = "color"
 
 
 def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray:

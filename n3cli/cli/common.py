@@ -31,6 +31,7 @@ FLAG_HINTS = {
     "weights": "pass --weights FILE",
     "export": "n3 weights export RUN/last.pt -o NAME.safetensors --name NAME",
     "data_dir": "--data-dir DIR",
+    "color": "use --color rgb",
 }
 
 #: Where shipped weights and their figures are recorded: a release step from a repository checkout.

@@ -29,7 +29,16 @@ from ..imaging.io import (
     read_image,
     write_image,
 )
-from .common import EXIT_BAD_INPUT, EXIT_PARTIAL, check_bit_depth, check_tile, err_console, is_tty, out_console
+from .common import (
+    EXIT_BAD_INPUT,
+    EXIT_PARTIAL,
+    check_bit_depth,
+    check_tile,
+    err_console,
+    error_line,
+    is_tty,
+    out_console,
+)
 from .progress import ProgressDisplay
 
 TileProgress = Callable[[float, int], None]
@@ -71,7 +80,7 @@ def _expand(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:
         try:
             files += [f for f in list_images([item]) if f not in files]
         except N3Error as exc:
-            errors.append(str(exc))
+            errors.append(error_line(exc))
     return files, errors
 
 
@@ -165,7 +174,7 @@ def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
                 check(job, (w, h))
             kept.append(job)
         except N3Error as exc:
-            errors.append(str(exc))
+            errors.append(error_line(exc))
     return kept, errors
 
 
@@ -213,8 +222,8 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
                 done += 1
                 _report(record, opts)
             except N3Error as exc:
-                failures.append(str(exc))
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                failures.append(error_line(exc))
+                err_console.print(f"[bold red]error:[/] {failures[-1]}", highlight=False, soft_wrap=True)
             progress.finish()
     if not failures:
         return 0
