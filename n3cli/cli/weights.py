@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..weights import export_run, import_official, manifest, register, save_weights
+from ..train.export import export_run
+from ..weights import import_official, manifest, register, save_weights
 from .common import err_console, handle_errors, out_console
 from .devices import set_threads
 

@@ -19,9 +19,10 @@ from torch import Tensor, nn
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor]) -> int:
+def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor | tuple[Tensor, ...]]) -> int:
     """Replace every BN layer's running mean/variance by their average over ``inputs`` (train-mode
-    forward passes, equal weight per batch); parameters are untouched. Returns the batch count."""
+    forward passes, equal weight per batch; a tuple holds forward's arguments, e.g. ``(x, noise)``);
+    parameters are untouched. Returns the batch count."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     batches = iter(inputs)
     first = next(batches, None)
@@ -36,7 +37,7 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor]) -> int:
     n = 0
     try:
         for x in itertools.chain([first], batches):
-            model(x)
+            model(*x) if isinstance(x, tuple) else model(x)
             n += 1
     finally:
         for m, mom in zip(bns, momenta, strict=True):

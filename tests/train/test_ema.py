@@ -61,7 +61,8 @@ def test_run_keeps_validates_and_resumes_the_average(tmp_path: Path, data: Path)
 
 
 def test_switched_on_at_resume_and_exported(tmp_path: Path, data: Path) -> None:  # noqa: F811
-    from n3cli.weights import WeightsError, export_run
+    from n3cli.train.export import export_run
+    from n3cli.weights import WeightsError
 
     cfg = tiny_config(tmp_path, data, steps=4, val=None, noise="nlf")
     train(cfg, stop_after=2)
