@@ -22,7 +22,7 @@ from ..atomic import write_text_atomic
 from ..errors import N3Error
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
-from .config import RESUME_SWITCHES, TrainConfig
+from .config import RESUME_SWITCHES, TrainConfig, coerce
 from .data import ImageBank
 from .ema import WeightAverage
 from .health import revive_silent_channels, silent_fraction
@@ -103,7 +103,9 @@ def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[s
     """A checkpoint's run settings in the folder ``out`` (a run may be moved or copied), with the switches
     a resumed run may make (:data:`n3cli.train.config.RESUME_SWITCHES`)."""
     cfg = TrainConfig.from_dict({**stored, "out": str(out)})
-    switches = {k: v for k, v in switches.items() if v is not None}
+    # the folder and the training data are the run's own; settings as stored are no change (a run file)
+    switches = {k: v for k, v in switches.items() if v is not None and k not in ("out", "data")}
+    switches = {k: v for k, v in switches.items() if k in RESUME_SWITCHES or coerce(k, v) != getattr(cfg, k)}
     fixed = sorted(set(switches) - set(RESUME_SWITCHES))
     if fixed:
         raise N3Error(f"--resume continues the run as it was: {', '.join(fixed)} cannot change "
