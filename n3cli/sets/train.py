@@ -8,8 +8,8 @@ default. Adam, lr 1e-3, decayed by half a cosine over the run (``schedule="cosin
 constant. Both nets see the same sequence of training sets (samples 0, 1, 2, … of the train split,
 ``batch`` per step); ``seed`` sets the initialisation. The weights tested are those of the best
 validation (mean of the three mAPs on the validation split, checked every ``val_every`` steps and at
-the end; ``select="last"`` tests the final weights instead): with a constant rate the validation mAP
-of both nets swung by 0.1–0.4 between checks, so the last step alone is a lottery.
+the end; ``select="last"`` tests the final weights instead): the validation mAP swings between checks,
+so the last step alone is a lottery.
 
 Evaluation on the test split: weighted eight-point with weights relu(tanh(logit)) ("No Net": all
 correspondences with weight 1), pose by cheirality, mAP at 5°/10°/20°

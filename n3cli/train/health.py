@@ -119,8 +119,7 @@ def _reset_adam(optimizer: torch.optim.Optimizer | None, param: Tensor, revived:
     ``grad_sq`` (their mean squared gradient measured after the redraw) and the mean of the tensor's other
     elements. Adam's bias correction counts the tensor's steps, not the element's: with a second moment of
     0 (or a live neighbour's, far below a fresh weight's gradient) a redrawn weight would move by many times
-    the rate per step for its first hundreds of steps (measured: the training loss fell 0.15–0.34 dB behind
-    a plain run within 30 steps), instead of by about the rate."""
+    the rate per step for its first hundreds of steps instead of by about the rate (docs/results.md)."""
     state = optimizer.state.get(param) if optimizer is not None else None
     if not state or "exp_avg" not in state:
         return

@@ -178,8 +178,8 @@ SR_NMSE_REF = 1e-3
 def sr_sample_weights(x: Tensor, target: Tensor) -> Tensor:
     """Per-sample weights of the SR loss ``nmse``: ``SR_NMSE_REF / (e + NMSE_FLOOR)`` with ``e`` the bicubic
     input's mean squared error against the target. Under a plain MSE the ×4 and ×3 samples, whose errors are
-    largest, dominate the gradient and ×2 lags (measured: +0.30 dB over bicubic at ×2 against +1.17 at ×3
-    after 1,066 steps); relative to the input's own error every scale counts about alike in dB."""
+    largest, dominate the gradient and ×2 lags; relative to the input's own error every scale counts about
+    alike in dB (docs/training.md)."""
     e = (x[:, :1].float() - target.float()).square().mean(dim=(1, 2, 3))
     return SR_NMSE_REF / (e + NMSE_FLOOR)
 

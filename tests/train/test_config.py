@@ -124,3 +124,11 @@ def test_old_checkpoints_resume_and_export_with_noise_inputs(tmp_path: Path, dat
     save_weights(tmp_path / "old.safetensors", model, info)
     with safe_open(str(tmp_path / "old.safetensors"), framework="pt") as fh:
         assert json.loads(fh.metadata()["n3_config"])["noise_inputs"] == 2
+
+
+def test_the_example_run_file_is_the_shipped_denoisers_run() -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "denoise-nlf.toml"
+    cfg = TrainConfig.from_dict({"out": "runs/x", **read_config(example)})
+    cfg.validate()
+    assert (cfg.noise, cfg.optimizer, cfg.schedule, cfg.lr, cfg.ema, cfg.steps, cfg.model) == (
+        "nlf:0.6", "adamw", "cosine", 0.0009686, 0.999, 75000, {})
