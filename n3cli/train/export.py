@@ -51,7 +51,7 @@ def _training_facts(state: dict[str, Any], cfg: TrainConfig, task: Task, precise
     training = {
         "data": [Path(d).name for d in cfg.data], "steps": int(state["step"]), "planned_steps": cfg.steps,
         "batch_size": cfg.batch_size, "patch": cfg.patch, "schedule": cfg.schedule,
-        "noise": state.get("noise", cfg.noise) if task.name != "sr" else None,
+        "noise": state.get("noise", cfg.noise) if task.describe() is not None else None,
         "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
         "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg.seed,
         "precise_bn_batches": precise_bn, "loss": cfg.loss,

@@ -264,8 +264,8 @@ class Task:
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """The training noise, in words (stored in checkpoints and exported weights)."""
+    def describe(self) -> str | None:
+        """The training noise, in words (stored in checkpoints and exported weights); None: no noise."""
         raise NotImplementedError
 
 
@@ -346,8 +346,8 @@ class SRTask(Task):
                 items.append(((imresize(lr, float(s)),), crop, s))
         return Validation(items, {"val_sigma": None}, quantize=True)
 
-    def describe(self) -> str:
-        return f"none: bicubic x{'/x'.join(map(str, SR_SCALES))} inputs"
+    def describe(self) -> str | None:
+        return None
 
 
 def task_for(task: str, noise_text: str, patch: int) -> Task:
