@@ -26,10 +26,10 @@ from torch import nn  # noqa: E402
 
 from n3cli.nn.nets import build  # noqa: E402
 from n3cli.train import checkpoint  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
 from n3cli.train.data import ImageBank  # noqa: E402
 from n3cli.train.health import sequential_pairs, silent_by_layer  # noqa: E402
-from n3cli.train.loop import TrainConfig, calibration_inputs, training_bank  # noqa: E402
-from n3cli.train.trainer import run_task  # noqa: E402
+from n3cli.train.trainer import calibration_inputs, run_task, training_bank  # noqa: E402
 from n3cli.weights import import_official  # noqa: E402
 
 

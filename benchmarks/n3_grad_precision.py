@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 from n3cli.nn.n3 import N3Block2d  # noqa: E402
 from n3cli.train import checkpoint  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
 from n3cli.train.data import ImageBank  # noqa: E402
-from n3cli.train.loop import TrainConfig, build_model  # noqa: E402
 from n3cli.train.tasks import NoiseSpec, denoise_batch  # noqa: E402
+from n3cli.train.trainer import build_model  # noqa: E402
 
 
 def main() -> int:

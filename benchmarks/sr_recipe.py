@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from n3cli.train.loop import TrainConfig, train  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
 from n3cli.train.tasks import SRTask  # noqa: E402
+from n3cli.train.trainer import train  # noqa: E402
 
 #: name -> (BN in the blocks, optimizer, initial rate, schedule, weight decay)
 RECIPES = {

@@ -12,7 +12,7 @@ from torch import nn
 from n3cli.errors import N3Error
 from n3cli.train.checkpoint import load
 from n3cli.train.ema import WeightAverage
-from n3cli.train.loop import train
+from n3cli.train.trainer import train
 
 from .conftest import tiny_config
 from .test_train import data  # noqa: F401  (fixture)

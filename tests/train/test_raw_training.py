@@ -17,9 +17,10 @@ from n3cli.cli.bench import setting_key
 from n3cli.errors import N3Error
 from n3cli.imaging import noise
 from n3cli.train.checkpoint import load
+from n3cli.train.config import TrainConfig
 from n3cli.train.export import export_run
-from n3cli.train.loop import TrainConfig, crop_size, load_initial_weights, train
 from n3cli.train.tasks import NoiseSpec, denoise_batch
+from n3cli.train.trainer import crop_size, load_initial_weights, train
 from n3cli.weights import ModelInfo, default_name
 
 from .conftest import TINY, tiny_config
@@ -108,7 +109,7 @@ def test_init_starts_a_new_run_from_trained_weights(tmp_path: Path, data: Path) 
         if v.is_floating_point() and "running" not in k:
             assert torch.allclose(state["model"][k], v, atol=1e-6), k
     # the weights must fit: a different width is refused with a message
-    from n3cli.train.loop import build_model
+    from n3cli.train.trainer import build_model
 
     wrong = build_model(TrainConfig(out="x", data=[], model={**TINY, "features": 16}), 3)
     with pytest.raises(N3Error, match="does not fit"):

@@ -16,8 +16,10 @@ from PIL import Image
 
 from n3cli.errors import N3Error
 from n3cli.train.checkpoint import load
-from n3cli.train.loop import TrainConfig, learning_rate, param_groups, train
+from n3cli.train.config import TrainConfig
+from n3cli.train.optim import learning_rate, param_groups
 from n3cli.train.tasks import NoiseSpec, denoise_batch, sr_batch
+from n3cli.train.trainer import train
 
 from .conftest import TINY, tiny_config
 
@@ -302,7 +304,7 @@ def test_a_copied_run_continues_in_its_new_folder(tmp_path: Path, data: Path) ->
 def test_adamw_decays_weights_apart_from_the_gradient() -> None:
     """adam (the paper's) adds the L2 term to the gradient, which Adam then normalises: a weight without
     gradient moves by about the rate per step. adamw shrinks it by the factor (1 - rate * decay) only."""
-    from n3cli.train.loop import make_optimizer
+    from n3cli.train.optim import make_optimizer
 
     moved = {}
     for name in ("adam", "adamw"):
@@ -440,7 +442,7 @@ def test_model_overrides_on_the_command_line(tmp_path: Path, data: Path) -> None
 
 
 def test_resume_under_more_processes_gives_new_ranks_their_own_crops() -> None:
-    from n3cli.train.loop import restore_rng
+    from n3cli.train.trainer import restore_rng
 
     saved = torch.Generator().manual_seed(5)
     state = saved.get_state()
