@@ -26,9 +26,10 @@ from torch import nn  # noqa: E402
 
 from n3cli.nn.nets import build  # noqa: E402
 from n3cli.train import checkpoint  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
 from n3cli.train.data import ImageBank  # noqa: E402
 from n3cli.train.health import sequential_pairs, silent_by_layer  # noqa: E402
-from n3cli.train.loop import TrainConfig, calibration_inputs, training_bank  # noqa: E402
+from n3cli.train.trainer import calibration_inputs, run_task, training_bank  # noqa: E402
 from n3cli.weights import import_official  # noqa: E402
 
 
@@ -74,11 +75,11 @@ def main() -> int:
             step = "–"
         else:
             st = checkpoint.load(p)
-            model = build(st["net_config"])
-            model.load_state_dict(st["model"])
             cfg = st["train_config"]
-            opt = cfg.get("optimizer") or ("adam" if cfg.get("task", "denoise") == "denoise" else "sgd")
             tc = TrainConfig(**{**cfg, "out": str(p.parent)})
+            model = build({**st["net_config"], "noise_inputs": run_task(tc).noise_inputs})
+            model.load_state_dict(st["model"])
+            opt = cfg.get("optimizer") or ("adam" if cfg.get("task", "denoise") == "denoise" else "sgd")
             x = next(calibration_inputs(tc, training_bank(tc), 1))
             step = str(st["step"])
         parts = silent_by_part(model, x)

@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 from n3cli.nn.n3 import N3Block2d  # noqa: E402
 from n3cli.train import checkpoint  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
 from n3cli.train.data import ImageBank  # noqa: E402
-from n3cli.train.loop import TrainConfig, build_model  # noqa: E402
 from n3cli.train.tasks import NoiseSpec, denoise_batch  # noqa: E402
+from n3cli.train.trainer import build_model  # noqa: E402
 
 
 def main() -> int:
@@ -31,16 +32,16 @@ def main() -> int:
     state = checkpoint.load(Path(sys.argv[1]))
     cfg = TrainConfig(**state["train_config"])
     spec = NoiseSpec.parse(cfg.noise)
-    model = build_model(cfg, spec.in_planes)
+    model = build_model(cfg, spec.in_planes, spec.in_planes - 1)
     model.load_state_dict(state["model"])
     model.train()
     gen = torch.Generator().manual_seed(5)
-    x, _ = denoise_batch(ImageBank(cfg.data, min_size=1).crops(4, cfg.patch, gen), spec, gen)
+    batch = denoise_batch(ImageBank(cfg.data, min_size=1).crops(4, cfg.patch, gen), spec, gen)
     block = next(m for m in model.modules() if isinstance(m, N3Block2d))
     seen: dict[str, torch.Tensor] = {}
     hook = block.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0].detach()))
     with torch.no_grad():
-        model(x)
+        model(*batch.inputs)
         hook.remove()
         xin = seen["x"]
         e0, t0 = block.embedcnn(xin), block.tempcnn(xin)

@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from n3cli.train.loop import TrainConfig, train  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
+from n3cli.train.trainer import train  # noqa: E402
 
 #: name -> (optimizer, weight decay): the paper's Adam + L2, AdamW, and Adam without any decay.
 VARIANTS = {"adam": ("adam", 1e-4), "adamw": ("adamw", 1e-4), "adam-nodecay": ("adam", 0.0)}

@@ -23,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from n3cli.train.loop import SRValidator, TrainConfig, train  # noqa: E402
+from n3cli.train.config import TrainConfig  # noqa: E402
+from n3cli.train.tasks import SRTask  # noqa: E402
+from n3cli.train.trainer import train  # noqa: E402
 
 #: name -> (BN in the blocks, optimizer, initial rate, schedule, weight decay)
 RECIPES = {
@@ -58,7 +60,7 @@ def main() -> int:
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         ap.error(f"unknown recipes: {unknown}")
-    bicubic = SRValidator(str(args.val), 5)(torch.nn.Identity(), torch.device("cpu"))
+    bicubic = SRTask(41).validation(str(args.val), 5, 0.0)(torch.nn.Identity(), torch.device("cpu"))
     rows: dict[int, dict[str, tuple[float, float]]] = {}
     for name in names:
         bn, opt, lr, schedule, wd = RECIPES[name]

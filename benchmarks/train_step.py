@@ -15,7 +15,9 @@ import time
 
 import torch
 
-from n3cli.train.loop import TrainConfig, build_model, dncnn_init, make_optimizer, param_groups
+from n3cli.train.config import TrainConfig
+from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
+from n3cli.train.trainer import build_model
 
 
 def main() -> None:

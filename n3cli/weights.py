@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -30,9 +30,6 @@ from .atomic import write_atomic
 from .errors import N3Error, OutputExistsError
 from .nn.nets import N3Net, build, n3net
 from .safeload import load_tensors
-
-if TYPE_CHECKING:
-    from .train.loop import TrainConfig
 
 
 class WeightsError(N3Error):
@@ -349,68 +346,3 @@ def default_name(reg: dict[str, Any], task: str) -> str | None:
     return defaults.get(task) or defaults.get(DEFAULT_FALLBACK.get(task, ""))
 
 
-def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool = False) -> tuple[N3Net, ModelInfo]:
-    """Model and facts of a training checkpoint (:mod:`n3cli.train`), ready to save as safetensors.
-
-    ``precise_bn``: recompute the BN statistics from this many batches drawn from the run's training
-    data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages.
-    ``ema``: export the run's moving average of the weights (``n3 train --ema``) instead of its last
-    weights; its BN statistics must then be recomputed (``precise_bn`` > 0).
-    """
-    from .imaging.noise import NLF_PLANES
-    from .train.checkpoint import load
-    from .train.loop import TrainConfig, optimizer_name
-
-    state = load(Path(checkpoint_path))
-    if ema and "ema" not in state:
-        raise WeightsError(f"{checkpoint_path} holds no weight average (train with --ema to keep one)")
-    if ema and precise_bn <= 0:
-        raise WeightsError("--ema needs --precise-bn > 0: the BN statistics of averaged weights must be recomputed")
-    try:
-        model = build(state["net_config"])
-        model.load_state_dict(state["ema" if ema else "model"])
-        cfg = state["train_config"]
-        tcfg = TrainConfig(**cfg)
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
-    if precise_bn > 0:
-        _recalibrate(model, tcfg, precise_bn)
-    camera = cfg["task"] == "denoise" and cfg["noise"].strip().lower() == "raw"
-    conditional = camera or (cfg["task"] == "denoise" and cfg["noise"].startswith("nlf"))
-    sigma = float(cfg["noise"].split(":")[-1]) if cfg["task"] == "denoise" and not conditional else None
-    training = {
-        "data": [Path(d).name for d in cfg["data"]], "steps": int(state["step"]), "planned_steps": cfg["steps"],
-        "batch_size": cfg["batch_size"], "patch": cfg["patch"], "schedule": cfg["schedule"],
-        "noise": state.get("noise", cfg["noise"]) if cfg["task"] == "denoise" else None,
-        "cpu_hours": round(float(state.get("cpu_seconds", state["train_seconds"])) / 3600.0, 2),
-        "wall_hours": round(float(state["train_seconds"]) / 3600.0, 2), "seed": cfg["seed"],
-        "precise_bn_batches": precise_bn, "loss": cfg.get("loss", "mse"),
-        "optimizer": optimizer_name(tcfg), "weight_decay": cfg["weight_decay"],
-    }
-    if ema:  # the exported weights are the average, over about 1 / (1 - decay) steps
-        updates = int(state.get("ema_updates", 0))
-        training["weights"] = f"moving average, decay {cfg.get('ema', 0.0):g}, {updates} updates"
-    if cfg.get("init"):  # fine-tuned: the steps and hours above are this run's own, on top of those weights
-        training["init"] = cfg["init"]
-    info = ModelInfo(name=name, task="raw" if camera else cfg["task"],
-                     planes=["image", *NLF_PLANES] if conditional else ["image"], sigma=sigma,
-                     description=f"{cfg['arch']}{_overrides(cfg.get('model') or {})} trained with n3 train",
-                     training=training)
-    return model.eval(), info
-
-
-def _overrides(model: dict[str, Any]) -> str:
-    """' (depth 10, features 32, bn True)' for a run's builder overrides, '' for the paper's defaults."""
-    return " (" + ", ".join(f"{k} {v}" for k, v in sorted(model.items())) + ")" if model else ""
-
-
-def _recalibrate(model: N3Net, tcfg: TrainConfig, batches: int) -> None:
-    from .train.loop import calibration_inputs, training_bank
-    from .train.precise_bn import recalibrate_bn
-
-    missing = [d for d in tcfg.data if not Path(d).is_dir()]
-    if missing:
-        raise WeightsError(f"training data {missing[0]} not found (needed to recompute BN statistics; "
-                           "run from the directory the run was started in, or pass --precise-bn 0)")
-    recalibrate_bn(model, calibration_inputs(tcfg, training_bank(tcfg), batches))
-    model.eval()

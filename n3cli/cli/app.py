@@ -10,15 +10,17 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from ..sets.cli import sets_cmd
 from .bench import EPILOG as BENCH_EPILOG
 from .bench import bench_cmd, data_app
 from .denoise import EPILOG as DENOISE_EPILOG
 from .denoise import denoise_cmd
 from .raw import EPILOG as RAW_EPILOG
 from .raw import raw_denoise_cmd
+from .sets import sets_cmd
 from .sr import EPILOG as SR_EPILOG
 from .sr import sr_cmd
+from .train import CONTEXT as TRAIN_CONTEXT
+from .train import EPILOG as TRAIN_EPILOG
 from .train import train_cmd
 from .weights import weights_app
 
@@ -72,7 +74,7 @@ app = typer.Typer(
 app.command("denoise", epilog=DENOISE_EPILOG)(denoise_cmd)
 app.command("raw-denoise", epilog=RAW_EPILOG)(raw_denoise_cmd)
 app.command("sr", epilog=SR_EPILOG)(sr_cmd)
-app.command("train")(train_cmd)
+app.command("train", context_settings=TRAIN_CONTEXT, epilog=TRAIN_EPILOG)(train_cmd)
 app.add_typer(weights_app, name="weights")
 app.command("sets")(sets_cmd)
 app.command("bench", epilog=BENCH_EPILOG)(bench_cmd)

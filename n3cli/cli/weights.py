@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from ..errors import N3Error
-from ..weights import export_run, import_official, list_weights, save_weights
+from ..train.export import export_run
+from ..weights import import_official, list_weights, save_weights
 from .common import RELEASE_STEP, err_console, handle_errors, out_console
 from .devices import set_threads
 

@@ -8,8 +8,8 @@ default. Adam, lr 1e-3, decayed by half a cosine over the run (``schedule="cosin
 constant. Both nets see the same sequence of training sets (samples 0, 1, 2, … of the train split,
 ``batch`` per step); ``seed`` sets the initialisation. The weights tested are those of the best
 validation (mean of the three mAPs on the validation split, checked every ``val_every`` steps and at
-the end; ``select="last"`` tests the final weights instead): with a constant rate the validation mAP
-of both nets swung by 0.1–0.4 between checks, so the last step alone is a lottery.
+the end; ``select="last"`` tests the final weights instead): the validation mAP swings between checks,
+so the last step alone is a lottery.
 
 Evaluation on the test split: weighted eight-point with weights relu(tanh(logit)) ("No Net": all
 correspondences with weight 1), pose by cheirality, mAP at 5°/10°/20°
@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..atomic import write_atomic, write_text_atomic
+from ..errors import N3Error
 from .data import SPLITS, CorrespondenceBatch, TwoViewConfig, make_batch
 from .geometry import PoseChoice, eight_point_vector, estimate_pose, mean_average_precision, pose_error_deg
 from .model import CNNNet, CNNNetConfig, correspondence_weights
@@ -69,6 +70,17 @@ class SetsTrainConfig:
     choose: PoseChoice = "cheirality"
     device: str = "cpu"
     out: str | None = None
+
+    def validate(self) -> None:
+        """Name the first bad setting."""
+        for m in self.models:
+            if m not in MODELS:
+                raise N3Error(f"unknown model {m!r}; expected cnnnet or n3")
+        if self.schedule not in ("cosine", "constant") or self.select not in ("best", "last"):
+            raise N3Error(f"schedule must be cosine or constant and select best or last, got "
+                          f"{self.schedule!r} / {self.select!r}")
+        if self.choose not in ("cheirality", "oracle"):
+            raise N3Error(f"choose must be cheirality or oracle, got {self.choose!r}")
 
 
 def balanced_bce(logits: Tensor, labels: Tensor) -> Tensor:
@@ -320,9 +332,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SetsTrainConfig, int 
     p.add_argument("--out", default=None, help="folder for results.json and the weights (safetensors)")
     a = p.parse_args(argv)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
-    for m in models:
-        if m not in MODELS:
-            p.error(f"unknown model {m!r}; expected cnnnet or n3")
     cfg = SetsTrainConfig(steps=a.steps, n=a.n, batch=a.batch, seed=a.seed, lr=a.lr, models=models,
                           schedule=a.schedule, select=a.select,
                           channels=a.channels, blocks=a.blocks, k=a.k, embed_dim=a.embed_dim,
@@ -333,13 +342,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SetsTrainConfig, int 
     return cfg, a.threads
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Command-line entry: train, evaluate, print the table; returns the results dict."""
-    cfg, threads = parse_args(argv)
+def execute(cfg: SetsTrainConfig, threads: int | None = 1) -> dict:
+    """Train, evaluate and print the table for a run configuration; returns the results dict."""
+    cfg.validate()
     if threads:
         torch.set_num_threads(threads)
-    # Subnormal floats take a slow path on x86 (MKL's exp, GEMM): a CPU run stalled from ~0.2 s to over
-    # 10 s per step at step ~650 with them; flushing them to zero changes nothing measurable.
+    # Subnormal floats take a slow path on x86 (MKL's exp, GEMM) and stalled a CPU run many times over;
+    # flushing them to zero changes nothing measurable.
     torch.set_flush_denormal(True)
 
     def log(msg: str) -> None:
@@ -348,6 +357,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results = run(cfg, log=log)
     print(results["table"], flush=True)
     return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Script entry (``examples/sets/correspondences.py``): the command line of :func:`parse_args`."""
+    return execute(*parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

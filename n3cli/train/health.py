@@ -21,6 +21,14 @@ from torch import Tensor, nn
 SILENT_RANGE = 1e-6
 
 
+#: A model's input: the image batch, or forward's arguments ``(x, noise)`` of a noise-level-conditional model.
+Inputs = Tensor | tuple[Tensor, ...]
+
+
+def _forward(model: nn.Module, x: Inputs) -> Tensor:
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
 def _channels(out: Tensor) -> Tensor:
     """A (N, C, H, W) activation as (C, N*H*W) rows, one per channel."""
     return out.detach().float().transpose(0, 1).flatten(1)
@@ -31,13 +39,13 @@ def _constant(flat: Tensor, threshold: float) -> Tensor:
     return (flat.amax(1) - flat.amin(1)) <= threshold
 
 
-def _eval_pass(model: nn.Module, x: Tensor, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+def _eval_pass(model: nn.Module, x: Inputs, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
     """One forward pass of ``x`` in eval mode for the given hooks, which are removed afterwards; the model's
     mode is restored."""
     was_training = model.training
     model.eval()
     try:
-        model(x)
+        _forward(model, x)
     finally:
         model.train(was_training)
         for h in handles:
@@ -59,7 +67,7 @@ def bn_relus(model: nn.Module) -> list[nn.ReLU]:
 
 
 @torch.no_grad()
-def silent_by_layer(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> dict[str, tuple[int, int]]:
+def silent_by_layer(model: nn.Module, x: Inputs, threshold: float = SILENT_RANGE) -> dict[str, tuple[int, int]]:
     """(silent, total) channels of each BN + ReLU layer of ``model`` on the batch ``x`` (evaluated in eval
     mode), keyed by the ReLU's qualified name."""
     names = {id(m): n for n, m in model.named_modules()}
@@ -73,13 +81,13 @@ def silent_by_layer(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE
     return counts
 
 
-def silent_channels(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> tuple[int, int]:
+def silent_channels(model: nn.Module, x: Inputs, threshold: float = SILENT_RANGE) -> tuple[int, int]:
     """(silent, total) BN + ReLU channels of ``model`` on the batch ``x`` (evaluated in eval mode)."""
     layers = silent_by_layer(model, x, threshold).values()
     return sum(s for s, _ in layers), sum(t for _, t in layers)
 
 
-def silent_fraction(model: nn.Module, x: Tensor, threshold: float = SILENT_RANGE) -> float:
+def silent_fraction(model: nn.Module, x: Inputs, threshold: float = SILENT_RANGE) -> float:
     """Share of silent BN + ReLU channels on ``x`` (0: all carry a signal; nan: no such layers)."""
     silent, total = silent_channels(model, x, threshold)
     return silent / total if total else float("nan")
@@ -111,8 +119,7 @@ def _reset_adam(optimizer: torch.optim.Optimizer | None, param: Tensor, revived:
     ``grad_sq`` (their mean squared gradient measured after the redraw) and the mean of the tensor's other
     elements. Adam's bias correction counts the tensor's steps, not the element's: with a second moment of
     0 (or a live neighbour's, far below a fresh weight's gradient) a redrawn weight would move by many times
-    the rate per step for its first hundreds of steps (measured: the training loss fell 0.15–0.34 dB behind
-    a plain run within 30 steps), instead of by about the rate."""
+    the rate per step for its first hundreds of steps instead of by about the rate (docs/results.md)."""
     state = optimizer.state.get(param) if optimizer is not None else None
     if not state or "exp_avg" not in state:
         return
@@ -123,7 +130,7 @@ def _reset_adam(optimizer: torch.optim.Optimizer | None, param: Tensor, revived:
     v[revived] = torch.maximum(fresh, floor)
 
 
-def _mean_squared_gradients(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[int, Tensor]:
+def _mean_squared_gradients(model: nn.Module, batches: Iterable[tuple[Inputs, Tensor]]) -> dict[int, Tensor]:
     """Mean squared gradient of the MSE loss over ``batches`` (input, target) for each parameter (keyed by
     ``id``), computed on a copy in training mode so that the model's BN running statistics are untouched."""
     probe = copy.deepcopy(model)
@@ -134,7 +141,7 @@ def _mean_squared_gradients(model: nn.Module, batches: Iterable[tuple[Tensor, Te
     with torch.enable_grad():
         for x, target in batches:
             probe.zero_grad(set_to_none=True)
-            (probe(x).float() - target).square().mean().backward()
+            (_forward(probe, x).float() - target).square().mean().backward()
             for p, q in pairs:
                 if q.grad is not None:
                     sums[id(p)] += q.grad.square()
@@ -143,9 +150,9 @@ def _mean_squared_gradients(model: nn.Module, batches: Iterable[tuple[Tensor, Te
 
 
 @torch.no_grad()
-def revive_silent_channels(model: nn.Module, x: Tensor, gen: torch.Generator,
+def revive_silent_channels(model: nn.Module, x: Inputs, gen: torch.Generator,
                            optimizer: torch.optim.Optimizer | None = None,
-                           gradient_batches: Iterable[tuple[Tensor, Tensor]] = (),
+                           gradient_batches: Iterable[tuple[Inputs, Tensor]] = (),
                            threshold: float = SILENT_RANGE) -> dict[str, int]:
     """Give the silent channels of the local CNN blocks new weights, keeping the network's output.
 
@@ -201,7 +208,7 @@ def revive_silent_channels(model: nn.Module, x: Tensor, gen: torch.Generator,
     return revived
 
 
-def _calibrate_channels(model: nn.Module, x: Tensor, channels: list[tuple[nn.BatchNorm2d, Tensor]]) -> None:
+def _calibrate_channels(model: nn.Module, x: Inputs, channels: list[tuple[nn.BatchNorm2d, Tensor]]) -> None:
     """Running mean and variance of the given BN channels set to their input's statistics on ``x`` (one pass:
     redrawn channels send nothing on, so one layer's redraw does not change another's input)."""
     if not channels:

@@ -1,12 +1,9 @@
 """Batch-norm statistics recomputed from many training batches ("precise BN").
 
-During training each BN layer keeps an exponential moving average (momentum 0.1, i.e. roughly the
-last ten batches) of batch statistics. With noise-level-conditional training the batch statistics
-swing with the noise levels drawn, and while the learning rate is high the weights move faster than
-the average follows, so the stored statistics can be far from those of the current weights: on the
-default denoiser at step 1,789 recomputing them from 40 batches raised validation PSNR (Set12, σ 25)
-from 26.78 to 28.45 dB. Inference folds these statistics into the convolutions, so they are
-recomputed before every validation and before weights are exported.
+The running averages of BN (momentum 0.1: about the last ten batches) lag behind the weights while the
+learning rate is high, and swing with the noise levels drawn by a conditional run. Inference folds the
+statistics into the convolutions, so they are recomputed before every validation and before weights are
+exported (figures in docs/training.md).
 """
 
 from __future__ import annotations
@@ -19,9 +16,10 @@ from torch import Tensor, nn
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor]) -> int:
+def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor | tuple[Tensor, ...]]) -> int:
     """Replace every BN layer's running mean/variance by their average over ``inputs`` (train-mode
-    forward passes, equal weight per batch); parameters are untouched. Returns the batch count."""
+    forward passes, equal weight per batch; a tuple holds forward's arguments, e.g. ``(x, noise)``);
+    parameters are untouched. Returns the batch count."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     batches = iter(inputs)
     first = next(batches, None)
@@ -36,7 +34,7 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor]) -> int:
     n = 0
     try:
         for x in itertools.chain([first], batches):
-            model(x)
+            model(*x) if isinstance(x, tuple) else model(x)
             n += 1
     finally:
         for m, mom in zip(bns, momenta, strict=True):

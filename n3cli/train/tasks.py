@@ -1,16 +1,20 @@
-"""How a training batch is made for each task: clean crops in, (network input, target) out."""
+"""The tasks a run trains (denoise, raw, sr): how batches are made from clean crops, weighed and validated."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..imaging import noise
+from ..errors import N3Error
+from ..imaging import metrics, noise
 from ..imaging.noise import SIGMA_MAX
 from ..imaging.resize import SR_SCALES, imresize
+from ..nn.nets import noise_planes
+from .data import ImageBank
 
 __all__ = ["SIGMA_MAX", "SR_SCALES"]  # re-exported: defined beside the noise model and the resizer
 
@@ -74,11 +78,28 @@ class NoiseSpec:
         return f"gaussian sigma {self.sigma:g}"
 
 
-def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Noisy network input (with NLF planes when conditional) and the clean target."""
+class Batch(NamedTuple):
+    """A training batch: network input ``x`` (N, 1, H, W), its noise levels ``noise`` (N, 2) as (a, b) for a
+    conditional model (None otherwise; the model builds its √a/√b planes from them) and the ``target``."""
+
+    x: Tensor
+    noise: Tensor | None
+    target: Tensor
+
+    @property
+    def inputs(self) -> tuple[Tensor, ...]:
+        """The arguments of the model's forward."""
+        return (self.x,) if self.noise is None else (self.x, self.noise)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(None if t is None else t.to(device) for t in self))
+
+
+def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> Batch:
+    """Noisy network input (with the noise levels when conditional) and the clean target."""
     n = clean.shape[0]
     if not spec.conditional:
-        return noise.add_gaussian(clean, spec.sigma, gen), clean
+        return Batch(noise.add_gaussian(clean, spec.sigma, gen), None, clean)
     if spec.camera:
         return camera_batch(clean, gen)
     gauss = torch.rand(n, generator=gen) < spec.gaussian_fraction
@@ -94,10 +115,10 @@ def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> tuple
     noisy = target + eps * noise.nlf_variance(target, a.view(n, 1, 1, 1), b.view(n, 1, 1, 1)).sqrt()
     # Real sensors clip; the Gaussian benchmark protocol does not.
     noisy = torch.where(gauss.view(n, 1, 1, 1), noisy, noisy.clamp(0, 1))
-    return torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1), target
+    return Batch(noisy, torch.stack([a, b], dim=1), target)
 
 
-def camera_batch(clean: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def camera_batch(clean: Tensor, gen: torch.Generator) -> Batch:
     """Camera raw samples (``NoiseSpec.camera``): a random CFA plane of each raw-like crop (Eq. 13 with
     f_e ~ U(1.25, 10), f_c ~ U(0.25, 1)) with exact Poisson-Gaussian noise at an NLF over the paper's ranges."""
     n = clean.shape[0]
@@ -107,24 +128,24 @@ def camera_batch(clean: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     target = noise.raw_like(plane, f_e.view(n, 1, 1, 1), f_c.view(n, 1, 1, 1))
     a, b = noise.sample_nlf(n, gen)
     noisy = noise.add_poisson_gaussian(target, a.view(n, 1, 1, 1), b.view(n, 1, 1, 1), gen, clip=True)
-    return torch.cat([noisy, noise.nlf_planes(a, b, noisy)], dim=1), target
+    return Batch(noisy, torch.stack([a, b], dim=1), target)
 
 
 #: Noise-normalised loss: reference variance (σ 25) and floor (σ 2) of the per-sample weights, 0-1 scale.
 NMSE_REF, NMSE_FLOOR = (25.0 / 255.0) ** 2, (2.0 / 255.0) ** 2
 
 
-def sample_weights(x: Tensor, target: Tensor, spec: NoiseSpec) -> Tensor:
+def sample_weights(levels: Tensor | None, target: Tensor, spec: NoiseSpec) -> Tensor:
     """Per-sample loss weights of the noise-normalised MSE: ``NMSE_REF / (v + NMSE_FLOOR)`` with ``v``
-    the sample's mean noise variance (a·x + b averaged over the clean target; a and b read back from a
-    conditional input's NLF planes). A sample's MSE then counts relative to its own noise level, so every
+    the sample's mean noise variance (a·x + b averaged over the clean target; ``levels`` the (N, 2) noise
+    levels of a conditional batch). A sample's MSE then counts relative to its own noise level, so every
     noise level weighs about the same in dB instead of the high σ dominating a plain MSE."""
-    n = x.shape[0]
-    if not spec.conditional:
+    n = target.shape[0]
+    if levels is None:
         v = torch.full((n,), (spec.sigma / 255.0) ** 2, dtype=target.dtype, device=target.device)
     else:
-        a, b = noise.nlf_from_planes(x)
-        v = noise.nlf_variance(target, a.view(n, 1, 1, 1), b.view(n, 1, 1, 1)).mean(dim=(1, 2, 3))
+        ab = noise_planes(levels, target)[:, :, 0, 0].float().square()  # (a, b) as the input planes hold them
+        v = noise.nlf_variance(target, ab[:, 0].view(n, 1, 1, 1), ab[:, 1].view(n, 1, 1, 1)).mean(dim=(1, 2, 3))
     return NMSE_REF / (v + NMSE_FLOOR)
 
 
@@ -135,7 +156,7 @@ def sr_crop_size(patch: int, scales: tuple[int, ...] = SR_SCALES) -> int:
 
 
 def sr_batch(hr: Tensor, patch: int, gen: torch.Generator, scales: tuple[int, ...] = SR_SCALES
-             ) -> tuple[Tensor, Tensor]:
+             ) -> Batch:
     """VDSR-style pairs: each sample at a random scale s, LR = MATLAB-bicubic(HR, 1/s) rounded to 8 bit,
     input = bicubic(LR, s); both centre-cropped to ``patch`` (away from resampling borders)."""
     n, _, size, _ = hr.shape
@@ -147,7 +168,7 @@ def sr_batch(hr: Tensor, patch: int, gen: torch.Generator, scales: tuple[int, ..
             lr = (imresize(hr[idx], 1.0 / s) * 255.0).round().clamp(0, 255) / 255.0
             up[idx] = imresize(lr, float(s))
     o = (size - patch) // 2
-    return up[:, :, o: o + patch, o: o + patch], hr[:, :, o: o + patch, o: o + patch]
+    return Batch(up[:, :, o: o + patch, o: o + patch], None, hr[:, :, o: o + patch, o: o + patch])
 
 
 #: Reference squared error of the SR weights (30 dB, a typical bicubic input's error on a training crop).
@@ -157,7 +178,184 @@ SR_NMSE_REF = 1e-3
 def sr_sample_weights(x: Tensor, target: Tensor) -> Tensor:
     """Per-sample weights of the SR loss ``nmse``: ``SR_NMSE_REF / (e + NMSE_FLOOR)`` with ``e`` the bicubic
     input's mean squared error against the target. Under a plain MSE the ×4 and ×3 samples, whose errors are
-    largest, dominate the gradient and ×2 lags (measured: +0.30 dB over bicubic at ×2 against +1.17 at ×3
-    after 1,066 steps); relative to the input's own error every scale counts about alike in dB."""
+    largest, dominate the gradient and ×2 lags; relative to the input's own error every scale counts about
+    alike in dB (docs/training.md)."""
     e = (x[:, :1].float() - target.float()).square().mean(dim=(1, 2, 3))
     return SR_NMSE_REF / (e + NMSE_FLOOR)
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+@dataclass
+class Validation:
+    """Mean PSNR (:func:`n3cli.imaging.metrics.psnr`) of a model over fixed (inputs, clean) pairs.
+
+    ``border``: pixels cropped at every side of each pair before measuring (SR: the scale); ``quantize``:
+    round the output to 8-bit levels first (SR's protocol). ``fields``: what the log records say about it.
+    """
+
+    items: list[tuple[tuple[Any, ...], Tensor, int]]
+    fields: dict[str, Any]
+    quantize: bool = False
+
+    @torch.inference_mode()
+    def __call__(self, model: nn.Module, device: torch.device) -> float:
+        was_training = model.training
+        model.eval()
+        psnrs = []
+        try:
+            for inputs, clean, border in self.items:
+                args = [t.to(device) if isinstance(t, Tensor) else t for t in inputs]
+                out = model(*args).float().cpu()
+                if self.quantize:
+                    out = (out * 255.0).round().clamp(0, 255) / 255.0
+                if border:
+                    out, clean = out[..., border:-border, border:-border], clean[..., border:-border, border:-border]
+                # a batch (the four CFA planes of one raw image) is measured as one image of its planes
+                psnrs.append(min(metrics.psnr(out.flatten(0, 1), clean.flatten(0, 1)), 120.0))
+        finally:
+            model.train(was_training)
+        return sum(psnrs) / len(psnrs)
+
+    @property
+    def sigma(self) -> float | None:
+        return self.fields.get("val_sigma")
+
+    @property
+    def nlf(self) -> tuple[float, float] | None:
+        nlf = self.fields.get("val_nlf")
+        return tuple(nlf) if nlf else None  # type: ignore[return-value]
+
+
+def _gray_images(folder: str, limit: int, luma: str = "L") -> list[Tensor]:
+    return [im.float()[None, None] / 255.0 for im in ImageBank([folder], luma=luma).images[:limit]]
+
+
+# --- tasks --------------------------------------------------------------------------------------
+
+class Task:
+    """What a kind of run trains on: how its batches are made, weighed and validated."""
+
+    name = "denoise"  #: the registry task of its exported weights
+    luma = "L"  #: how colour training images become gray (:class:`n3cli.train.data.ImageBank`)
+    noise_inputs = 0  #: noise-level inputs of the model (2: √a/√b planes built by the model)
+    sigma: float | None = None  #: fixed Gaussian σ of a per-σ denoiser
+
+    @property
+    def in_planes(self) -> int:
+        """Input channels of the model's first convolution: image plus noise-level planes."""
+        return 1 + self.noise_inputs
+
+    @property
+    def conditional(self) -> bool:
+        return self.noise_inputs > 0
+
+    def crop_size(self, patch: int) -> int:
+        """Side of the clean crops drawn per sample."""
+        return patch
+
+    def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def loss_weights(self, batch: Batch) -> Tensor:
+        """Per-sample weights of the noise-normalised loss (``loss = "nmse"``)."""
+        raise NotImplementedError
+
+    def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
+        raise NotImplementedError
+
+    def describe(self) -> str | None:
+        """The training noise, in words (stored in checkpoints and exported weights); None: no noise."""
+        raise NotImplementedError
+
+
+class DenoiseTask(Task):
+    """Gaussian denoising at a fixed σ, or noise-level-conditional (``noise = "nlf"``)."""
+
+    def __init__(self, spec: NoiseSpec) -> None:
+        self.spec = spec
+        self.noise_inputs = len(noise.NLF_PLANES) if spec.conditional else 0
+        self.sigma = spec.sigma
+
+    def crop_size(self, patch: int) -> int:
+        return patch * self.spec.crop_scale
+
+    def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
+        return denoise_batch(clean, self.spec, gen)
+
+    def loss_weights(self, batch: Batch) -> Tensor:
+        return sample_weights(batch.noise, batch.target, self.spec)
+
+    def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
+        """Gaussian noise at σ (the run's own, else ``val_sigma``), drawn from a seed fixed per image."""
+        sigma = self.spec.sigma if self.spec.sigma is not None else val_sigma
+        level = noise.sigma_to_nlf(sigma) if self.conditional else None
+        items = []
+        for i, clean in enumerate(_gray_images(folder, limit)):
+            noisy = noise.add_gaussian(clean, sigma, noise.generator(noise.seed_for("val", i, sigma)))
+            items.append(((noisy,) if level is None else (noisy, level), clean, 0))
+        return Validation(items, {"val_sigma": sigma})
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+
+class RawTask(DenoiseTask):
+    """Camera raw denoising (``noise = "raw"``): CFA planes with Poisson-Gaussian noise, conditional."""
+
+    name = "raw"
+
+    def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
+        """The benchmark's raw protocol: each image made raw-like (Eq. 13, f_e 2.2), used as its own mosaic,
+        exact Poisson-Gaussian noise at the middle benchmark NLF, denoised as its four CFA planes."""
+        a, b = noise.RAW_NLFS[1]
+        items = []
+        for i, im in enumerate(_gray_images(folder, limit)):
+            clean = noise.cfa_plane(noise.raw_like(im.expand(4, -1, -1, -1), noise.RAW_F_E, noise.RAW_F_C),
+                                    torch.arange(4))
+            noisy = noise.add_poisson_gaussian(clean, a, b, noise.generator(noise.seed_for("val-raw", i, a, b)))
+            items.append(((noisy, (a, b)), clean, 0))
+        return Validation(items, {"val_sigma": None, "val_nlf": [a, b]})
+
+
+class SRTask(Task):
+    """Single-image super-resolution at scales 2, 3 and 4 on the luma Y (VDSR's protocol)."""
+
+    name = "sr"
+    luma = "y"
+
+    def __init__(self, patch: int) -> None:
+        self.patch = patch
+
+    def crop_size(self, patch: int) -> int:
+        return sr_crop_size(patch)
+
+    def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
+        return sr_batch(clean, self.patch, gen)
+
+    def loss_weights(self, batch: Batch) -> Tensor:
+        return sr_sample_weights(batch.x, batch.target)
+
+    def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
+        """PSNR on Y, output rounded to 8 bit, ``scale`` pixels cropped, over the images and scales 2, 3, 4."""
+        items = []
+        for hr in _gray_images(folder, limit, luma="y"):
+            for s in SR_SCALES:
+                crop = hr[:, :, : hr.shape[-2] // s * s, : hr.shape[-1] // s * s]
+                lr = (imresize(crop, 1.0 / s) * 255.0).round().clamp(0, 255) / 255.0
+                items.append(((imresize(lr, float(s)),), crop, s))
+        return Validation(items, {"val_sigma": None}, quantize=True)
+
+    def describe(self) -> str | None:
+        return None
+
+
+def task_for(task: str, noise_text: str, patch: int) -> Task:
+    """The task object of a run's ``task``, ``noise`` and ``patch`` settings."""
+    if task == "sr":
+        return SRTask(patch)
+    try:
+        spec = NoiseSpec.parse(noise_text)
+    except ValueError as exc:
+        raise N3Error(f"--noise {noise_text!r}: {exc}") from None
+    return RawTask(spec) if spec.camera else DenoiseTask(spec)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from n3cli.sets.cli import sets_cmd
+from n3cli.cli.sets import sets_cmd
 
 
 def test_sets_command_runs(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from n3cli.train.loop import TrainConfig
+from n3cli.train.config import TrainConfig
 
 #: A 3-layer, 8-feature N3Net: trains a step in well under a second on the CPU.
 TINY = {"depth": 3, "features": 8, "embed_features": 8}

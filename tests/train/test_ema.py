@@ -12,7 +12,7 @@ from torch import nn
 from n3cli.errors import N3Error
 from n3cli.train.checkpoint import load
 from n3cli.train.ema import WeightAverage
-from n3cli.train.loop import train
+from n3cli.train.trainer import train
 
 from .conftest import tiny_config
 from .test_train import data  # noqa: F401  (fixture)
@@ -61,7 +61,8 @@ def test_run_keeps_validates_and_resumes_the_average(tmp_path: Path, data: Path)
 
 
 def test_switched_on_at_resume_and_exported(tmp_path: Path, data: Path) -> None:  # noqa: F811
-    from n3cli.weights import WeightsError, export_run
+    from n3cli.train.export import export_run
+    from n3cli.weights import WeightsError
 
     cfg = tiny_config(tmp_path, data, steps=4, val=None, noise="nlf")
     train(cfg, stop_after=2)

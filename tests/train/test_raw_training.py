@@ -17,9 +17,11 @@ from n3cli.cli.app import app
 from n3cli.errors import N3Error
 from n3cli.imaging import noise
 from n3cli.train.checkpoint import load
-from n3cli.train.loop import TrainConfig, crop_size, load_initial_weights, train
+from n3cli.train.config import TrainConfig
+from n3cli.train.export import export_run
 from n3cli.train.tasks import NoiseSpec, denoise_batch
-from n3cli.weights import ModelInfo, default_name, export_run
+from n3cli.train.trainer import crop_size, load_initial_weights, train
+from n3cli.weights import ModelInfo, default_name
 
 from .conftest import TINY, tiny_config
 
@@ -60,10 +62,10 @@ def test_raw_spec() -> None:
 def test_camera_batch_is_a_poisson_gaussian_cfa_plane() -> None:
     gen = torch.Generator().manual_seed(3)
     clean = torch.full((64, 1, 64, 64), 0.9)
-    x, target = denoise_batch(clean, NoiseSpec.parse("raw"), gen)
-    assert x.shape == (64, 3, 32, 32) and target.shape == (64, 1, 32, 32)
+    x, levels, target = denoise_batch(clean, NoiseSpec.parse("raw"), gen)
+    assert x.shape == (64, 1, 32, 32) and levels.shape == (64, 2) and target.shape == (64, 1, 32, 32)
     assert float(x[:, 0].min()) >= 0.0 and float(x[:, 0].max()) <= 1.0  # clipped like a sensor
-    a, b = noise.nlf_from_planes(x)
+    a, b = levels[:, 0], levels[:, 1]
     assert bool(((a > 0.99e-4) & (a < 1.01e-1)).all())  # log10 a in [-4, -1]
     ratio = torch.log10(b / a)
     assert float(ratio.min()) >= -3.6 - 1e-3 and float(ratio.max()) <= -1.0 + 1e-3  # log10 b - log10 a
@@ -90,7 +92,8 @@ def test_raw_run_validates_on_the_raw_protocol_and_exports_a_raw_model(tmp_path:
     model, info = export_run(tmp_path / "run" / "last.pt", "tiny-raw")
     assert info.task == "raw" and info.conditional
     assert "CFA planes" in info.training["noise"]
-    out = model(torch.rand(1, 3, 32, 32))
+    assert model.conditional and model.config.noise_inputs == 2  # the exported model builds its NLF planes
+    out = model(torch.rand(1, 1, 32, 32), (1e-3, 1e-5))
     assert out.shape == (1, 1, 32, 32)
 
 
@@ -106,7 +109,7 @@ def test_init_starts_a_new_run_from_trained_weights(tmp_path: Path, data: Path) 
         if v.is_floating_point() and "running" not in k:
             assert torch.allclose(state["model"][k], v, atol=1e-6), k
     # the weights must fit: a different width is refused with a message
-    from n3cli.train.loop import build_model
+    from n3cli.train.trainer import build_model
 
     wrong = build_model(TrainConfig(out="x", data=[], model={**TINY, "features": 16}), 3)
     with pytest.raises(N3Error, match="does not fit"):

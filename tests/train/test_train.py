@@ -16,8 +16,10 @@ from PIL import Image
 
 from n3cli.errors import N3Error
 from n3cli.train.checkpoint import load
-from n3cli.train.loop import TrainConfig, learning_rate, param_groups, train
+from n3cli.train.config import TrainConfig
+from n3cli.train.optim import learning_rate, param_groups
 from n3cli.train.tasks import NoiseSpec, denoise_batch, sr_batch
+from n3cli.train.trainer import train
 
 from .conftest import TINY, tiny_config
 
@@ -123,9 +125,9 @@ def test_weight_decay_only_on_conv_weights_and_bn_scales() -> None:
 def test_conditional_noise_batch() -> None:
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(64, 1, 16, 16, generator=g)
-    x, target = denoise_batch(clean, NoiseSpec.parse("nlf"), g)
-    assert x.shape == (64, 3, 16, 16) and target.shape == clean.shape
-    gauss = x[:, 1, 0, 0] == 0  # a = 0 for Gaussian samples
+    x, levels, target = denoise_batch(clean, NoiseSpec.parse("nlf"), g)
+    assert x.shape == (64, 1, 16, 16) and levels.shape == (64, 2) and target.shape == clean.shape
+    gauss = levels[:, 0] == 0  # a = 0 for Gaussian samples
     assert 10 < int(gauss.sum()) < 54
     torch.testing.assert_close(target[gauss], clean[gauss])
     assert (x[~gauss, 0] >= 0).all() and (x[~gauss, 0] <= 1).all()  # raw-like samples are clipped
@@ -133,8 +135,8 @@ def test_conditional_noise_batch() -> None:
 
 def test_sr_batch_shapes() -> None:
     g = torch.Generator().manual_seed(0)
-    x, y = sr_batch(torch.rand(6, 1, 84, 84, generator=g), 80, g)
-    assert x.shape == y.shape == (6, 1, 80, 80)
+    x, levels, y = sr_batch(torch.rand(6, 1, 84, 84, generator=g), 80, g)
+    assert x.shape == y.shape == (6, 1, 80, 80) and levels is None
 
 
 @pytest.mark.slow
@@ -209,7 +211,8 @@ def test_resume_with_a_new_rate(tmp_path: Path, data: Path) -> None:
 
 
 def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
-    from n3cli.weights import WeightsError, export_run
+    from n3cli.train.export import export_run
+    from n3cli.weights import WeightsError
 
     last = train(_cfg(tmp_path, data, steps=2, val=None, noise="nlf"))
     plain, info0 = export_run(last, "x")
@@ -230,25 +233,24 @@ def test_export_recomputes_bn_statistics(tmp_path: Path, data: Path) -> None:
 
 def test_noise_normalised_weights() -> None:
     """nmse weights a sample by NMSE_REF / (its mean noise variance + floor): Gaussian σ gives σ², a raw-like
-    sample a·mean(x) + b, read back from the NLF planes of the network input."""
+    sample a·mean(x) + b, from the batch's noise levels (as the model's NLF planes hold them)."""
     from n3cli.imaging import noise
     from n3cli.train.tasks import NMSE_FLOOR, NMSE_REF, sample_weights
 
     gen = torch.Generator().manual_seed(3)
     clean = torch.rand(64, 1, 16, 16, generator=gen)
     spec = NoiseSpec.parse("nlf")
-    x, target = denoise_batch(clean, spec, gen)
-    w = sample_weights(x, target, spec)
-    a, b = x[:, 1, 0, 0].double() ** 2, x[:, 2, 0, 0].double() ** 2
+    x, levels, target = denoise_batch(clean, spec, gen)
+    w = sample_weights(levels, target, spec)
+    a, b = levels[:, 0].double(), levels[:, 1].double()
     expected = NMSE_REF / (a * target.double().clamp(0, 1).mean(dim=(1, 2, 3)) + b + NMSE_FLOOR)
     assert torch.allclose(w.double(), expected, rtol=1e-4)
     gaussian = a == 0
     assert gaussian.any() and (~gaussian).any()  # both kinds of sample were drawn
     # equal-dB weighting: a sample twice as noisy (in σ) weighs about a quarter as much
-    hi, lo = noise.nlf_planes(0.0, (50 / 255) ** 2, clean[:1]), noise.nlf_planes(0.0, (25 / 255) ** 2, clean[:1])
-    w2 = sample_weights(torch.cat([torch.cat([clean[:1], hi], 1), torch.cat([clean[:1], lo], 1)]), clean[:2], spec)
+    w2 = sample_weights(torch.tensor([noise.sigma_to_nlf(50.0), noise.sigma_to_nlf(25.0)]), clean[:2], spec)
     assert float(w2[1] / w2[0]) == pytest.approx(((50 / 255) ** 2 + NMSE_FLOOR) / ((25 / 255) ** 2 + NMSE_FLOOR))
-    fixed = sample_weights(clean[:4], clean[:4], NoiseSpec(25.0))
+    fixed = sample_weights(None, clean[:4], NoiseSpec(25.0))
     assert torch.allclose(fixed, torch.full((4,), NMSE_REF / (NMSE_REF + NMSE_FLOOR)))
 
 
@@ -262,7 +264,7 @@ def test_sr_weights_count_every_scale_alike() -> None:
     hr = (0.5 + 0.4 * torch.sin(x / 2.0) * torch.cos(y / 3.0)).expand(6, 1, 48, 48).contiguous()
     inputs, targets = [], []
     for s in (2, 4):
-        a, b = sr_batch(hr[:3], 40, gen, scales=(s,))
+        a, _, b = sr_batch(hr[:3], 40, gen, scales=(s,))
         inputs.append(a)
         targets.append(b)
     x_in, target = torch.cat(inputs), torch.cat(targets)
@@ -302,7 +304,7 @@ def test_a_copied_run_continues_in_its_new_folder(tmp_path: Path, data: Path) ->
 def test_adamw_decays_weights_apart_from_the_gradient() -> None:
     """adam (the paper's) adds the L2 term to the gradient, which Adam then normalises: a weight without
     gradient moves by about the rate per step. adamw shrinks it by the factor (1 - rate * decay) only."""
-    from n3cli.train.loop import make_optimizer
+    from n3cli.train.optim import make_optimizer
 
     moved = {}
     for name in ("adam", "adamw"):
@@ -440,7 +442,7 @@ def test_model_overrides_on_the_command_line(tmp_path: Path, data: Path) -> None
 
 
 def test_resume_under_more_processes_gives_new_ranks_their_own_crops() -> None:
-    from n3cli.train.loop import restore_rng
+    from n3cli.train.trainer import restore_rng
 
     saved = torch.Generator().manual_seed(5)
     state = saved.get_state()

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..cli.common import handle_errors
-from .train import main
+from ..sets.train import SetsTrainConfig, execute
+from .common import handle_errors
 
 
 @handle_errors
@@ -37,13 +37,8 @@ def sets_cmd(
 
     Example: n3 sets --steps 3000 --out runs/sets
     """
-    argv = ["--steps", str(steps), "--n", str(n), "--batch", str(batch), "--seed", str(seed), "--lr", str(lr),
-            "--schedule", schedule, "--select", select, "--models", models, "--k", str(k),
-            "--ess-weight", str(ess_weight), "--ess-after", str(ess_after),
-            "--test-sets", str(test_sets), "--val-sets", str(val_sets), "--val-every", str(val_every),
-            "--device", device, "--threads", str(threads)]
-    if time_limit is not None:
-        argv += ["--time-limit", str(time_limit)]
-    if out is not None:
-        argv += ["--out", str(out)]
-    main(argv)
+    cfg = SetsTrainConfig(steps=steps, n=n, batch=batch, seed=seed, lr=lr, schedule=schedule, select=select,
+                          models=[m.strip() for m in models.split(",") if m.strip()], k=k, ess_weight=ess_weight,
+                          ess_after=ess_after, test_sets=test_sets, val_sets=val_sets, val_every=val_every,
+                          time_limit_min=time_limit, device=device, out=str(out) if out else None)
+    execute(cfg, threads)
