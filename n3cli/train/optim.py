@@ -8,16 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine import native_bf16
 from .config import TrainConfig
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 convolutions run natively (CUDA with bf16 support; CPUs with AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
 
 
 def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
