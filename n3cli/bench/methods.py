@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,6 +162,12 @@ def build_methods(specs: list[str], task: str, options: MethodOptions | None = N
 
 def _as_hwc(out: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32).reshape(like.shape)
+
+
+def _gray_or_colour(fn: Callable[..., np.ndarray], img: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """A scikit-image denoiser on an (H, W, 1) or (H, W, 3) image: colour with the channel axis last, gray as 2-D."""
+    out = fn(img, channel_axis=-1, **kwargs) if img.shape[2] == 3 else fn(img[:, :, 0], **kwargs)
+    return _as_hwc(out, img)
 
 
 def _no_arg(name: str, arg: str | None) -> None:
@@ -305,13 +312,9 @@ def _nlm(arg: str | None, options: MethodOptions) -> Method:
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
         s = sigma / 255.0
-        if noisy.shape[2] == 3:
-            out = denoise_nl_means(noisy, patch_size=5, patch_distance=6, h=NLM_H_COLOR * s, sigma=s,
-                                   fast_mode=True, channel_axis=-1)
-        else:
-            out = denoise_nl_means(noisy[:, :, 0], patch_size=5, patch_distance=6, h=NLM_H_GRAY * s, sigma=s,
-                                   fast_mode=True)
-        return _as_hwc(out, noisy)
+        colour = noisy.shape[2] == 3
+        return _gray_or_colour(denoise_nl_means, noisy, patch_size=5, patch_distance=6, sigma=s, fast_mode=True,
+                               h=(NLM_H_COLOR if colour else NLM_H_GRAY) * s)
 
     return Method("nlm", "nlm", "denoise", run, description="non-local means (Buades et al. 2005)")
 
@@ -322,15 +325,9 @@ def _wavelet(arg: str | None, options: MethodOptions) -> Method:
     from skimage.restoration import denoise_wavelet
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
-        s = sigma / 255.0
-        img = noisy.astype(np.float64)
-        if img.shape[2] == 3:
-            out = denoise_wavelet(img, sigma=s, wavelet="db2", method="BayesShrink", mode="soft",
-                                  rescale_sigma=True, channel_axis=-1, convert2ycbcr=True)
-        else:
-            out = denoise_wavelet(img[:, :, 0], sigma=s, wavelet="db2", method="BayesShrink", mode="soft",
-                                  rescale_sigma=True)
-        return _as_hwc(out, noisy)
+        extra = {"convert2ycbcr": True} if noisy.shape[2] == 3 else {}
+        return _gray_or_colour(denoise_wavelet, noisy.astype(np.float64), sigma=sigma / 255.0, wavelet="db2",
+                               method="BayesShrink", mode="soft", rescale_sigma=True, **extra)
 
     return Method("wavelet", "wavelet", "denoise", run, description="BayesShrink (Chang et al. 2000)")
 
