@@ -91,11 +91,8 @@ def load_model(weights: str | Path | None = None, task: str = "denoise",
 
 
 def prepare_for_inference(model: N3Net, device: torch.device) -> N3Net:
-    """Eval mode, BatchNorm folded into the convolutions, channels-last memory layout.
-
-    Measured on a 512×512 gray image, one CPU thread: N3Net 10.7 s plain → 8.8 s folded → 6.2 s folded
-    and channels-last; DnCNN-17 4.0 → 3.4 → 1.9 s (benchmarks/forward.py).
-    """
+    """Eval mode, BatchNorm folded into the convolutions, channels-last memory layout (each measured faster:
+    docs/speed.md)."""
     folded = fold_batchnorm(model.eval())
     assert isinstance(folded, N3Net)
     return folded.to(device).to(memory_format=torch.channels_last)
@@ -603,15 +600,9 @@ def denoise_mosaic(mosaic: np.ndarray, pattern: str, nlf: tuple[float, float], *
     which go through the gray model as one batch of 4 (shared tiling and progress) and are unpacked again;
     each plane holds one colour, i.e. a gray image like those the model was trained on, and the same
     (a, b) apply since the NLF is defined on the normalised mosaic values. ``cfa="mosaic"``: the whole
-    mosaic as one gray image. Planes is the default. Measured (``benchmarks/raw_cfa.py``, an early
-    conditional checkpoint, Poisson-Gaussian NLFs (1e-3, 1e-5) / (4e-3, 4e-5) / (1e-2, 1e-4), 3 images each):
-    on colour-filter mosaics (Kodak RGB, linearised, camera-like channel gains, sampled RGGB) planes
-    beat mosaic by 8.9 / 7.6 / 7.0 dB: the mosaic's colour checkerboard is structure a gray model never saw,
-    and the mosaic mode fell below the noisy input. Only when a gray image is used as its own mosaic (no
-    colour structure, Set12) does the mosaic mode win (by 1.2 / 1.2 / 1.4 dB, full-resolution context).
-    The network sees the mosaic clipped to [0, 1], as a sensor clips and as it was trained: on dark, noisy
-    synthetic data (clean level 0.02, NLF (1e-2, 1e-4), shipped model) an unclipped input, with values
-    below 0, left a bias of -2.6e-3 and an RMSE of 4.7e-3; clipped: -0.6e-3 and 3.0e-3 (elsewhere equal).
+    mosaic as one gray image. Planes is the default: the mosaic's colour checkerboard is structure a gray model
+    never saw. The network sees the mosaic clipped to [0, 1], as a sensor clips and as it was trained (figures
+    for both choices: docs/raw.md).
     Returns float32 (H, W).
     """
     from .raw import pack_bayer, unpack_bayer
