@@ -200,6 +200,9 @@ class N3Aggregation2d(nn.Module):
         # 10-12 no faster; larger tiles waste more of the candidate region ((q + window - 1)² patches).
         self.query_tile = query_tile
         self.bn = DistanceNorm() if distance_norm else None
+        #: Run the original implementation (patch unfold / fold, tile-region candidates) instead of the
+        #: block one; kept as the reference the tests compare against. Not part of the state dict.
+        self.reference = False
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, patch={self.patch}, stride={self.stride}, window={self.window}, "
@@ -215,9 +218,14 @@ class N3Aggregation2d(nn.Module):
                 progress: Callable[[int, int], None] | None = None) -> Tensor:
         ctx, (x, e, log_t) = full_precision(x, e, log_t)  # the folding sums too
         with ctx:
-            return self._forward(x, e, log_t, progress)
+            if self.reference or self.method == "concrete" or self.patch % self.stride:
+                return self._forward_reference(x, e, log_t, progress)
+            return self._forward_blocks(x, e, log_t, progress)
 
-    def _forward(self, x: Tensor, e: Tensor, log_t: Tensor, progress: Callable[[int, int], None] | None) -> Tensor:
+    def _forward_reference(self, x: Tensor, e: Tensor, log_t: Tensor,
+                           progress: Callable[[int, int], None] | None) -> Tensor:
+        """The original implementation: tiles of queries against their whole candidate region, Eq. 11 on
+        whole patches per neighbour, F.fold back to pixels."""
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
         x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()  # unfold/fold are fastest in NCHW
@@ -272,6 +280,114 @@ class N3Aggregation2d(nn.Module):
         count = F.fold(xp.new_ones(1, p * p, nh * nw), (hp, wp), p, stride=s)
         volumes = (acc / count)[:, :, top: top + h, left: left + w]
         diffs = volumes.view(b, k, c, h, w) - x.unsqueeze(1)
+        return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
+
+    def _tile_layout(self, rows: tuple[int, int], cols: tuple[int, int], wh: int, ww: int, nh: int, nw: int,
+                     device: torch.device) -> tuple[tuple[int, int], tuple[int, int], Tensor | None, Tensor]:
+        """Candidate region of a tile of queries and where each query's window lies in it.
+
+        Returns the region's grid rows and cols [r0, r1) × [c0, c1), the index (Q, wh·ww) of every query's
+        window (row-major) into the row-major region (None where every window is the whole region), and
+        the mask (1, Q, wh·ww) of valid candidates (all but the query itself).
+        """
+        half = self.window // 2
+        starts_r = [min(max(i - half, 0), nh - wh) for i in range(*rows)]
+        starts_c = [min(max(j - half, 0), nw - ww) for j in range(*cols)]
+        region_r, region_c = (starts_r[0], starts_r[-1] + wh), (starts_c[0], starts_c[-1] + ww)
+        sr = torch.tensor(starts_r, device=device)
+        sc = torch.tensor(starts_c, device=device)
+        ar, ac = torch.arange(wh, device=device), torch.arange(ww, device=device)
+        own_r = torch.arange(*rows, device=device) - sr  # the query's place in its window
+        own_c = torch.arange(*cols, device=device) - sc
+        is_self = (ar[None] == own_r[:, None])[:, None, :, None] & (ac[None] == own_c[:, None])[None, :, None, :]
+        valid = (~is_self).reshape(1, len(starts_r) * len(starts_c), wh * ww)
+        index = None
+        if region_r[1] - region_r[0] != wh or region_c[1] - region_c[0] != ww:
+            rel_r = (sr - region_r[0])[:, None] + ar[None]  # (tr, wh) rows within the region
+            rel_c = (sc - region_c[0])[:, None] + ac[None]
+            width = region_c[1] - region_c[0]
+            index = (rel_r[:, None, :, None] * width + rel_c[None, :, None, :]).reshape(valid.shape[1:])
+        return region_r, region_c, index, valid
+
+    def _forward_blocks(self, x: Tensor, e: Tensor, log_t: Tensor,
+                        progress: Callable[[int, int], None] | None) -> Tensor:
+        """The aggregation on exact windows and at block granularity (same result as the reference).
+
+        Each query's candidates are laid out as exactly its wh × ww window (the query itself masked), so
+        that the selection costs wh·ww per query instead of the tile's whole candidate region. Since the
+        stride divides the patch size, every patch is nb × nb blocks of stride × stride pixels: the weights
+        of the (up to nb²) query patches that cover a destination block are summed per source block
+        before touching pixel values, so Eq. 11 and the folding become one matrix product per tile,
+        (dest blocks · k, source blocks) @ (source blocks, C·stride²), and the averaging over overlapping
+        patches a per-block count.
+        """
+        b, c, h, w = x.shape
+        p, s, k = self.patch, self.stride, self.k
+        nb = p // s
+        x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()
+        top, bottom = _grid_padding(h, p, s)
+        left, right = _grid_padding(w, p, s)
+        pad = (left, right, top, bottom)
+        xp, ep, tp = F.pad(x, pad), F.pad(e, pad), F.pad(log_t, pad)
+        hp, wp = h + top + bottom, w + left + right
+        nh, nw = (hp - p) // s + 1, (wp - p) // s + 1
+        bh, bw = hp // s, wp // s  # blocks: nh + nb - 1, nw + nb - 1
+        wh, ww = min(self.window, nh), min(self.window, nw)
+        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
+        # (B, bh, bw, C·s²): the value blocks, one row per block
+        xb = xp.view(b, c, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, c * s * s)
+        # In training, one tile spans the whole grid: batch statistics of the distance norm then
+        # cover every distance, as in a whole-image forward pass.
+        qt = max(nh, nw) if self.training else self.query_tile
+        tiles = [(r, cc) for r in range(0, nh, qt) for cc in range(0, nw, qt)]
+        acc: Tensor | None = None
+        for i, (r0, c0) in enumerate(tiles):
+            rows, cols = (r0, min(r0 + qt, nh)), (c0, min(c0 + qt, nw))
+            tr, tc = rows[1] - rows[0], cols[1] - cols[0]
+            region_r, region_c, index, valid = self._tile_layout(rows, cols, wh, ww, nh, nw, x.device)
+            rh, rw = region_r[1] - region_r[0], region_c[1] - region_c[0]
+            queries = self._patches(ep, rows, cols)
+            alpha = -squared_distances(queries, self._patches(ep, region_r, region_c))  # (B, Q, R), Eq. 4
+            if index is not None:
+                alpha = alpha.gather(2, index.expand(b, -1, -1))  # (B, Q, wh·ww)
+            if self.bn is not None:
+                alpha = self.bn(alpha, valid)
+            alpha = alpha.masked_fill(~valid, _NEG_INF)
+            t = t_grid[:, rows[0]:rows[1], cols[0]:cols[1]].reshape(b, -1, 1)
+            weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
+            if wh * ww == 1:  # a query without candidates keeps itself as neighbour
+                weights = torch.where(valid.any(-1)[..., None, None], weights, torch.ones_like(weights))
+            if index is not None:  # back to the region layout
+                q, m = index.shape
+                weights = weights.new_zeros(b, q, k, rh * rw).scatter(
+                    3, index[None, :, None, :].expand(b, q, k, m), weights)
+            weights = weights.view(b, tr, tc, k, rh, rw)
+            # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
+            # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
+            spread = weights.new_zeros(b, tr + nb - 1, tc + nb - 1, k, rh + nb - 1, rw + nb - 1)
+            for u in range(nb):
+                for v in range(nb):
+                    spread[:, u: u + tr, v: v + tc, :, u: u + rh, v: v + rw] += weights
+            src = xb[:, region_r[0]: region_r[1] + nb - 1, region_c[0]: region_c[1] + nb - 1]
+            out = spread.view(b, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b, -1, c * s * s)  # Eq. 11
+            out = out.view(b, tr + nb - 1, tc + nb - 1, k, c * s * s)
+            if len(tiles) == 1:
+                acc = out
+            else:
+                if acc is None:
+                    acc = out.new_zeros(b, bh, bw, k, c * s * s)
+                acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out
+            if progress is not None:
+                progress(i + 1, len(tiles))
+        assert acc is not None
+        # Patches covering each block: nb per dimension inside, fewer at the grid's edges.
+        cover_r = [min(u, nh - 1) - max(u - nb + 1, 0) + 1 for u in range(bh)]
+        cover_c = [min(v, nw - 1) - max(v - nb + 1, 0) + 1 for v in range(bw)]
+        count = torch.tensor(cover_r, dtype=x.dtype, device=x.device)[:, None] * \
+            torch.tensor(cover_c, dtype=x.dtype, device=x.device)[None, :]
+        acc = acc / count[None, :, :, None, None]
+        volumes = acc.view(b, bh, bw, k, c, s, s).permute(0, 3, 4, 1, 5, 2, 6).reshape(b, k, c, hp, wp)
+        diffs = volumes[..., top: top + h, left: left + w] - x.unsqueeze(1)
         return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
 
 
