@@ -17,6 +17,7 @@ image form computes per neighbour in the layout its folding takes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -179,6 +180,60 @@ def _window_start(index: Tensor, window: int, grid: int) -> Tensor:
     return (index - window // 2).clamp(0, grid - window)
 
 
+@functools.lru_cache(maxsize=64)
+def _window_layout(starts_r: tuple[int, ...], own_r: tuple[int, ...], starts_c: tuple[int, ...],
+                   own_c: tuple[int, ...], wh: int, ww: int, device: str) -> tuple[Tensor | None, Tensor]:
+    """Index (Q, wh·ww) of each query's window into its tile's region and the mask (1, Q, wh·ww) of valid
+    candidates, from the windows' first rows / cols relative to the region and the queries' places in their
+    windows. The index is None where every window is the whole region."""
+    with torch.inference_mode(False):  # cached: usable under autograd after a call in inference mode
+        return _make_window_layout(starts_r, own_r, starts_c, own_c, wh, ww, device)
+
+
+def _make_window_layout(starts_r: tuple[int, ...], own_r: tuple[int, ...], starts_c: tuple[int, ...],
+                        own_c: tuple[int, ...], wh: int, ww: int, device: str) -> tuple[Tensor | None, Tensor]:
+    sr, sc = torch.tensor(starts_r, device=device), torch.tensor(starts_c, device=device)
+    ar, ac = torch.arange(wh, device=device), torch.arange(ww, device=device)
+    orow, ocol = torch.tensor(own_r, device=device), torch.tensor(own_c, device=device)
+    is_self = (ar[None] == orow[:, None])[:, None, :, None] & (ac[None] == ocol[:, None])[None, :, None, :]
+    valid = (~is_self).reshape(1, len(starts_r) * len(starts_c), wh * ww)
+    height, width = starts_r[-1] + wh, starts_c[-1] + ww
+    if height == wh and width == ww:
+        return None, valid
+    rel_r, rel_c = sr[:, None] + ar[None], sc[:, None] + ac[None]  # (tr, wh), (tc, ww) within the region
+    index = (rel_r[:, None, :, None] * width + rel_c[None, :, None, :]).reshape(valid.shape[1:])
+    return index, valid
+
+
+def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
+    """Squared distances between patches of nb × nb blocks, from the blocks' inner products.
+
+    queries (B, TR + nb - 1, TC + nb - 1, F) and candidates (B, RH + nb - 1, RW + nb - 1, F) are blocks (F
+    values each); patch (i, j) is blocks [i, i + nb) × [j, j + nb). Returns (B, TR·TC, RH·RW). Both sides are
+    centred on the candidate blocks' mean first (a translation of every patch alike, see
+    :func:`squared_distances`); the patches' inner products are sums of nb² block inner products taken at
+    the same offset, so the matrix product runs on blocks (nb² times fewer values per pair).
+    """
+    b, qh, qw, f = queries.shape
+    _, ch, cw, _ = candidates.shape
+    tr, tc, rh, rw = qh - nb + 1, qw - nb + 1, ch - nb + 1, cw - nb + 1
+    centre = candidates.mean(dim=(1, 2), keepdim=True)
+    queries, candidates = queries - centre, candidates - centre
+    gram = (queries.reshape(b, qh * qw, f) @ candidates.reshape(b, ch * cw, f).transpose(1, 2))
+    gram = gram.view(b, qh, qw, ch, cw)
+    qn, cn = queries.square().sum(-1), candidates.square().sum(-1)  # block norms
+    inner = gram[:, :tr, :tc, :rh, :rw]
+    q_sq, c_sq = qn[:, :tr, :tc], cn[:, :rh, :rw]
+    for u in range(nb):
+        for v in range(nb):
+            if u or v:
+                inner = inner + gram[:, u: u + tr, v: v + tc, u: u + rh, v: v + rw]
+                q_sq = q_sq + qn[:, u: u + tr, v: v + tc]
+                c_sq = c_sq + cn[:, u: u + rh, v: v + rw]
+    d = q_sq.reshape(b, tr * tc, 1) + c_sq.reshape(b, 1, rh * rw) - 2.0 * inner.reshape(b, tr * tc, rh * rw)
+    return d.clamp_min(0.0)
+
+
 class N3Aggregation2d(nn.Module):
     """Continuous nearest neighbours of image patches and their folding back to the image.
 
@@ -294,19 +349,11 @@ class N3Aggregation2d(nn.Module):
         starts_r = [min(max(i - half, 0), nh - wh) for i in range(*rows)]
         starts_c = [min(max(j - half, 0), nw - ww) for j in range(*cols)]
         region_r, region_c = (starts_r[0], starts_r[-1] + wh), (starts_c[0], starts_c[-1] + ww)
-        sr = torch.tensor(starts_r, device=device)
-        sc = torch.tensor(starts_c, device=device)
-        ar, ac = torch.arange(wh, device=device), torch.arange(ww, device=device)
-        own_r = torch.arange(*rows, device=device) - sr  # the query's place in its window
-        own_c = torch.arange(*cols, device=device) - sc
-        is_self = (ar[None] == own_r[:, None])[:, None, :, None] & (ac[None] == own_c[:, None])[None, :, None, :]
-        valid = (~is_self).reshape(1, len(starts_r) * len(starts_c), wh * ww)
-        index = None
-        if region_r[1] - region_r[0] != wh or region_c[1] - region_c[0] != ww:
-            rel_r = (sr - region_r[0])[:, None] + ar[None]  # (tr, wh) rows within the region
-            rel_c = (sc - region_c[0])[:, None] + ac[None]
-            width = region_c[1] - region_c[0]
-            index = (rel_r[:, None, :, None] * width + rel_c[None, :, None, :]).reshape(valid.shape[1:])
+        # Only the windows' places relative to the region matter: interior tiles all share one layout.
+        own_r = tuple(i - v for i, v in zip(range(*rows), starts_r, strict=True))
+        own_c = tuple(j - v for j, v in zip(range(*cols), starts_c, strict=True))
+        index, valid = _window_layout(tuple(v - region_r[0] for v in starts_r), own_r,
+                                      tuple(v - region_c[0] for v in starts_c), own_c, wh, ww, str(device))
         return region_r, region_c, index, valid
 
     def _forward_blocks(self, x: Tensor, e: Tensor, log_t: Tensor,
@@ -336,49 +383,67 @@ class N3Aggregation2d(nn.Module):
         t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
         # (B, bh, bw, C·s²): the value blocks, one row per block
         xb = xp.view(b, c, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, c * s * s)
+        eb = ep.view(b, -1, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, -1)
         # In training, one tile spans the whole grid: batch statistics of the distance norm then
         # cover every distance, as in a whole-image forward pass.
         qt = max(nh, nw) if self.training else self.query_tile
-        tiles = [(r, cc) for r in range(0, nh, qt) for cc in range(0, nw, qt)]
+        bands = list(range(0, nh, qt))
         acc: Tensor | None = None
-        for i, (r0, c0) in enumerate(tiles):
-            rows, cols = (r0, min(r0 + qt, nh)), (c0, min(c0 + qt, nw))
-            tr, tc = rows[1] - rows[0], cols[1] - cols[0]
-            region_r, region_c, index, valid = self._tile_layout(rows, cols, wh, ww, nh, nw, x.device)
-            rh, rw = region_r[1] - region_r[0], region_c[1] - region_c[0]
-            queries = self._patches(ep, rows, cols)
-            alpha = -squared_distances(queries, self._patches(ep, region_r, region_c))  # (B, Q, R), Eq. 4
-            if index is not None:
-                alpha = alpha.gather(2, index.expand(b, -1, -1))  # (B, Q, wh·ww)
+        single = qt >= nh and qt >= nw
+        for i, r0 in enumerate(bands):
+            # A band of query tiles: distances per tile (bounded candidate region), the selection for
+            # the whole band at once (all windows have the same layout; fewer, larger operations).
+            rows = (r0, min(r0 + qt, nh))
+            tiles, alphas, valids = [], [], []
+            for c0 in range(0, nw, qt):
+                cols = (c0, min(c0 + qt, nw))
+                region_r, region_c, index, valid = self._tile_layout(rows, cols, wh, ww, nh, nw, x.device)
+                alpha = -_block_distances(eb[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1],
+                                          eb[:, region_r[0]: region_r[1] + nb - 1, region_c[0]: region_c[1] + nb - 1],
+                                          nb)  # (B, Q, R), Eq. 4
+                if index is not None:
+                    alpha = alpha.gather(2, index.expand(b, -1, -1))  # (B, Q, wh·ww)
+                tiles.append((cols, region_r, region_c, index))
+                alphas.append(alpha)
+                valids.append(valid)
+            alpha = alphas[0] if len(alphas) == 1 else torch.cat(alphas, 1)
+            valid = valids[0] if len(valids) == 1 else torch.cat(valids, 1)
             if self.bn is not None:
                 alpha = self.bn(alpha, valid)
             alpha = alpha.masked_fill(~valid, _NEG_INF)
-            t = t_grid[:, rows[0]:rows[1], cols[0]:cols[1]].reshape(b, -1, 1)
-            weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
+            t = torch.cat([t_grid[:, rows[0]:rows[1], c[0]:c[1]].reshape(b, -1, 1) for c, *_ in tiles], 1)
+            band_weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
             if wh * ww == 1:  # a query without candidates keeps itself as neighbour
-                weights = torch.where(valid.any(-1)[..., None, None], weights, torch.ones_like(weights))
-            if index is not None:  # back to the region layout
-                q, m = index.shape
-                weights = weights.new_zeros(b, q, k, rh * rw).scatter(
-                    3, index[None, :, None, :].expand(b, q, k, m), weights)
-            weights = weights.view(b, tr, tc, k, rh, rw)
-            # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
-            # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
-            spread = weights.new_zeros(b, tr + nb - 1, tc + nb - 1, k, rh + nb - 1, rw + nb - 1)
-            for u in range(nb):
-                for v in range(nb):
-                    spread[:, u: u + tr, v: v + tc, :, u: u + rh, v: v + rw] += weights
-            src = xb[:, region_r[0]: region_r[1] + nb - 1, region_c[0]: region_c[1] + nb - 1]
-            out = spread.view(b, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b, -1, c * s * s)  # Eq. 11
-            out = out.view(b, tr + nb - 1, tc + nb - 1, k, c * s * s)
-            if len(tiles) == 1:
-                acc = out
-            else:
-                if acc is None:
-                    acc = out.new_zeros(b, bh, bw, k, c * s * s)
-                acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out
+                band_weights = torch.where(valid.any(-1)[..., None, None], band_weights,
+                                           torch.ones_like(band_weights))
+            start = 0
+            for cols, region_r, region_c, index in tiles:
+                tr, tc = rows[1] - rows[0], cols[1] - cols[0]
+                rh, rw = region_r[1] - region_r[0], region_c[1] - region_c[0]
+                weights = band_weights[:, start: start + tr * tc]
+                start += tr * tc
+                if index is not None:  # back to the region layout
+                    q, m = index.shape
+                    weights = weights.new_zeros(b, q, k, rh * rw).scatter(
+                        3, index[None, :, None, :].expand(b, q, k, m), weights)
+                weights = weights.reshape(b, tr, tc, k, rh, rw)
+                # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
+                # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
+                spread = weights.new_zeros(b, tr + nb - 1, tc + nb - 1, k, rh + nb - 1, rw + nb - 1)
+                for u in range(nb):
+                    for v in range(nb):
+                        spread[:, u: u + tr, v: v + tc, :, u: u + rh, v: v + rw] += weights
+                src = xb[:, region_r[0]: region_r[1] + nb - 1, region_c[0]: region_c[1] + nb - 1]
+                out = spread.view(b, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b, -1, c * s * s)  # Eq. 11
+                out = out.view(b, tr + nb - 1, tc + nb - 1, k, c * s * s)
+                if single:
+                    acc = out
+                else:
+                    if acc is None:
+                        acc = out.new_zeros(b, bh, bw, k, c * s * s)
+                    acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out
             if progress is not None:
-                progress(i + 1, len(tiles))
+                progress(i + 1, len(bands))
         assert acc is not None
         # Patches covering each block: nb per dimension inside, fewer at the grid's edges.
         cover_r = [min(u, nh - 1) - max(u - nb + 1, 0) + 1 for u in range(bh)]
