@@ -205,6 +205,38 @@ def _make_window_layout(starts_r: tuple[int, ...], own_r: tuple[int, ...], start
     return index, valid
 
 
+@functools.lru_cache(maxsize=64)
+def _spread_index(starts_r: tuple[int, ...], starts_c: tuple[int, ...], wh: int, ww: int, k: int, nb: int,
+                  device: str) -> Tensor:
+    """Where the weights (Q, k, wh·ww) of a tile's queries land in its block spread matrix.
+
+    The spread matrix is (TR + nb - 1, TC + nb - 1, k, RH + nb - 1, RW + nb - 1): destination blocks of the
+    tile, neighbour, source blocks of the region. Weight (q, j, m) of query patch (i, c) for candidate patch
+    (a, b) (region coordinates) goes, for each sub-block (u, v), to destination (i + u, c + v) and source
+    (a + u, b + v). Returns the flat indices (nb², Q·k·wh·ww).
+    """
+    with torch.inference_mode(False):  # cached: usable under autograd after a call in inference mode
+        tr, tc = len(starts_r), len(starts_c)
+        sh, sw = starts_r[-1] + wh + nb - 1, starts_c[-1] + ww + nb - 1  # source blocks of the region
+        dw = tc + nb - 1
+        i = torch.arange(tr, device=device).view(tr, 1, 1, 1, 1)
+        c = torch.arange(tc, device=device).view(1, tc, 1, 1, 1)
+        j = torch.arange(k, device=device).view(1, 1, k, 1, 1)
+        a = (torch.tensor(starts_r, device=device)[:, None] + torch.arange(wh, device=device)).view(tr, 1, 1, wh, 1)
+        bb = (torch.tensor(starts_c, device=device)[:, None] + torch.arange(ww, device=device)).view(1, tc, 1, 1, ww)
+        out = []
+        for u in range(nb):
+            for v in range(nb):
+                flat = (((i + u) * dw + (c + v)) * k + j) * (sh * sw) + (a + u) * sw + (bb + v)
+                out.append(flat.reshape(-1))
+        return torch.stack(out)
+
+
+def _stack(views: list[Tensor]) -> Tensor:
+    """Equal-shaped (B, ...) tensors as one (B·n, ...) batch, batch-major (no copy for a single one)."""
+    return views[0] if len(views) == 1 else torch.stack(views, 1).flatten(0, 1)
+
+
 def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
     """Squared distances between patches of nb × nb blocks, from the blocks' inner products.
 
@@ -219,9 +251,10 @@ def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
     tr, tc, rh, rw = qh - nb + 1, qw - nb + 1, ch - nb + 1, cw - nb + 1
     centre = candidates.mean(dim=(1, 2), keepdim=True)
     queries, candidates = queries - centre, candidates - centre
-    gram = (queries.reshape(b, qh * qw, f) @ candidates.reshape(b, ch * cw, f).transpose(1, 2))
-    gram = gram.view(b, qh, qw, ch, cw)
     qn, cn = queries.square().sum(-1), candidates.square().sum(-1)  # block norms
+    # -2 q·c (scaling by -2 is exact, and costs a pass over the small side only)
+    gram = ((-2.0 * queries).reshape(b, qh * qw, f) @ candidates.reshape(b, ch * cw, f).transpose(1, 2))
+    gram = gram.view(b, qh, qw, ch, cw)
     inner = gram[:, :tr, :tc, :rh, :rw]
     q_sq, c_sq = qn[:, :tr, :tc], cn[:, :rh, :rw]
     for u in range(nb):
@@ -230,7 +263,7 @@ def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
                 inner = inner + gram[:, u: u + tr, v: v + tc, u: u + rh, v: v + rw]
                 q_sq = q_sq + qn[:, u: u + tr, v: v + tc]
                 c_sq = c_sq + cn[:, u: u + rh, v: v + rw]
-    d = q_sq.reshape(b, tr * tc, 1) + c_sq.reshape(b, 1, rh * rw) - 2.0 * inner.reshape(b, tr * tc, rh * rw)
+    d = q_sq.reshape(b, tr * tc, 1) + c_sq.reshape(b, 1, rh * rw) + inner.reshape(b, tr * tc, rh * rw)
     return d.clamp_min(0.0)
 
 
@@ -338,12 +371,13 @@ class N3Aggregation2d(nn.Module):
         return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
 
     def _tile_layout(self, rows: tuple[int, int], cols: tuple[int, int], wh: int, ww: int, nh: int, nw: int,
-                     device: torch.device) -> tuple[tuple[int, int], tuple[int, int], Tensor | None, Tensor]:
+                     device: torch.device) -> tuple[tuple[int, int], tuple[int, int], Tensor | None, Tensor, Tensor]:
         """Candidate region of a tile of queries and where each query's window lies in it.
 
         Returns the region's grid rows and cols [r0, r1) × [c0, c1), the index (Q, wh·ww) of every query's
         window (row-major) into the row-major region (None where every window is the whole region), and
-        the mask (1, Q, wh·ww) of valid candidates (all but the query itself).
+        the mask (1, Q, wh·ww) of valid candidates (all but the query itself), and where the weights go in
+        the tile's block spread matrix (:func:`_spread_index`).
         """
         half = self.window // 2
         starts_r = [min(max(i - half, 0), nh - wh) for i in range(*rows)]
@@ -352,9 +386,10 @@ class N3Aggregation2d(nn.Module):
         # Only the windows' places relative to the region matter: interior tiles all share one layout.
         own_r = tuple(i - v for i, v in zip(range(*rows), starts_r, strict=True))
         own_c = tuple(j - v for j, v in zip(range(*cols), starts_c, strict=True))
-        index, valid = _window_layout(tuple(v - region_r[0] for v in starts_r), own_r,
-                                      tuple(v - region_c[0] for v in starts_c), own_c, wh, ww, str(device))
-        return region_r, region_c, index, valid
+        rel_r, rel_c = tuple(v - region_r[0] for v in starts_r), tuple(v - region_c[0] for v in starts_c)
+        index, valid = _window_layout(rel_r, own_r, rel_c, own_c, wh, ww, str(device))
+        spread = _spread_index(rel_r, rel_c, wh, ww, self.k, self.patch // self.stride, str(device))
+        return region_r, region_c, index, valid, spread
 
     def _forward_blocks(self, x: Tensor, e: Tensor, log_t: Tensor,
                         progress: Callable[[int, int], None] | None) -> Tensor:
@@ -391,69 +426,79 @@ class N3Aggregation2d(nn.Module):
         acc: Tensor | None = None
         single = qt >= nh and qt >= nw
         for i, r0 in enumerate(bands):
-            # A band of query tiles: distances per tile (bounded candidate region), the selection for
-            # the whole band at once (all windows have the same layout; fewer, larger operations).
+            # A band of query tiles. Tiles with the same window layout (all the interior ones) are stacked
+            # along the batch dimension and the selection runs on the whole band at once: fewer, larger ops.
             rows = (r0, min(r0 + qt, nh))
-            tiles, alphas, valids = [], [], []
+            tr = rows[1] - rows[0]
+            groups: dict[tuple[int, int, int, int], list[Any]] = {}
             for c0 in range(0, nw, qt):
                 cols = (c0, min(c0 + qt, nw))
-                region_r, region_c, index, valid = self._tile_layout(rows, cols, wh, ww, nh, nw, x.device)
-                alpha = -_block_distances(eb[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1],
-                                          eb[:, region_r[0]: region_r[1] + nb - 1, region_c[0]: region_c[1] + nb - 1],
-                                          nb)  # (B, Q, R), Eq. 4
+                region_r, region_c, index, valid, spread_index = self._tile_layout(rows, cols, wh, ww, nh, nw,
+                                                                                   x.device)
+                key = (cols[1] - cols[0], region_c[1] - region_c[0], id(valid), id(spread_index))
+                groups.setdefault(key, [region_r, index, valid, spread_index, []])[4].append((cols, region_c))
+            alphas, valids, temps = [], [], []
+            for (tc, _rw, *_), (region_r, index, valid, _si, tiles) in groups.items():
+                n = len(tiles)
+                eq = _stack([eb[:, rows[0]: rows[1] + nb - 1, c[0]: c[1] + nb - 1] for c, _ in tiles])
+                er = _stack([eb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
+                alpha = -_block_distances(eq, er, nb)  # (B·n, Q, R), Eq. 4
                 if index is not None:
-                    alpha = alpha.gather(2, index.expand(b, -1, -1))  # (B, Q, wh·ww)
-                tiles.append((cols, region_r, region_c, index))
-                alphas.append(alpha)
-                valids.append(valid)
+                    alpha = alpha.gather(2, index.expand(b * n, -1, -1))  # (B·n, Q, wh·ww)
+                alphas.append(alpha.reshape(b, n * tr * tc, wh * ww))
+                valids.append(valid if n == 1 else valid.repeat(1, n, 1))
+                temps.append(_stack([t_grid[:, rows[0]:rows[1], c[0]:c[1]] for c, _ in tiles]).reshape(b, -1, 1))
             alpha = alphas[0] if len(alphas) == 1 else torch.cat(alphas, 1)
             valid = valids[0] if len(valids) == 1 else torch.cat(valids, 1)
             if self.bn is not None:
                 alpha = self.bn(alpha, valid)
             alpha = alpha.masked_fill(~valid, _NEG_INF)
-            t = torch.cat([t_grid[:, rows[0]:rows[1], c[0]:c[1]].reshape(b, -1, 1) for c, *_ in tiles], 1)
+            t = temps[0] if len(temps) == 1 else torch.cat(temps, 1)
             band_weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
             if wh * ww == 1:  # a query without candidates keeps itself as neighbour
                 band_weights = torch.where(valid.any(-1)[..., None, None], band_weights,
                                            torch.ones_like(band_weights))
             start = 0
-            for cols, region_r, region_c, index in tiles:
-                tr, tc = rows[1] - rows[0], cols[1] - cols[0]
-                rh, rw = region_r[1] - region_r[0], region_c[1] - region_c[0]
-                weights = band_weights[:, start: start + tr * tc]
-                start += tr * tc
-                if index is not None:  # back to the region layout
-                    q, m = index.shape
-                    weights = weights.new_zeros(b, q, k, rh * rw).scatter(
-                        3, index[None, :, None, :].expand(b, q, k, m), weights)
-                weights = weights.reshape(b, tr, tc, k, rh, rw)
+            for (tc, rw, *_), (region_r, _, _, spread_index, tiles) in groups.items():
+                n, q, rh = len(tiles), tr * tc, region_r[1] - region_r[0]
+                weights = band_weights[:, start: start + n * q].reshape(b * n, q * k * wh * ww)
+                start += n * q
                 # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
                 # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
-                spread = weights.new_zeros(b, tr + nb - 1, tc + nb - 1, k, rh + nb - 1, rw + nb - 1)
-                for u in range(nb):
-                    for v in range(nb):
-                        spread[:, u: u + tr, v: v + tc, :, u: u + rh, v: v + rw] += weights
-                src = xb[:, region_r[0]: region_r[1] + nb - 1, region_c[0]: region_c[1] + nb - 1]
-                out = spread.view(b, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b, -1, c * s * s)  # Eq. 11
-                out = out.view(b, tr + nb - 1, tc + nb - 1, k, c * s * s)
+                spread = weights.new_zeros(b * n, (tr + nb - 1) * (tc + nb - 1) * k, (rh + nb - 1) * (rw + nb - 1))
+                flat = spread.view(b * n, -1)
+                for idx in spread_index:
+                    flat.scatter_add_(1, idx.expand(b * n, -1), weights)
+                src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
+                out = spread @ src.reshape(b * n, -1, c * s * s)
+                out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
                 if single:
-                    acc = out
-                else:
-                    if acc is None:
-                        acc = out.new_zeros(b, bh, bw, k, c * s * s)
-                    acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out
+                    acc = out[:, 0]
+                    continue
+                if acc is None:
+                    acc = out.new_zeros(b, bh, bw, k, c * s * s)
+                for j, (cols, _) in enumerate(tiles):
+                    acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out[:, j]
             if progress is not None:
                 progress(i + 1, len(bands))
         assert acc is not None
         # Patches covering each block: nb per dimension inside, fewer at the grid's edges.
         cover_r = [min(u, nh - 1) - max(u - nb + 1, 0) + 1 for u in range(bh)]
         cover_c = [min(v, nw - 1) - max(v - nb + 1, 0) + 1 for v in range(bw)]
-        count = torch.tensor(cover_r, dtype=x.dtype, device=x.device)[:, None] * \
-            torch.tensor(cover_c, dtype=x.dtype, device=x.device)[None, :]
-        acc = acc / count[None, :, :, None, None]
-        volumes = acc.view(b, bh, bw, k, c, s, s).permute(0, 3, 4, 1, 5, 2, 6).reshape(b, k, c, hp, wp)
-        diffs = volumes[..., top: top + h, left: left + w] - x.unsqueeze(1)
-        return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
+        inv_count = 1.0 / (torch.tensor(cover_r, dtype=x.dtype, device=x.device)[:, None]
+                           * torch.tensor(cover_c, dtype=x.dtype, device=x.device)[None, :])
+        blocks = acc.view(b, bh, bw, k, c, s, s).permute(0, 3, 4, 1, 5, 2, 6)  # (B, k, C, bh, s, bw, s)
+        inv_count = inv_count.view(1, 1, 1, bh, 1, bw, 1)
+        if torch.is_grad_enabled() and acc.requires_grad:
+            volumes = (blocks * inv_count).reshape(b, k, c, hp, wp)
+            diffs = volumes[..., top: top + h, left: left + w] - x.unsqueeze(1)
+            return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
+        # Without autograd: two passes over the output (averaging into pixel order, differences into place).
+        volumes = torch.mul(blocks, inv_count, out=acc.new_empty(b, k, c, bh, s, bw, s)).view(b, k, c, hp, wp)
+        result = x.new_empty(b, (k + 1) * c, h, w)
+        result[:, :c] = x
+        torch.sub(volumes[..., top: top + h, left: left + w], x.unsqueeze(1), out=result[:, c:].view(b, k, c, h, w))
+        return result
 
 
 def conv_bn_relu_stack(in_channels: int, features: int, out_channels: int, depth: int = 3) -> nn.Sequential:

@@ -114,3 +114,15 @@ def test_progress_is_reported_per_band_of_query_tiles() -> None:
             progress=lambda i, n: calls.append((i, n)))
     # grid 11 × 8 patches, tiles of 4 × 4 queries: 3 bands of 2 tiles
     assert calls == [(i, 3) for i in range(1, 4)]
+
+
+@pytest.mark.parametrize("size", [(37, 501), (130, 97), (12, 8)])
+def test_inference_mode_matches_the_reference(size: tuple[int, int]) -> None:
+    """The no-autograd assembly of the output (written in place) and query tiles batched along a band."""
+    agg = N3Aggregation2d(k=7, query_tile=5).eval()
+    x, e, log_t = _inputs(2, 8, *size, torch.float32, seed=7)
+    with torch.inference_mode():
+        got = agg(x, e, log_t)
+        agg.reference = True
+        expected = agg(x, e, log_t)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
