@@ -232,6 +232,32 @@ def _spread_index(starts_r: tuple[int, ...], starts_c: tuple[int, ...], wh: int,
         return torch.stack(out)
 
 
+class _Spread(torch.autograd.Function):
+    """spread[:, index[s, i]] += weights[:, i] for every sub-block s, with a gather as the backward.
+
+    Autograd's own version of the in-place scatter-adds cloned the whole spread matrix (and its gradient)
+    for each of them; that was a third of the training step's aggregation time.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, index: Tensor, size: int) -> Tensor:
+        ctx.save_for_backward(index)
+        spread = weights.new_zeros(weights.shape[0], size)
+        for idx in index:
+            spread.scatter_add_(1, idx.expand(weights.shape[0], -1), weights)
+        return spread
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (index,) = ctx.saved_tensors
+        grad_weights = None
+        for idx in index:
+            g = grad.gather(1, idx.expand(grad.shape[0], -1))
+            grad_weights = g if grad_weights is None else grad_weights + g
+        assert grad_weights is not None
+        return grad_weights, None, None
+
+
 def _stack(views: list[Tensor]) -> Tensor:
     """Equal-shaped (B, ...) tensors as one (B·n, ...) batch, batch-major (no copy for a single one)."""
     return views[0] if len(views) == 1 else torch.stack(views, 1).flatten(0, 1)
@@ -465,10 +491,8 @@ class N3Aggregation2d(nn.Module):
                 start += n * q
                 # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
                 # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
-                spread = weights.new_zeros(b * n, (tr + nb - 1) * (tc + nb - 1) * k, (rh + nb - 1) * (rw + nb - 1))
-                flat = spread.view(b * n, -1)
-                for idx in spread_index:
-                    flat.scatter_add_(1, idx.expand(b * n, -1), weights)
+                size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
+                spread = _Spread.apply(weights, spread_index, size).view(b * n, -1, (rh + nb - 1) * (rw + nb - 1))
                 src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
                 out = spread @ src.reshape(b * n, -1, c * s * s)
                 out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
