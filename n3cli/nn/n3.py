@@ -258,6 +258,28 @@ class _Spread(torch.autograd.Function):
         return grad_weights, None, None
 
 
+def _spread_translated(weights: Tensor, nb: int) -> Tensor:
+    """The block spread matrix (B, (TR + nb - 1)·(TC + nb - 1)·k·SH·SW) of a tile whose queries' windows are
+    their own translates (window of query i starts at region row i, same for columns: every tile away
+    from the grid's edges), without index tensors.
+
+    weights (B, TR, TC, k, wh, ww). Destination (i + u, j + v) and source (i + a + u, j + b + v) both move
+    with the query, so each sub-block (u, v) is one strided view of the spread matrix to add the weights to.
+    """
+    b, tr, tc, k, wh, ww = weights.shape
+    dh, dw, sh, sw = tr + nb - 1, tc + nb - 1, tr + wh + nb - 2, tc + ww + nb - 2
+    spread = weights.new_zeros(b, dh, dw, k, sh, sw)
+    s3 = sw
+    s2 = sh * sw
+    s1 = k * s2
+    s0 = dw * s1
+    strides = (dh * s0, s0 + s3, s1 + 1, s2, s3, 1)
+    for u in range(nb):
+        for v in range(nb):
+            spread.as_strided(weights.shape, strides, u * (s0 + s3) + v * (s1 + 1)).add_(weights)
+    return spread
+
+
 def _stack(views: list[Tensor]) -> Tensor:
     """Equal-shaped (B, ...) tensors as one (B·n, ...) batch, batch-major (no copy for a single one)."""
     return views[0] if len(views) == 1 else torch.stack(views, 1).flatten(0, 1)
@@ -468,16 +490,21 @@ class N3Aggregation2d(nn.Module):
                 n = len(tiles)
                 eq = _stack([eb[:, rows[0]: rows[1] + nb - 1, c[0]: c[1] + nb - 1] for c, _ in tiles])
                 er = _stack([eb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
-                alpha = -_block_distances(eq, er, nb)  # (B·n, Q, R), Eq. 4
+                dist = _block_distances(eq, er, nb)  # (B·n, Q, R)
                 if index is not None:
-                    alpha = alpha.gather(2, index.expand(b * n, -1, -1))  # (B·n, Q, wh·ww)
-                alphas.append(alpha.reshape(b, n * tr * tc, wh * ww))
+                    dist = dist.gather(2, index.expand(b * n, -1, -1))  # (B·n, Q, wh·ww)
+                alphas.append(dist.reshape(b, n * tr * tc, wh * ww))
                 valids.append(valid if n == 1 else valid.repeat(1, n, 1))
                 temps.append(_stack([t_grid[:, rows[0]:rows[1], c[0]:c[1]] for c, _ in tiles]).reshape(b, -1, 1))
-            alpha = alphas[0] if len(alphas) == 1 else torch.cat(alphas, 1)
+            dist = alphas[0] if len(alphas) == 1 else torch.cat(alphas, 1)
             valid = valids[0] if len(valids) == 1 else torch.cat(valids, 1)
-            if self.bn is not None:
-                alpha = self.bn(alpha, valid)
+            if self.bn is not None and not self.bn.training:  # α = -D through the running-stats norm, one pass
+                scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+                alpha = torch.addcmul(self.bn.bias - self.bn.running_mean * scale, dist, scale, value=-1.0)
+            elif self.bn is not None:
+                alpha = self.bn(-dist, valid)  # Eq. 4, normalised over the valid distances
+            else:
+                alpha = -dist  # Eq. 4
             alpha = alpha.masked_fill(~valid, _NEG_INF)
             t = temps[0] if len(temps) == 1 else torch.cat(temps, 1)
             band_weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
@@ -491,8 +518,12 @@ class N3Aggregation2d(nn.Module):
                 start += n * q
                 # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
                 # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
-                size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
-                spread = _Spread.apply(weights, spread_index, size).view(b * n, -1, (rh + nb - 1) * (rw + nb - 1))
+                if not weights.requires_grad and rh == tr + wh - 1 and rw == tc + ww - 1:
+                    spread = _spread_translated(weights.view(b * n, tr, tc, k, wh, ww), nb)
+                else:
+                    size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
+                    spread = _Spread.apply(weights, spread_index, size)
+                spread = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1))
                 src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
                 out = spread @ src.reshape(b * n, -1, c * s * s)
                 out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
