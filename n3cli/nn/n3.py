@@ -10,7 +10,9 @@ image form computes per neighbour in the layout its folding takes.
 * :class:`N3Aggregation2d` — images: 10×10 patches with stride 5, each query patch matched against
   the patches of a 15×15 window of patch positions around it (224 candidates), neighbour volumes
   folded back to the image by averaging overlapping patches. It works on tiles of query patches so
-  that memory stays linear in the pixel count (no all-pairs distances, no whole-image gather).
+  that memory stays linear in the pixel count (no all-pairs distances, no whole-image gather), and,
+  since the stride divides the patch size, on blocks of stride × stride pixels: distances from block
+  inner products, Eq. 11 and the folding as one matrix product per tile (see ``docs/speed.md``).
 * :class:`N3Block2d` — the image N3 block: embedding CNN, temperature CNN and the aggregation.
 """
 
@@ -29,6 +31,9 @@ from torch import Tensor, nn
 from .knn import Selection, Update, select
 
 _NEG_INF = float("-inf")
+#: Query tiles whose block spread matrices are built and multiplied together (inference; 1, 2, 4, 8 at
+#: 1024², one thread: 3.73, 3.82, 3.91, 3.91 s per block: the spread matrices stay in cache).
+_SPREAD_TILES = 1
 
 
 def squared_distances(queries: Tensor, candidates: Tensor) -> Tensor:
@@ -323,6 +328,11 @@ class N3Aggregation2d(nn.Module):
     (B, (k+1)·C, H, W). Temperature of a patch: t = exp(log_t + log(temperature_scale)) at the
     patch's pixel (p/2, 0). Any H, W >= 1 works: the grid is zero-padded, the window shrinks
     to the grid when the image is small.
+
+    Two implementations with the same results: :meth:`_forward_blocks` (the default) and the original
+    :meth:`_forward_reference` (``reference = True``; also used for the "concrete" selection, whose random
+    draws follow the candidate layout, and when the stride does not divide the patch size).
+    ``progress(i, n)`` is called after each band of query tiles (a row of tiles).
     """
 
     def __init__(self, k: int = 7, patch: int = 10, stride: int = 5, window: int = 15,
@@ -332,8 +342,9 @@ class N3Aggregation2d(nn.Module):
         self.k, self.patch, self.stride, self.window = k, patch, stride, window
         self.method, self.update = method, update
         self.log_temperature_offset = math.log(temperature_scale)
-        # Inference: query_tile² query patches per tile. One block at 512², one thread: 6 -> 3.3 s, 8 -> 2.6-2.7 s,
-        # 10-12 no faster; larger tiles waste more of the candidate region ((q + window - 1)² patches).
+        # Inference: query_tile² query patches per tile (training: one tile, the whole grid). Larger tiles waste
+        # more of the candidate region ((q + window - 1)² patches); block path, one block at 512², one thread:
+        # 5, 6, 8 within noise of each other, 10 slower (docs/speed.md).
         self.query_tile = query_tile
         self.bn = DistanceNorm() if distance_norm else None
         #: Run the original implementation (patch unfold / fold, tile-region candidates) instead of the
@@ -512,28 +523,32 @@ class N3Aggregation2d(nn.Module):
                 band_weights = torch.where(valid.any(-1)[..., None, None], band_weights,
                                            torch.ones_like(band_weights))
             start = 0
-            for (tc, rw, *_), (region_r, _, _, spread_index, tiles) in groups.items():
-                n, q, rh = len(tiles), tr * tc, region_r[1] - region_r[0]
-                weights = band_weights[:, start: start + n * q].reshape(b * n, q * k * wh * ww)
-                start += n * q
-                # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block (i + u, j + v),
-                # and the same sub-block of candidate (a, b) is source block (a + u, b + v).
-                if not weights.requires_grad and rh == tr + wh - 1 and rw == tc + ww - 1:
-                    spread = _spread_translated(weights.view(b * n, tr, tc, k, wh, ww), nb)
-                else:
-                    size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
-                    spread = _Spread.apply(weights, spread_index, size)
-                spread = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1))
-                src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
-                out = spread @ src.reshape(b * n, -1, c * s * s)
-                out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
-                if single:
-                    acc = out[:, 0]
-                    continue
-                if acc is None:
-                    acc = out.new_zeros(b, bh, bw, k, c * s * s)
-                for j, (cols, _) in enumerate(tiles):
-                    acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out[:, j]
+            for (tc, rw, *_), (region_r, _, _, spread_index, group) in groups.items():
+                q, rh = tr * tc, region_r[1] - region_r[0]
+                # A few tiles at a time (see _SPREAD_TILES): their spread matrices (~1 MB per tile) stay in cache.
+                for j0 in range(0, len(group), _SPREAD_TILES):
+                    tiles = group[j0: j0 + _SPREAD_TILES]
+                    n = len(tiles)
+                    weights = band_weights[:, start: start + n * q].reshape(b * n, q * k * wh * ww)
+                    start += n * q
+                    # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block
+                    # (i + u, j + v), and the same sub-block of candidate (a, b) is source block (a + u, b + v).
+                    if not weights.requires_grad and rh == tr + wh - 1 and rw == tc + ww - 1:
+                        spread = _spread_translated(weights.view(b * n, tr, tc, k, wh, ww), nb)
+                    else:
+                        size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
+                        spread = _Spread.apply(weights, spread_index, size)
+                    spread = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1))
+                    src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
+                    out = spread @ src.reshape(b * n, -1, c * s * s)
+                    out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
+                    if single:
+                        acc = out[:, 0]
+                        continue
+                    if acc is None:
+                        acc = out.new_zeros(b, bh, bw, k, c * s * s)
+                    for j, (cols, _) in enumerate(tiles):
+                        acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out[:, j]
             if progress is not None:
                 progress(i + 1, len(bands))
         assert acc is not None
