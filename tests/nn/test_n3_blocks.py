@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from n3cli.nn import n3
 from n3cli.nn.n3 import N3Aggregation2d, N3Block2d
 
 
@@ -117,8 +118,11 @@ def test_progress_is_reported_per_band_of_query_tiles() -> None:
 
 
 @pytest.mark.parametrize("size", [(37, 501), (130, 97), (12, 8)])
-def test_inference_mode_matches_the_reference(size: tuple[int, int]) -> None:
+@pytest.mark.parametrize("spread_tiles", [1, 3])
+def test_inference_mode_matches_the_reference(size: tuple[int, int], spread_tiles: int,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The no-autograd assembly of the output (written in place) and query tiles batched along a band."""
+    monkeypatch.setattr(n3, "_SPREAD_TILES", spread_tiles)
     agg = N3Aggregation2d(k=7, query_tile=5).eval()
     x, e, log_t = _inputs(2, 8, *size, torch.float32, seed=7)
     with torch.inference_mode():
