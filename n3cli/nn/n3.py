@@ -263,26 +263,32 @@ class _Spread(torch.autograd.Function):
         return grad_weights, None, None
 
 
-def _spread_translated(weights: Tensor, nb: int) -> Tensor:
-    """The block spread matrix (B, (TR + nb - 1)·(TC + nb - 1)·k·SH·SW) of a tile whose queries' windows are
-    their own translates (window of query i starts at region row i, same for columns: every tile away
-    from the grid's edges), without index tensors.
+def _aggregate_translated(weights: Tensor, src: Tensor, nb: int) -> Tensor:
+    """Eq. 11 per destination block for a tile whose queries' windows are their own translates (window of
+    query i starts at region row i, same for columns: every tile away from the grid's edges), no autograd.
 
-    weights (B, TR, TC, k, wh, ww). Destination (i + u, j + v) and source (i + a + u, j + b + v) both move
-    with the query, so each sub-block (u, v) is one strided view of the spread matrix to add the weights to.
+    weights (B, TR, TC, k, wh, ww), src (B, SH, SW, F) the region's source blocks (contiguous). Destination
+    block (i + u, j + v) gets source block (i + a + u, j + b + v): the source row is the destination row
+    plus a, whatever the sub-block (u, v). So the spread matrix is kept per destination row over only its
+    wh source rows (all SW columns), each sub-block (u, v) one strided view to add the weights to, and the
+    product is one matrix per destination row against an overlapping window of src rows (a strided view,
+    no copy): (TR + 14)/15 fewer multiply-adds than against the whole region (≈ 35 % at 8 × 8 tiles).
+    Returns (B, TR + nb - 1, TC + nb - 1, k, F).
     """
-    b, tr, tc, k, wh, ww = weights.shape
-    dh, dw, sh, sw = tr + nb - 1, tc + nb - 1, tr + wh + nb - 2, tc + ww + nb - 2
-    spread = weights.new_zeros(b, dh, dw, k, sh, sw)
-    s3 = sw
-    s2 = sh * sw
-    s1 = k * s2
-    s0 = dw * s1
-    strides = (dh * s0, s0 + s3, s1 + 1, s2, s3, 1)
+    bq, tr, tc, k, wh, ww = weights.shape
+    _, sh, sw, f = src.shape
+    dh, dw = tr + nb - 1, tc + nb - 1
+    spread = weights.new_zeros(bq, dh, dw, k, wh, sw)
+    r2 = wh * sw
+    r1 = k * r2
+    r0 = dw * r1
+    strides = (dh * r0, r0, r1 + 1, r2, sw, 1)
     for u in range(nb):
         for v in range(nb):
-            spread.as_strided(weights.shape, strides, u * (s0 + s3) + v * (s1 + 1)).add_(weights)
-    return spread
+            spread.as_strided(weights.shape, strides, u * r0 + v * (r1 + 1)).add_(weights)
+    out = [torch.bmm(spread[i].view(dh, dw * k, r2), src[i].as_strided((dh, r2, f), (sw * f, f, 1)))
+           for i in range(bq)]
+    return torch.stack(out).view(bq, dh, dw, k, f)
 
 
 def _stack(views: list[Tensor]) -> Tensor:
@@ -533,14 +539,13 @@ class N3Aggregation2d(nn.Module):
                     start += n * q
                     # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block
                     # (i + u, j + v), and the same sub-block of candidate (a, b) is source block (a + u, b + v).
+                    src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
                     if not weights.requires_grad and rh == tr + wh - 1 and rw == tc + ww - 1:
-                        spread = _spread_translated(weights.view(b * n, tr, tc, k, wh, ww), nb)
+                        out = _aggregate_translated(weights.view(b * n, tr, tc, k, wh, ww), src.contiguous(), nb)
                     else:
                         size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
                         spread = _Spread.apply(weights, spread_index, size)
-                    spread = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1))
-                    src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
-                    out = spread @ src.reshape(b * n, -1, c * s * s)
+                        out = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b * n, -1, c * s * s)
                     out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
                     if single:
                         acc = out[:, 0]
