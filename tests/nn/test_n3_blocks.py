@@ -28,13 +28,14 @@ def _run(agg: N3Aggregation2d, inputs: list[torch.Tensor], reference: bool,
     return out.detach(), grads, {k: v.clone() for k, v in agg.state_dict().items()}
 
 
-def _compare(agg: N3Aggregation2d, inputs: list[torch.Tensor], rtol: float = 1e-5, grad_tol: float = 1e-4) -> float:
+def _compare(agg: N3Aggregation2d, inputs: list[torch.Tensor], rtol: float = 1e-5, grad_tol: float = 2e-4) -> float:
     """Asserts new == reference; returns the largest error of the outputs relative to their scale.
 
-    Outputs and gradients w.r.t. the block input: rtol 1e-5 (observed: <= 2.2e-6 of the output's scale).
-    Gradients w.r.t. embedding, log-temperature and norm weight: 1e-4 of the gradient's largest value
-    (observed: <= 6.4e-5 in float32, where the selection's small temperatures amplify rounding; in float64
-    up to 2.9e-5, which is the reference's own error: the block path matches a direct float64 evaluation
+    Outputs and gradients w.r.t. the block input: rtol 1e-5, atol 1e-5 of the tensor's largest value
+    (observed: <= 7.5e-6). Gradients w.r.t. embedding, log-temperature and norm weight: 2e-4 of the
+    gradient's largest value (observed: <= 1.3e-4, float32 training at 80×80, where the distance norm and
+    the selection's small temperatures amplify rounding; there each path is 1e-5 to 5e-5 off a float64
+    evaluation. In float64 the two paths agree to 3.4e-7, and the block path matches a direct evaluation
     of the definition (tests/nn/test_n3.py's loop) to 3e-12 where the reference is off by 2e-6).
     """
     state = {k: v.clone() for k, v in agg.state_dict().items()}
@@ -42,10 +43,13 @@ def _compare(agg: N3Aggregation2d, inputs: list[torch.Tensor], rtol: float = 1e-
     out_n, grads_n, state_n = _run(agg, inputs, False, state)
     scale = out_r.abs().max().item()
     torch.testing.assert_close(out_n, out_r, rtol=rtol, atol=rtol * scale)
+    bias_grad = grads_r[-1] if agg.bn is not None else None
     for gn, gr in zip(grads_n, grads_r, strict=True):
-        # The bias of the distance norm shifts all logits of a query alike, to which the softmax is
-        # invariant: its gradient is rounding noise around 0, compared at the scale of the weight's.
-        ref_scale = max(gr.abs().max().item(), grads_r[-2].abs().max().item() if agg.bn is not None else 0.0)
+        ref_scale = gr.abs().max().item()
+        if gr is bias_grad:
+            # The bias of the distance norm shifts all logits of a query alike, to which the softmax is
+            # invariant: its gradient is rounding noise around 0, compared at the scale of the weight's.
+            ref_scale = max(ref_scale, grads_r[-2].abs().max().item())
         tol = rtol if gn is grads_n[0] else grad_tol
         torch.testing.assert_close(gn, gr, rtol=tol, atol=tol * max(ref_scale, 1e-30))
     for key in state_r:  # (a 1×1 image in training has no distance: NaN statistics on both paths)
@@ -92,7 +96,9 @@ def test_blocks_match_the_reference(size: tuple[int, int], batch: int, dtype: to
             agg.bn.bias.fill_(-0.2)
             agg.bn.running_mean.fill_(-2.0)
             agg.bn.running_var.fill_(3.0)
-    _compare(agg, _inputs(batch, 3, *size, dtype, seed=size[0] * 1000 + size[1]))
+    # float64: everything within 1e-5; float32: embedding / temperature / norm gradients within 2e-4 (see _compare)
+    _compare(agg, _inputs(batch, 3, *size, dtype, seed=size[0] * 1000 + size[1]),
+             grad_tol=1e-5 if dtype == torch.float64 else 2e-4)
 
 
 def test_block_with_cnns_matches_the_reference_under_autocast() -> None:
