@@ -88,6 +88,11 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
         raise ValueError(f"k must be >= 1, got {k}")
     if update not in ("alpha", "logits"):
         raise ValueError(f"unknown update {update!r}; expected 'alpha' or 'logits'")
+    if not (torch.is_grad_enabled() and (alpha.requires_grad or isinstance(temperature, Tensor)
+                                         and temperature.requires_grad)):
+        fast = _continuous_knn_no_grad(alpha, temperature, k, update)
+        if fast is not None:
+            return fast
     logits = _divide(alpha, temperature)
     weights = []
     for j in range(k):
@@ -98,6 +103,44 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
             if has_others is not None:  # a row whose only candidate was just taken has none left
                 logits = logits.masked_fill(~has_others, _NEG_INF)
     return torch.stack(weights, dim=-2)
+
+
+def _continuous_knn_no_grad(alpha: Tensor, temperature: Tensor | float, k: int, update: Update) -> Tensor | None:
+    """:func:`continuous_knn` without autograd, in about half the passes over the logits.
+
+    The same arithmetic as :func:`_softmax_and_log1m` step by step (so the same values up to the order of
+    a few roundings), written in place into the output: the top candidate's p = exp(0) = 1 is zeroed
+    before summing the others (instead of a mask), its weight 1 / total and log(1 - w) = log(others / total)
+    are put back afterwards, and the update is one fused division and addition. Returns None (the caller
+    then runs the general code) when some row has no candidate left or the others' sum underflows.
+    """
+    *lead, m = alpha.shape
+    out = alpha.new_empty(*lead, k, m)
+    logits = _divide(alpha, temperature)
+    tiny = torch.finfo(alpha.dtype).tiny ** 0.8
+    t = temperature if isinstance(temperature, Tensor) else torch.tensor(temperature, dtype=alpha.dtype,
+                                                                        device=alpha.device)
+    for j in range(k):
+        top_value, top = logits.max(dim=-1, keepdim=True)
+        if bool(torch.isneginf(top_value).any()):
+            return None
+        w = out.select(-2, j)
+        torch.sub(logits, top_value, out=w)
+        w.exp_().scatter_(-1, top, 0.0)  # p of the others
+        others = w.sum(-1, keepdim=True)
+        if bool((others < tiny).any()):
+            return None
+        total = others + 1.0
+        w.div_(total)
+        if j + 1 < k:
+            log_rest = torch.log1p(w.neg())
+            log_rest.scatter_(-1, top, torch.log(others) - torch.log(total))
+            if update == "alpha":
+                logits.addcdiv_(log_rest, t)
+            else:
+                logits.add_(log_rest)
+        w.scatter_(-1, top, total.reciprocal())
+    return out
 
 
 def hard_knn(alpha: Tensor, k: int) -> Tensor:

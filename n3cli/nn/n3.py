@@ -10,13 +10,16 @@ image form computes per neighbour in the layout its folding takes.
 * :class:`N3Aggregation2d` — images: 10×10 patches with stride 5, each query patch matched against
   the patches of a 15×15 window of patch positions around it (224 candidates), neighbour volumes
   folded back to the image by averaging overlapping patches. It works on tiles of query patches so
-  that memory stays linear in the pixel count (no all-pairs distances, no whole-image gather).
+  that memory stays linear in the pixel count (no all-pairs distances, no whole-image gather), and,
+  since the stride divides the patch size, on blocks of stride × stride pixels: distances from block
+  inner products, Eq. 11 and the folding as one matrix product per tile (see ``docs/speed.md``).
 * :class:`N3Block2d` — the image N3 block: embedding CNN, temperature CNN and the aggregation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +31,9 @@ from torch import Tensor, nn
 from .knn import Selection, Update, select
 
 _NEG_INF = float("-inf")
+#: Query tiles whose block spread matrices are built and multiplied together (inference; 1, 2, 4, 8 at
+#: 1024², one thread: 3.73, 3.82, 3.91, 3.91 s per block: the spread matrices stay in cache).
+_SPREAD_TILES = 1
 
 
 def squared_distances(queries: Tensor, candidates: Tensor) -> Tensor:
@@ -179,6 +185,147 @@ def _window_start(index: Tensor, window: int, grid: int) -> Tensor:
     return (index - window // 2).clamp(0, grid - window)
 
 
+@functools.lru_cache(maxsize=64)
+def _window_layout(starts_r: tuple[int, ...], own_r: tuple[int, ...], starts_c: tuple[int, ...],
+                   own_c: tuple[int, ...], wh: int, ww: int, device: str) -> tuple[Tensor | None, Tensor]:
+    """Index (Q, wh·ww) of each query's window into its tile's region and the mask (1, Q, wh·ww) of valid
+    candidates, from the windows' first rows / cols relative to the region and the queries' places in their
+    windows. The index is None where every window is the whole region."""
+    with torch.inference_mode(False):  # cached: usable under autograd after a call in inference mode
+        return _make_window_layout(starts_r, own_r, starts_c, own_c, wh, ww, device)
+
+
+def _make_window_layout(starts_r: tuple[int, ...], own_r: tuple[int, ...], starts_c: tuple[int, ...],
+                        own_c: tuple[int, ...], wh: int, ww: int, device: str) -> tuple[Tensor | None, Tensor]:
+    sr, sc = torch.tensor(starts_r, device=device), torch.tensor(starts_c, device=device)
+    ar, ac = torch.arange(wh, device=device), torch.arange(ww, device=device)
+    orow, ocol = torch.tensor(own_r, device=device), torch.tensor(own_c, device=device)
+    is_self = (ar[None] == orow[:, None])[:, None, :, None] & (ac[None] == ocol[:, None])[None, :, None, :]
+    valid = (~is_self).reshape(1, len(starts_r) * len(starts_c), wh * ww)
+    height, width = starts_r[-1] + wh, starts_c[-1] + ww
+    if height == wh and width == ww:
+        return None, valid
+    rel_r, rel_c = sr[:, None] + ar[None], sc[:, None] + ac[None]  # (tr, wh), (tc, ww) within the region
+    index = (rel_r[:, None, :, None] * width + rel_c[None, :, None, :]).reshape(valid.shape[1:])
+    return index, valid
+
+
+@functools.lru_cache(maxsize=64)
+def _spread_index(starts_r: tuple[int, ...], starts_c: tuple[int, ...], wh: int, ww: int, k: int, nb: int,
+                  device: str) -> Tensor:
+    """Where the weights (Q, k, wh·ww) of a tile's queries land in its block spread matrix.
+
+    The spread matrix is (TR + nb - 1, TC + nb - 1, k, RH + nb - 1, RW + nb - 1): destination blocks of the
+    tile, neighbour, source blocks of the region. Weight (q, j, m) of query patch (i, c) for candidate patch
+    (a, b) (region coordinates) goes, for each sub-block (u, v), to destination (i + u, c + v) and source
+    (a + u, b + v). Returns the flat indices (nb², Q·k·wh·ww).
+    """
+    with torch.inference_mode(False):  # cached: usable under autograd after a call in inference mode
+        tr, tc = len(starts_r), len(starts_c)
+        sh, sw = starts_r[-1] + wh + nb - 1, starts_c[-1] + ww + nb - 1  # source blocks of the region
+        dw = tc + nb - 1
+        i = torch.arange(tr, device=device).view(tr, 1, 1, 1, 1)
+        c = torch.arange(tc, device=device).view(1, tc, 1, 1, 1)
+        j = torch.arange(k, device=device).view(1, 1, k, 1, 1)
+        a = (torch.tensor(starts_r, device=device)[:, None] + torch.arange(wh, device=device)).view(tr, 1, 1, wh, 1)
+        bb = (torch.tensor(starts_c, device=device)[:, None] + torch.arange(ww, device=device)).view(1, tc, 1, 1, ww)
+        out = []
+        for u in range(nb):
+            for v in range(nb):
+                flat = (((i + u) * dw + (c + v)) * k + j) * (sh * sw) + (a + u) * sw + (bb + v)
+                out.append(flat.reshape(-1))
+        return torch.stack(out)
+
+
+class _Spread(torch.autograd.Function):
+    """spread[:, index[s, i]] += weights[:, i] for every sub-block s, with a gather as the backward.
+
+    Autograd's own version of the in-place scatter-adds cloned the whole spread matrix (and its gradient)
+    for each of them; that was a third of the training step's aggregation time.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, index: Tensor, size: int) -> Tensor:
+        ctx.save_for_backward(index)
+        spread = weights.new_zeros(weights.shape[0], size)
+        for idx in index:
+            spread.scatter_add_(1, idx.expand(weights.shape[0], -1), weights)
+        return spread
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (index,) = ctx.saved_tensors
+        grad_weights = None
+        for idx in index:
+            g = grad.gather(1, idx.expand(grad.shape[0], -1))
+            grad_weights = g if grad_weights is None else grad_weights + g
+        assert grad_weights is not None
+        return grad_weights, None, None
+
+
+def _aggregate_translated(weights: Tensor, src: Tensor, nb: int) -> Tensor:
+    """Eq. 11 per destination block for a tile whose queries' windows are their own translates (window of
+    query i starts at region row i, same for columns: every tile away from the grid's edges), no autograd.
+
+    weights (B, TR, TC, k, wh, ww), src (B, SH, SW, F) the region's source blocks (contiguous). Destination
+    block (i + u, j + v) gets source block (i + a + u, j + b + v): the source row is the destination row
+    plus a, whatever the sub-block (u, v). So the spread matrix is kept per destination row over only its
+    wh source rows (all SW columns), each sub-block (u, v) one strided view to add the weights to, and the
+    product is one matrix per destination row against an overlapping window of src rows (a strided view,
+    no copy): (TR + 14)/15 fewer multiply-adds than against the whole region (≈ 35 % at 8 × 8 tiles).
+    Returns (B, TR + nb - 1, TC + nb - 1, k, F).
+    """
+    bq, tr, tc, k, wh, ww = weights.shape
+    _, sh, sw, f = src.shape
+    dh, dw = tr + nb - 1, tc + nb - 1
+    spread = weights.new_zeros(bq, dh, dw, k, wh, sw)
+    r2 = wh * sw
+    r1 = k * r2
+    r0 = dw * r1
+    strides = (dh * r0, r0, r1 + 1, r2, sw, 1)
+    for u in range(nb):
+        for v in range(nb):
+            spread.as_strided(weights.shape, strides, u * r0 + v * (r1 + 1)).add_(weights)
+    out = [torch.bmm(spread[i].view(dh, dw * k, r2), src[i].as_strided((dh, r2, f), (sw * f, f, 1)))
+           for i in range(bq)]
+    return torch.stack(out).view(bq, dh, dw, k, f)
+
+
+def _stack(views: list[Tensor]) -> Tensor:
+    """Equal-shaped (B, ...) tensors as one (B·n, ...) batch, batch-major (no copy for a single one)."""
+    return views[0] if len(views) == 1 else torch.stack(views, 1).flatten(0, 1)
+
+
+def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
+    """Squared distances between patches of nb × nb blocks, from the blocks' inner products.
+
+    queries (B, TR + nb - 1, TC + nb - 1, F) and candidates (B, RH + nb - 1, RW + nb - 1, F) are blocks (F
+    values each); patch (i, j) is blocks [i, i + nb) × [j, j + nb). Returns (B, TR·TC, RH·RW). Both sides are
+    centred on the candidate blocks' mean first (a translation of every patch alike, see
+    :func:`squared_distances`); the patches' inner products are sums of nb² block inner products taken at
+    the same offset, so the matrix product runs on blocks (nb² times fewer values per pair).
+    """
+    b, qh, qw, f = queries.shape
+    _, ch, cw, _ = candidates.shape
+    tr, tc, rh, rw = qh - nb + 1, qw - nb + 1, ch - nb + 1, cw - nb + 1
+    centre = candidates.mean(dim=(1, 2), keepdim=True)
+    queries, candidates = queries - centre, candidates - centre
+    qn, cn = queries.square().sum(-1), candidates.square().sum(-1)  # block norms
+    # -2 q·c (scaling by -2 is exact, and costs a pass over the small side only)
+    gram = ((-2.0 * queries).reshape(b, qh * qw, f) @ candidates.reshape(b, ch * cw, f).transpose(1, 2))
+    gram = gram.view(b, qh, qw, ch, cw)
+    inner = gram[:, :tr, :tc, :rh, :rw]
+    q_sq, c_sq = qn[:, :tr, :tc], cn[:, :rh, :rw]
+    for u in range(nb):
+        for v in range(nb):
+            if u or v:
+                inner = inner + gram[:, u: u + tr, v: v + tc, u: u + rh, v: v + rw]
+                q_sq = q_sq + qn[:, u: u + tr, v: v + tc]
+                c_sq = c_sq + cn[:, u: u + rh, v: v + rw]
+    d = q_sq.reshape(b, tr * tc, 1) + c_sq.reshape(b, 1, rh * rw) + inner.reshape(b, tr * tc, rh * rw)
+    return d.clamp_min(0.0)
+
+
 class N3Aggregation2d(nn.Module):
     """Continuous nearest neighbours of image patches and their folding back to the image.
 
@@ -187,6 +334,11 @@ class N3Aggregation2d(nn.Module):
     (B, (k+1)·C, H, W). Temperature of a patch: t = exp(log_t + log(temperature_scale)) at the
     patch's pixel (p/2, 0). Any H, W >= 1 works: the grid is zero-padded, the window shrinks
     to the grid when the image is small.
+
+    Two implementations with the same results: :meth:`_forward_blocks` (the default) and the original
+    :meth:`_forward_reference` (``reference = True``; also used for the "concrete" selection, whose random
+    draws follow the candidate layout, and when the stride does not divide the patch size).
+    ``progress(i, n)`` is called after each band of query tiles (a row of tiles).
     """
 
     def __init__(self, k: int = 7, patch: int = 10, stride: int = 5, window: int = 15,
@@ -196,10 +348,14 @@ class N3Aggregation2d(nn.Module):
         self.k, self.patch, self.stride, self.window = k, patch, stride, window
         self.method, self.update = method, update
         self.log_temperature_offset = math.log(temperature_scale)
-        # Inference: query_tile² query patches per tile. One block at 512², one thread: 6 -> 3.3 s, 8 -> 2.6-2.7 s,
-        # 10-12 no faster; larger tiles waste more of the candidate region ((q + window - 1)² patches).
+        # Inference: query_tile² query patches per tile (training: one tile, the whole grid). Larger tiles waste
+        # more of the candidate region ((q + window - 1)² patches); block path, one block at 512², one thread:
+        # 5, 6, 8 within noise of each other, 10 slower (docs/speed.md).
         self.query_tile = query_tile
         self.bn = DistanceNorm() if distance_norm else None
+        #: Run the original implementation (patch unfold / fold, tile-region candidates) instead of the
+        #: block one; kept as the reference the tests compare against. Not part of the state dict.
+        self.reference = False
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, patch={self.patch}, stride={self.stride}, window={self.window}, "
@@ -215,9 +371,14 @@ class N3Aggregation2d(nn.Module):
                 progress: Callable[[int, int], None] | None = None) -> Tensor:
         ctx, (x, e, log_t) = full_precision(x, e, log_t)  # the folding sums too
         with ctx:
-            return self._forward(x, e, log_t, progress)
+            if self.reference or self.method == "concrete" or self.patch % self.stride:
+                return self._forward_reference(x, e, log_t, progress)
+            return self._forward_blocks(x, e, log_t, progress)
 
-    def _forward(self, x: Tensor, e: Tensor, log_t: Tensor, progress: Callable[[int, int], None] | None) -> Tensor:
+    def _forward_reference(self, x: Tensor, e: Tensor, log_t: Tensor,
+                           progress: Callable[[int, int], None] | None) -> Tensor:
+        """The original implementation: tiles of queries against their whole candidate region, Eq. 11 on
+        whole patches per neighbour, F.fold back to pixels."""
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
         x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()  # unfold/fold are fastest in NCHW
@@ -273,6 +434,146 @@ class N3Aggregation2d(nn.Module):
         volumes = (acc / count)[:, :, top: top + h, left: left + w]
         diffs = volumes.view(b, k, c, h, w) - x.unsqueeze(1)
         return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
+
+    def _tile_layout(self, rows: tuple[int, int], cols: tuple[int, int], wh: int, ww: int, nh: int, nw: int,
+                     device: torch.device) -> tuple[tuple[int, int], tuple[int, int], Tensor | None, Tensor, Tensor]:
+        """Candidate region of a tile of queries and where each query's window lies in it.
+
+        Returns the region's grid rows and cols [r0, r1) × [c0, c1), the index (Q, wh·ww) of every query's
+        window (row-major) into the row-major region (None where every window is the whole region), and
+        the mask (1, Q, wh·ww) of valid candidates (all but the query itself), and where the weights go in
+        the tile's block spread matrix (:func:`_spread_index`).
+        """
+        half = self.window // 2
+        starts_r = [min(max(i - half, 0), nh - wh) for i in range(*rows)]
+        starts_c = [min(max(j - half, 0), nw - ww) for j in range(*cols)]
+        region_r, region_c = (starts_r[0], starts_r[-1] + wh), (starts_c[0], starts_c[-1] + ww)
+        # Only the windows' places relative to the region matter: interior tiles all share one layout.
+        own_r = tuple(i - v for i, v in zip(range(*rows), starts_r, strict=True))
+        own_c = tuple(j - v for j, v in zip(range(*cols), starts_c, strict=True))
+        rel_r, rel_c = tuple(v - region_r[0] for v in starts_r), tuple(v - region_c[0] for v in starts_c)
+        index, valid = _window_layout(rel_r, own_r, rel_c, own_c, wh, ww, str(device))
+        spread = _spread_index(rel_r, rel_c, wh, ww, self.k, self.patch // self.stride, str(device))
+        return region_r, region_c, index, valid, spread
+
+    def _forward_blocks(self, x: Tensor, e: Tensor, log_t: Tensor,
+                        progress: Callable[[int, int], None] | None) -> Tensor:
+        """The aggregation on exact windows and at block granularity (same result as the reference).
+
+        Each query's candidates are laid out as exactly its wh × ww window (the query itself masked), so
+        that the selection costs wh·ww per query instead of the tile's whole candidate region. Since the
+        stride divides the patch size, every patch is nb × nb blocks of stride × stride pixels: the weights
+        of the (up to nb²) query patches that cover a destination block are summed per source block
+        before touching pixel values, so Eq. 11 and the folding become one matrix product per tile,
+        (dest blocks · k, source blocks) @ (source blocks, C·stride²), and the averaging over overlapping
+        patches a per-block count.
+        """
+        b, c, h, w = x.shape
+        p, s, k = self.patch, self.stride, self.k
+        nb = p // s
+        x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()
+        top, bottom = _grid_padding(h, p, s)
+        left, right = _grid_padding(w, p, s)
+        pad = (left, right, top, bottom)
+        xp, ep, tp = F.pad(x, pad), F.pad(e, pad), F.pad(log_t, pad)
+        hp, wp = h + top + bottom, w + left + right
+        nh, nw = (hp - p) // s + 1, (wp - p) // s + 1
+        bh, bw = hp // s, wp // s  # blocks: nh + nb - 1, nw + nb - 1
+        wh, ww = min(self.window, nh), min(self.window, nw)
+        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
+        # (B, bh, bw, C·s²): the value blocks, one row per block
+        xb = xp.view(b, c, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, c * s * s)
+        eb = ep.view(b, -1, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, -1)
+        # In training, one tile spans the whole grid: batch statistics of the distance norm then
+        # cover every distance, as in a whole-image forward pass.
+        qt = max(nh, nw) if self.training else self.query_tile
+        bands = list(range(0, nh, qt))
+        acc: Tensor | None = None
+        single = qt >= nh and qt >= nw
+        for i, r0 in enumerate(bands):
+            # A band of query tiles. Tiles with the same window layout (all the interior ones) are stacked
+            # along the batch dimension and the selection runs on the whole band at once: fewer, larger ops.
+            rows = (r0, min(r0 + qt, nh))
+            tr = rows[1] - rows[0]
+            groups: dict[tuple[int, int, int, int], list[Any]] = {}
+            for c0 in range(0, nw, qt):
+                cols = (c0, min(c0 + qt, nw))
+                region_r, region_c, index, valid, spread_index = self._tile_layout(rows, cols, wh, ww, nh, nw,
+                                                                                   x.device)
+                key = (cols[1] - cols[0], region_c[1] - region_c[0], id(valid), id(spread_index))
+                groups.setdefault(key, [region_r, index, valid, spread_index, []])[4].append((cols, region_c))
+            alphas, valids, temps = [], [], []
+            for (tc, _rw, *_), (region_r, index, valid, _si, tiles) in groups.items():
+                n = len(tiles)
+                eq = _stack([eb[:, rows[0]: rows[1] + nb - 1, c[0]: c[1] + nb - 1] for c, _ in tiles])
+                er = _stack([eb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
+                dist = _block_distances(eq, er, nb)  # (B·n, Q, R)
+                if index is not None:
+                    dist = dist.gather(2, index.expand(b * n, -1, -1))  # (B·n, Q, wh·ww)
+                alphas.append(dist.reshape(b, n * tr * tc, wh * ww))
+                valids.append(valid if n == 1 else valid.repeat(1, n, 1))
+                temps.append(_stack([t_grid[:, rows[0]:rows[1], c[0]:c[1]] for c, _ in tiles]).reshape(b, -1, 1))
+            dist = alphas[0] if len(alphas) == 1 else torch.cat(alphas, 1)
+            valid = valids[0] if len(valids) == 1 else torch.cat(valids, 1)
+            if self.bn is not None and not self.bn.training:  # α = -D through the running-stats norm, one pass
+                scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+                alpha = torch.addcmul(self.bn.bias - self.bn.running_mean * scale, dist, scale, value=-1.0)
+            elif self.bn is not None:
+                alpha = self.bn(-dist, valid)  # Eq. 4, normalised over the valid distances
+            else:
+                alpha = -dist  # Eq. 4
+            alpha = alpha.masked_fill(~valid, _NEG_INF)
+            t = temps[0] if len(temps) == 1 else torch.cat(temps, 1)
+            band_weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
+            if wh * ww == 1:  # a query without candidates keeps itself as neighbour
+                band_weights = torch.where(valid.any(-1)[..., None, None], band_weights,
+                                           torch.ones_like(band_weights))
+            start = 0
+            for (tc, rw, *_), (region_r, _, _, spread_index, group) in groups.items():
+                q, rh = tr * tc, region_r[1] - region_r[0]
+                # A few tiles at a time (see _SPREAD_TILES): their spread matrices (~1 MB per tile) stay in cache.
+                for j0 in range(0, len(group), _SPREAD_TILES):
+                    tiles = group[j0: j0 + _SPREAD_TILES]
+                    n = len(tiles)
+                    weights = band_weights[:, start: start + n * q].reshape(b * n, q * k * wh * ww)
+                    start += n * q
+                    # Spread to blocks: sub-block (u, v) of query patch (i, j) is destination block
+                    # (i + u, j + v), and the same sub-block of candidate (a, b) is source block (a + u, b + v).
+                    src = _stack([xb[:, region_r[0]: region_r[1] + nb - 1, rc[0]: rc[1] + nb - 1] for _, rc in tiles])
+                    if not weights.requires_grad and rh == tr + wh - 1 and rw == tc + ww - 1:
+                        out = _aggregate_translated(weights.view(b * n, tr, tc, k, wh, ww), src.contiguous(), nb)
+                    else:
+                        size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
+                        spread = _Spread.apply(weights, spread_index, size)
+                        out = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b * n, -1, c * s * s)
+                    out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
+                    if single:
+                        acc = out[:, 0]
+                        continue
+                    if acc is None:
+                        acc = out.new_zeros(b, bh, bw, k, c * s * s)
+                    for j, (cols, _) in enumerate(tiles):
+                        acc[:, rows[0]: rows[1] + nb - 1, cols[0]: cols[1] + nb - 1] += out[:, j]
+            if progress is not None:
+                progress(i + 1, len(bands))
+        assert acc is not None
+        # Patches covering each block: nb per dimension inside, fewer at the grid's edges.
+        cover_r = [min(u, nh - 1) - max(u - nb + 1, 0) + 1 for u in range(bh)]
+        cover_c = [min(v, nw - 1) - max(v - nb + 1, 0) + 1 for v in range(bw)]
+        inv_count = 1.0 / (torch.tensor(cover_r, dtype=x.dtype, device=x.device)[:, None]
+                           * torch.tensor(cover_c, dtype=x.dtype, device=x.device)[None, :])
+        blocks = acc.view(b, bh, bw, k, c, s, s).permute(0, 3, 4, 1, 5, 2, 6)  # (B, k, C, bh, s, bw, s)
+        inv_count = inv_count.view(1, 1, 1, bh, 1, bw, 1)
+        if torch.is_grad_enabled() and acc.requires_grad:
+            volumes = (blocks * inv_count).reshape(b, k, c, hp, wp)
+            diffs = volumes[..., top: top + h, left: left + w] - x.unsqueeze(1)
+            return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
+        # Without autograd: two passes over the output (averaging into pixel order, differences into place).
+        volumes = torch.mul(blocks, inv_count, out=acc.new_empty(b, k, c, bh, s, bw, s)).view(b, k, c, hp, wp)
+        result = x.new_empty(b, (k + 1) * c, h, w)
+        result[:, :c] = x
+        torch.sub(volumes[..., top: top + h, left: left + w], x.unsqueeze(1), out=result[:, c:].view(b, k, c, h, w))
+        return result
 
 
 def conv_bn_relu_stack(in_channels: int, features: int, out_channels: int, depth: int = 3) -> nn.Sequential:

@@ -237,3 +237,26 @@ def test_concrete_matches_log_domain_reference() -> None:
     ours = concrete_knn(alpha, 0.1, 5, tau=0.5, generator=torch.Generator().manual_seed(7))
     ref = _reference_concrete_knn(alpha, 0.1, 5, 0.5, torch.Generator().manual_seed(7))
     torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("update", ["alpha", "logits"])
+@pytest.mark.parametrize("case", ["plain", "scalar_t", "dominant", "empty_row", "k_exceeds"])
+def test_no_grad_path_equals_autograd_path(update: str, case: str) -> None:
+    """Without autograd continuous_knn runs a leaner loop (or falls back); the values must be the same."""
+    g = torch.Generator().manual_seed(4)
+    alpha = -5 * torch.rand(3, 20, 30, generator=g, dtype=torch.float64)
+    alpha[..., 4] = float("-inf")
+    t: torch.Tensor | float = 0.05 + 0.3 * torch.rand(3, 20, 1, generator=g, dtype=torch.float64)
+    k = 7
+    if case == "scalar_t":
+        t = 0.2
+    elif case == "dominant":  # the others' weights underflow: the exact fallback
+        alpha[0, 0, 1] = 1e4
+    elif case == "empty_row":
+        alpha[1, 2] = float("-inf")
+    elif case == "k_exceeds":
+        alpha = alpha[..., :5]
+    with torch.no_grad():
+        fast = continuous_knn(alpha, t, k, update=update)
+    slow = continuous_knn(alpha.clone().requires_grad_(), t, k, update=update).detach()
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-300)

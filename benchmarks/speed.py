@@ -1,0 +1,126 @@
+"""N3Net against DnCNN-17 on the CPU, with the N3 block's original implementation and the block one.
+
+Inference: gray images, fp32, the path ``n3 denoise`` runs (BN folded, channels-last, inference mode),
+seconds per megapixel and the N3Net / DnCNN-17 ratio. Training: one step (forward, backward, AdamW) on a
+batch of 16 × 80² as ``n3 train`` draws it (the default denoiser: 3 input planes). All models of one
+measurement alternate in one process (min of ``--repeat`` runs each), so that the ratios compare like
+with like on a shared machine. The old block is the same module with ``reference = True``.
+Usage: python benchmarks/speed.py [--threads 2] [--sizes 481x321 1024x1024] [--repeat 3] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+
+import torch
+
+from n3cli.api import prepare_for_inference
+from n3cli.nn.nets import N3Net, dncnn, n3net
+from n3cli.train.loop import TrainConfig, build_model, dncnn_init, make_optimizer, param_groups
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def set_reference(model: torch.nn.Module, reference: bool) -> None:
+    for m in model.modules():
+        if hasattr(m, "reference"):
+            m.reference = reference
+
+
+def best_of(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+    """Runs each function once to warm up, then ``repeat`` rounds alternating them; min seconds of each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(ts) for name, ts in times.items()}
+
+
+def inference(sizes: list[str], repeat: int) -> None:
+    torch.manual_seed(0)
+    models: dict[str, N3Net] = {
+        "dncnn": prepare_for_inference(dncnn(), torch.device("cpu")),
+        "n3net": prepare_for_inference(n3net(), torch.device("cpu")),
+    }
+    for size in sizes:
+        w, h = (int(v) for v in size.split("x"))
+        x = torch.rand(1, 1, h, w).contiguous(memory_format=torch.channels_last)
+
+        def run(name: str, reference: bool | None = None, x: torch.Tensor = x) -> Callable[[], None]:
+            def fn() -> None:
+                if reference is not None:
+                    set_reference(models[name], reference)
+                with torch.inference_mode():
+                    models[name](x)
+            return fn
+
+        t = best_of({"DnCNN-17": run("dncnn"), "N3Net (old block)": run("n3net", True),
+                     "N3Net (new block)": run("n3net", False)}, repeat)
+        mp = h * w / 1e6
+        for name, sec in t.items():
+            print(f"inference {size}: {name:18s} {sec:7.3f} s  {sec / mp:7.3f} s/MP  "
+                  f"ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}", flush=True)
+
+
+def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, in_planes, patch, patch, generator=gen)
+    target = torch.rand(batch, 1, patch, patch, generator=gen)
+
+    def make(arch: str, reference: bool | None) -> Callable[[], None]:
+        cfg = TrainConfig(out="-", data=[], arch=arch, optimizer="adamw", schedule="cosine")
+        model = build_model(cfg, in_planes)
+        dncnn_init(model, torch.Generator().manual_seed(0))
+        model = model.to(memory_format=torch.channels_last).train()
+        if reference is not None:
+            set_reference(model, reference)
+        opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
+
+        def step() -> None:
+            loss = (model(x) - target).square().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    t = best_of({"DnCNN-17": make("dncnn", None), "N3Net (old block)": make("n3net", True),
+                 "N3Net (new block)": make("n3net", False)}, steps)
+    for name, sec in t.items():
+        print(f"training step {batch}x{patch}²: {name:18s} {sec:7.3f} s  ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}",
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", nargs="*", default=["481x321", "1024x1024"])
+    ap.add_argument("--repeat", type=int, default=3, help="timed inference runs per model (after a warm-up)")
+    ap.add_argument("--steps", type=int, default=3, help="timed training steps per model (0: no training)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}; {args.threads} thread(s)", flush=True)
+    if args.sizes:
+        inference(args.sizes, args.repeat)
+    if args.steps:
+        training(args.steps)
+
+
+if __name__ == "__main__":
+    main()
