@@ -41,6 +41,13 @@ Run 'n3 COMMAND --help' for the options and examples of each command.
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def _interrupted_said() -> bool:
+    """Whether a command's own handler already said 'interrupted' (it exits 130 after saying so)."""
+    from .common import INTERRUPTED
+
+    return INTERRUPTED.is_set()
+
+
 class _OneLineUsageErrors(TyperGroup):
     """Usage errors (unknown option, '--tile abc') as one line on stderr and exit status 2, like every other
     bad input, instead of Click's usage block."""
@@ -50,6 +57,8 @@ class _OneLineUsageErrors(TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+            if code == 130 and not _interrupted_said():  # Ctrl-C while Click still parsed (Typer's Exit(130))
+                print("interrupted", file=sys.stderr)
         except _ClickException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # 'n3' or 'n3 weights' alone: the help, as --help
                 print(exc.format_message())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +20,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: In logs and pipes (not a terminal) tables get a generous width instead of rich's 80 columns.
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 out_console = Console(width=None if sys.stdout.isatty() else 160)
+
+#: Set once a command has said 'interrupted' (Ctrl-C), so that nothing says it twice.
+INTERRUPTED = threading.Event()
 
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 1
@@ -60,6 +64,7 @@ def handle_errors(fn: F) -> F:
             raise fail(error_line(exc)) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
+            INTERRUPTED.set()
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

