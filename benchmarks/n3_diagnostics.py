@@ -64,6 +64,18 @@ class Capture:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
+        # Only the reference path of the aggregation computes the weight vectors through neighbour_weights (the
+        # block path fuses them into its products; same values, tests/nn/test_n3_blocks.py): use it while capturing.
+        orig_forward = n3mod.N3Aggregation2d.forward
+
+        def reference_forward(agg: Any, *args: Any, **kwargs: Any) -> Tensor:
+            saved, agg.reference = agg.reference, True
+            try:
+                return orig_forward(agg, *args, **kwargs)
+            finally:
+                agg.reference = saved
+
+        n3mod.N3Aggregation2d.forward = reference_forward  # type: ignore[method-assign]
         orig = n3mod.neighbour_weights
 
         def wrapped(queries: Tensor, candidates: Tensor, temperature: Any, k: int, valid: Any = None,
@@ -77,6 +89,7 @@ class Capture:
             yield
         finally:
             n3mod.neighbour_weights = orig
+            n3mod.N3Aggregation2d.forward = orig_forward  # type: ignore[method-assign]
 
     def record(self, w: Tensor, t: Tensor, valid: Tensor) -> None:
         w = w[0].float()  # (Q, k, M)
@@ -249,7 +262,7 @@ def group_of(name: str) -> str:
 def training_table(run: Path, official: dict[str, Tensor] | None) -> list[str]:
     from n3cli.safeload import load_tensors
     blob = load_tensors(run / "last.pt")
-    from n3cli.train.loop import param_groups
+    from n3cli.train.optim import param_groups
     model = build(blob["net_config"])
     name_of = {id(p): n for n, p in model.named_parameters()}
     # the optimizer's parameter order: the trainer's groups (decayed, then not decayed)

@@ -19,8 +19,11 @@ from collections.abc import Callable
 import torch
 
 from n3cli.api import prepare_for_inference
+from n3cli.engine import autocast
 from n3cli.nn.nets import N3Net, dncnn, n3net
-from n3cli.train.loop import TrainConfig, build_model, dncnn_init, make_optimizer, param_groups
+from n3cli.train.config import TrainConfig
+from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
+from n3cli.train.trainer import build_model
 
 
 def cpu_model() -> str:
@@ -79,7 +82,7 @@ def inference(sizes: list[str], repeat: int) -> None:
                   f"ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}", flush=True)
 
 
-def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3) -> None:
+def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3, precision: str = "fp32") -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, in_planes, patch, patch, generator=gen)
     target = torch.rand(batch, 1, patch, patch, generator=gen)
@@ -94,7 +97,8 @@ def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3) -
         opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
 
         def step() -> None:
-            loss = (model(x) - target).square().mean()
+            with autocast(precision, torch.device("cpu")):  # bf16: the local CNNs only, as n3 train runs them
+                loss = (model(x) - target).square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -103,8 +107,8 @@ def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3) -
     t = best_of({"DnCNN-17": make("dncnn", None), "N3Net (old block)": make("n3net", True),
                  "N3Net (new block)": make("n3net", False)}, steps)
     for name, sec in t.items():
-        print(f"training step {batch}x{patch}²: {name:18s} {sec:7.3f} s  ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}",
-              flush=True)
+        print(f"training step {batch}x{patch}² {precision}: {name:18s} {sec:7.3f} s  "
+              f"ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}", flush=True)
 
 
 def main() -> None:
@@ -113,13 +117,15 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="*", default=["481x321", "1024x1024"])
     ap.add_argument("--repeat", type=int, default=3, help="timed inference runs per model (after a warm-up)")
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per model (0: no training)")
+    ap.add_argument("--train-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="arithmetic of the local CNNs in the training step (n3 train's auto is bf16 where native)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_model()}; torch {torch.__version__}; {args.threads} thread(s)", flush=True)
     if args.sizes:
         inference(args.sizes, args.repeat)
-    if args.steps:
-        training(args.steps)
+    for precision in args.train_precision if args.steps else []:
+        training(args.steps, precision=precision)
 
 
 if __name__ == "__main__":

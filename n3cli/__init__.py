@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import api
+    import importlib
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'n3cli' has no attribute {name!r}")
+    if name in __all__:
+        return getattr(importlib.import_module(".api", __name__), name)
+    try:  # submodules (n3cli.api, n3cli.nn, ...) as attributes, as an eager import made them
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'n3cli' has no attribute {name!r}") from None

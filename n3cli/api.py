@@ -139,7 +139,7 @@ def even_tile(height: int, width: int, max_side: int, overlap: int) -> int:
             continue
         count = math.ceil((n - overlap) / (max_side - overlap))
         side = max(side, math.ceil((n + (count - 1) * overlap) / count))
-    return min(max_side, side)
+    return min(max_side, max(side, 2 * overlap + 2))  # a tile keeps the whole overlap (run() halves it otherwise)
 
 
 def _stage_progress(model: N3Net, progress: Progress, tiles: int) -> Callable[[], None]:
@@ -171,27 +171,26 @@ def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = D
     model = restorer.model
     h, w = x.shape[-2:]
     if tile is None:
-        tile = even_tile(h, w, auto_tile(x.shape[0], dev), min(overlap, DEFAULT_OVERLAP))
+        biggest = auto_tile(x.shape[0], dev)
+        tile = even_tile(h, w, biggest, min(overlap, max(biggest // 2 - 1, 0)))
     if tile < 1:
         raise N3Error(f"tile size must be positive, got {tile}")
     overlap = min(overlap, max(tile // 2 - 1, 0))
-    if dev.type == "cpu":
-        # Denormal floats (tiny activations of real noisy images) are many times slower on x86; flushing
-        # them to zero halves the forward pass and leaves the output unchanged (docs/speed.md).
-        torch.set_flush_denormal(True)
+    level = None if noise is None else torch.as_tensor(noise, dtype=torch.float32).to(dev)
     passes = len(DIHEDRAL) if restorer.self_ensemble else 1
+    half = autocast(restorer.precision, dev)  # the local CNNs only; figures in docs/speed.md
+    # Denormal floats (tiny activations of real noisy images) are many times slower on x86; flushing them to
+    # zero halves the forward pass and leaves the output unchanged (docs/speed.md). Switched off again after.
+    flush = dev.type == "cpu" and torch.set_flush_denormal(True)
     remove_hooks = None
     if progress is not None:
         remove_hooks = _stage_progress(model, progress, passes * len(plan_tiles(h, w, tile, overlap)))
-
-    level = None if noise is None else noise.to(dev)
 
     def fn(part: Tensor) -> Tensor:
         part = part.to(dev).contiguous(memory_format=torch.channels_last)
         out = model(part) if level is None else model(part, level)
         return out.float().cpu().contiguous()
 
-    half = autocast(restorer.precision, dev)  # the local CNNs only; figures in docs/speed.md
     try:
         with torch.inference_mode(), half:
             if not restorer.self_ensemble:
@@ -209,6 +208,8 @@ def run(restorer: Restorer, x: Tensor, tile: int | None = None, overlap: int = D
     finally:
         if remove_hooks is not None:
             remove_hooks()
+        if flush:
+            torch.set_flush_denormal(False)
 
 
 #: The 8 symmetries of the square (flip left-right or not, then 0-3 quarter turns): the self-ensemble.
@@ -235,7 +236,11 @@ def estimate_channel_sigmas(image: np.ndarray, color: str = "rgb") -> tuple[floa
     """Noise σ (0-255 scale) of each channel of an image in [0, 1] (wavelet MAD); ``color="opponent"``:
     of the opponent channels of an RGB image (:func:`n3cli.imaging.color.rgb2opponent`), measured there,
     so noise that is correlated across R, G and B (demosaicked photos) is measured as it is."""
-    from skimage.restoration import estimate_sigma as _est
+    try:
+        import pywt  # noqa: F401  (the estimator's wavelets; scikit-image imports it only when called)
+        from skimage.restoration import estimate_sigma as _est
+    except ImportError as exc:
+        raise N3Error(f"cannot estimate the noise level ({exc}); give sigma, or install PyWavelets") from None
 
     img = _hwc(image)[:, :, :3]
     if color == "opponent":
@@ -324,10 +329,15 @@ def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[flo
     if nlf is not None:
         if sigma is not None:
             raise N3Error("give either sigma or nlf, not both")
+        if not info.conditional:
+            raise N3Error(f"a noise level function needs a noise-level-conditional model; {info.name} is not")
         nlf = check_nlf(nlf)
         note = untrained_noise_note(info, nlf=nlf)
         return DenoisePlan(color_mode(info, rgb.shape[2], color, nlf), None, nlf, notes=(note,) if note else ())
     mode = color_mode(info, rgb.shape[2], color, None)
+    if not info.conditional and sigma is None:  # a one-σ model takes no noise level: nothing to estimate
+        fixed = None if info.sigma is None else (float(info.sigma),) * (1 if mode == "gray" else 3)
+        return DenoisePlan(mode, fixed, None)
     sigmas = channel_sigmas(rgb, sigma, mode)
     note = untrained_noise_note(info, sigma=max(sigmas))
     return DenoisePlan(mode, sigmas, None, sigma is None, (note,) if note else ())
@@ -346,8 +356,8 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     ``color`` (see :func:`color_mode`): colour images are denoised with the gray model either in an
     opponent colour space (luma and two chroma channels, as CBM3D does: i.i.d. RGB noise of σ becomes
     σ/√3, σ/√2 and σ·√6/4 there, and the chroma channels are smooth) or channel by channel in RGB. A
-    fourth (alpha) channel is returned untouched. ``keep_mean`` (Gaussian σ only): give the removed residual's
-    local mean back (:func:`keep_local_mean`); False returns the network's output as it is.
+    fourth (alpha) channel is returned untouched. ``keep_mean`` (noise-level-conditional models, Gaussian σ):
+    give the removed residual's local mean back (:func:`keep_local_mean`); False returns the network's output.
     ``plan``: a :func:`plan_denoise` result to carry out (its notes are then the caller's to show; without
     it the plan is made here and its notes are issued as warnings). Returns float32 of the input's shape.
     """
@@ -366,7 +376,7 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
         gauss = [(0.0, (s / 255.0) ** 2) for s in plan.sigmas or ()]
         level = torch.tensor([plan.nlf] * x.shape[0] if plan.nlf is not None else gauss)
     y = run(restorer, x, tile, overlap, progress, noise=level)[:, 0].numpy().transpose(1, 2, 0)
-    if plan.nlf is None and keep_mean:
+    if restorer.info.conditional and plan.nlf is None and keep_mean:
         y = keep_local_mean(planes, y)
     if plan.mode == "opponent":
         y = opponent2rgb(y)
@@ -490,7 +500,10 @@ def super_resolve(image: np.ndarray, scale: int, *, model: Restorer | str | Path
     note = untrained_scale_note(s)
     if note is not None:
         warnings.warn(note, stacklevel=2)
-    img = _check_side(_hwc(image, channels=(1, 2, 3, 4)))
+    img = _hwc(image, channels=(1, 2, 3, 4))
+    if min(img.shape[:2]) * s < MIN_SIDE:
+        raise N3Error(f"image of {img.shape[1]}x{img.shape[0]} pixels is too small: the ×{s} output would be under "
+                      f"{MIN_SIDE}x{MIN_SIDE}")
     restorer = model if isinstance(model, Restorer) else load_model(model, "sr", device)
     if restorer.info.task != "sr":
         raise N3Error(f"model {restorer.name!r} is for task {restorer.info.task!r}, not 'sr'")
@@ -555,10 +568,21 @@ def check_nlf(nlf: tuple[float, float] | list[float]) -> tuple[float, float]:
 def raw_nlf(raw: RawImage, nlf: tuple[float, float] | None = None) -> NLFInfo:
     """The NLF of a :class:`~n3cli.raw.RawImage`: ``nlf`` when given, else the DNG NoiseProfile of
     the raw's file, else estimated from its mosaic."""
-    from .raw import RawError, estimate_raw_nlf, nlf_from_dng
-
     if nlf is not None:
         return NLFInfo(*check_nlf(nlf), "given")
+    info = _raw_nlf_found(raw)
+    try:
+        check_nlf((info.a, info.b))
+    except N3Error as exc:
+        where = "in the DNG NoiseProfile tag" if info.source == "dng" else "estimated from the image"
+        raise N3Error(f"{raw.path}: the noise level function {where}: {exc}") from None
+    return info
+
+
+def _raw_nlf_found(raw: RawImage) -> NLFInfo:
+    """The NLF of a raw from its DNG NoiseProfile tag, else estimated from its mosaic."""
+    from .raw import RawError, estimate_raw_nlf, nlf_from_dng
+
     try:
         tag = nlf_from_dng(raw.path)
     except RawError:  # not TIFF-based (e.g. CR3, RAF) or no file behind the RawImage

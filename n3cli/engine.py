@@ -20,7 +20,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def native_bf16(device: torch.device) -> bool:
     """Whether bfloat16 convolutions run natively (CUDA with bf16 support; CPUs with AVX512-BF16 or AMX)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch: no emulation argument
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
@@ -38,8 +41,12 @@ def resolve_precision(precision: str, device: torch.device, cpu_auto: str = "fp3
         if device.type == "cuda":
             return "fp16"
         return cpu_auto if device.type == "cpu" and native_bf16(device) else "fp32"
-    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
-        raise N3Error("precision bf16: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX)")
+    if precision != "fp32" and device.type not in ("cpu", "cuda"):
+        raise N3Error(f"precision {precision}: {device.type} runs fp32 here")
+    if precision == "bf16" and not native_bf16(device):
+        what = "this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX)" if device.type == "cpu" else \
+            "this GPU has no native bfloat16 arithmetic"
+        raise N3Error(f"precision bf16: {what}")
     if precision == "fp16" and device.type != "cuda":
         raise N3Error(f"precision fp16 runs on CUDA only, not on {device.type}")
     return precision

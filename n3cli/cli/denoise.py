@@ -145,8 +145,9 @@ def denoise_cmd(
         ref = read_image(job.reference, max_pixels=opts.max_pixels).pixels
         if ref.shape != img.pixels.shape:
             kinds = {1: "gray", 3: "colour"}
-            raise N3Error(f"{job.reference}: reference is {kinds.get(ref.shape[2], ref.shape[2])}, the input is "
-                          f"{kinds.get(img.pixels.shape[2], img.pixels.shape[2])}")
+            got, want = ref.shape, img.pixels.shape
+            raise N3Error(f"{job.reference}: reference is {got[1]}x{got[0]} {kinds.get(got[2], got[2])}, the input "
+                          f"is {want[1]}x{want[0]} {kinds.get(want[2], want[2])}")
         return {"psnr_in": psnr(img.pixels, ref), "psnr_out": psnr(out.pixels, ref),
                 "ssim_out": ssim(out.pixels, ref)}
 

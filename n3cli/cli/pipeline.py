@@ -61,14 +61,15 @@ class Options:
     max_pixels: int | None = None
     bit_depth: int | None = None
     suffix: str = "_n3"
+    min_side: int = MIN_SIDE  # smallest input side (SR: the output's side counts)
 
 
 def make_options(*, tile: int | None, tile_overlap: int, bit_depth: int | None, force: bool, quiet: bool,
-                 json: bool, allow_large: bool, suffix: str = "_n3") -> Options:
+                 json: bool, allow_large: bool, suffix: str = "_n3", min_side: int = MIN_SIDE) -> Options:
     """Check the options every image command shares and bundle those the file loop needs."""
     check_tile(tile, tile_overlap)
     check_bit_depth(bit_depth)
-    return Options(force=force, quiet=quiet, json=json, bit_depth=bit_depth, suffix=suffix,
+    return Options(force=force, quiet=quiet, json=json, bit_depth=bit_depth, suffix=suffix, min_side=min_side,
                    max_pixels=None if allow_large else DEFAULT_MAX_PIXELS)
 
 
@@ -168,8 +169,8 @@ def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
             if opts.max_pixels is not None and w * h > opts.max_pixels:
                 raise N3Error(f"{job.input}: {w}x{h} is over {opts.max_pixels / 1e6:.4g} megapixels "
                               "(use --allow-large to read it anyway)")
-            if min(w, h) < MIN_SIDE:
-                raise N3Error(f"{job.input}: {w}x{h} is too small (at least {MIN_SIDE}x{MIN_SIDE} pixels)")
+            if min(w, h) < opts.min_side:
+                raise N3Error(f"{job.input}: {w}x{h} is too small (at least {opts.min_side}x{opts.min_side} pixels)")
             if check is not None:
                 check(job, (w, h))
             kept.append(job)

@@ -46,7 +46,8 @@ class ProgressDisplay:
         self._t0 = self._last_t = 0.0
         self._last_fraction = 0.0
         if self.live:
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            self._bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"),
                                  TimeElapsedColumn(), console=console, transient=True)
             if total is not None and total > 1:
                 self._items = self._bar.add_task(label, total=total)

@@ -102,7 +102,7 @@ def sr_cmd(
     """Upscale photos ×2, ×3 or ×4 (single-image super-resolution; colour: the network restores the luma)."""
     s = parse_scale(scale)
     opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
-                        json=json_out, allow_large=allow_large, suffix=f"_x{s}")
+                        json=json_out, allow_large=allow_large, suffix=f"_x{s}", min_side=-(-api.MIN_SIDE // s))
     set_threads(threads)
     jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
                               functools.partial(_check_job, scale=s, max_pixels=opts.max_pixels))

@@ -231,3 +231,16 @@ def test_ctrl_c_while_the_command_starts_is_a_clean_exit(tmp_path: Path, delay: 
     assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert "Traceback" not in err and err.strip().endswith("interrupted"), err
     assert sorted(os.listdir(tmp_path)) == ["a.png"]
+
+
+def test_plan_for_a_one_sigma_model_estimates_nothing_and_refuses_an_nlf() -> None:
+    from n3cli.weights import ModelInfo
+
+    one = ModelInfo(name="one-sigma", planes=["image"], sigma=25.0)
+    img = np.random.default_rng(0).random((32, 40, 3)).astype(np.float32)
+    plan = api.plan_denoise(img, one)
+    assert plan.mode == "rgb" and plan.sigmas == (25.0, 25.0, 25.0) and not plan.estimated and not plan.notes
+    with pytest.raises(api.N3Error, match="noise-level-conditional"):
+        api.plan_denoise(img, one, nlf=(1e-3, 1e-5))
+    cond = ModelInfo(name="c", planes=["image", "sqrt_a", "sqrt_b"])
+    assert api.plan_denoise(img, cond).estimated and api.plan_denoise(img, cond).mode == "opponent"

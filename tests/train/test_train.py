@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -145,7 +146,10 @@ def test_two_process_ddp(tmp_path: Path, data: Path) -> None:
     out = tmp_path / "ddp"
     train(TrainConfig(out=str(out), data=[str(data)], arch="dncnn", steps=4, batch_size=4, patch=32), stop_after=2)
     cpu_before = load(out / "last.pt")["cpu_seconds"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    with socket.socket() as probe:  # a free port: a fixed one may be taken by another run of this test
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "n3cli", "train", "--data", str(data), "--out", str(out), "--resume", "--batch-size", "2",
            "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
