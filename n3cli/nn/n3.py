@@ -54,9 +54,7 @@ class DistanceNorm(nn.BatchNorm1d):
 
     In training mode the statistics are taken over the valid (unmasked) entries only, and the
     normalisation is computed in float64: with ~800k distances per batch, BatchNorm's float32 backward
-    lost much of the gradient's precision. Relative error of float32 gradients against float64 ones on
-    a training batch of the default denoiser at step 2,961 (``benchmarks/n3_grad_precision.py``):
-    embedding 0.129 -> 0.022, log-temperature 0.132 -> 0.0055 (block input: 0.002 -> 0.001).
+    lost much of the gradient's precision (figures: docs/training.md, "Precision of the N3 gradients").
     """
 
     def __init__(self) -> None:
@@ -515,14 +513,7 @@ class N3Aggregation2d(nn.Module):
                 temps.append(_stack([t_grid[:, rows[0]:rows[1], c[0]:c[1]] for c, _ in tiles]).reshape(b, -1, 1))
             dist = alphas[0] if len(alphas) == 1 else torch.cat(alphas, 1)
             valid = valids[0] if len(valids) == 1 else torch.cat(valids, 1)
-            if self.bn is not None and not self.bn.training:  # α = -D through the running-stats norm, one pass
-                scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-                alpha = torch.addcmul(self.bn.bias - self.bn.running_mean * scale, dist, scale, value=-1.0)
-            elif self.bn is not None:
-                alpha = self.bn(-dist, valid)  # Eq. 4, normalised over the valid distances
-            else:
-                alpha = -dist  # Eq. 4
-            alpha = alpha.masked_fill(~valid, _NEG_INF)
+            alpha = self._logits(dist, valid)
             t = temps[0] if len(temps) == 1 else torch.cat(temps, 1)
             band_weights = select(alpha, t, k, self.method, update=self.update)  # (B, Q, k, wh·ww)
             if wh * ww == 1:  # a query without candidates keeps itself as neighbour
@@ -557,6 +548,27 @@ class N3Aggregation2d(nn.Module):
             if progress is not None:
                 progress(i + 1, len(bands))
         assert acc is not None
+        return self._blocks_to_pixels(acc, x, (nh, nw), (top, left))
+
+    def _logits(self, dist: Tensor, valid: Tensor) -> Tensor:
+        """α = -D (Eq. 4), through the distance norm when there is one; excluded candidates at -inf."""
+        if self.bn is not None and not self.bn.training:  # the running-stats norm, in one pass
+            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+            alpha = torch.addcmul(self.bn.bias - self.bn.running_mean * scale, dist, scale, value=-1.0)
+        elif self.bn is not None:
+            alpha = self.bn(-dist, valid)  # normalised over the valid distances
+        else:
+            alpha = -dist
+        return alpha.masked_fill(~valid, _NEG_INF)
+
+    def _blocks_to_pixels(self, acc: Tensor, x: Tensor, grid: tuple[int, int], offset: tuple[int, int]) -> Tensor:
+        """The neighbour volumes summed per block, (B, bh, bw, k, C·s²), averaged over the patches covering each
+        block and cropped back to pixels: concat(x, N_1 - x, ..., N_k - x)."""
+        b, c, h, w = x.shape
+        s, k, nb = self.stride, self.k, self.patch // self.stride
+        (nh, nw), (top, left) = grid, offset
+        bh, bw = acc.shape[1], acc.shape[2]
+        hp, wp = bh * s, bw * s
         # Patches covering each block: nb per dimension inside, fewer at the grid's edges.
         cover_r = [min(u, nh - 1) - max(u - nb + 1, 0) + 1 for u in range(bh)]
         cover_c = [min(v, nw - 1) - max(v - nb + 1, 0) + 1 for v in range(bw)]
