@@ -18,8 +18,7 @@ from ..bench.download import download
 from ..bench.methods import ENV_OFFICIAL, OFFICIAL_BESIDE, Method, MethodOptions, build_methods, known_methods
 from ..bench.run import RAW_NLFS, TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
 from ..errors import N3Error
-from .common import RELEASE_STEP, err_console, handle_errors, is_tty, out_console
-from .denoise import parse_nlf
+from .common import RELEASE_STEP, err_console, handle_errors, is_tty, out_console, parse_nlf
 from .devices import set_threads
 from .progress import ProgressDisplay
 

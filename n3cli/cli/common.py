@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from .. import api
 from ..errors import N3Error
 from ..imaging.io import DEFAULT_MAX_PIXELS
 
@@ -112,3 +114,36 @@ def check_tile(tile: int | None, overlap: int) -> None:
 def check_bit_depth(bit_depth: int | None) -> None:
     if bit_depth is not None and bit_depth not in (8, 16, 32):
         raise N3Error(f"--bit-depth must be 8, 16 or 32, got {bit_depth}")
+
+
+def parse_sigma(text: str | None) -> float | None:
+    """'auto' / None → None (estimate); otherwise a non-negative number on the 0-255 scale."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise N3Error(f"--sigma must be a number on the 0-255 scale or 'auto', got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise N3Error(f"--sigma must be a non-negative number, got {text!r}")
+    try:
+        return api.check_sigma_value(value)
+    except N3Error as exc:
+        raise N3Error(f"--{exc}") from None
+
+
+def parse_nlf(text: str | None) -> tuple[float, float] | None:
+    """'a,b' → (a, b) in normalised [0, 1] units (σ²(x) = a·x + b)."""
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    try:
+        a, b = (float(p) for p in parts)
+    except ValueError:
+        raise N3Error(f"--nlf must be two numbers 'a,b' (variance a·x + b), got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
+        raise N3Error(f"--nlf values must be non-negative, got {text!r}")
+    try:
+        return api.check_nlf((a, b))
+    except N3Error as exc:
+        raise N3Error(f"--{exc}") from None

@@ -27,6 +27,8 @@ from .common import (
     TileOverlapOpt,
     err_console,
     handle_errors,
+    parse_nlf,
+    parse_sigma,
 )
 from .devices import set_threads
 from .pipeline import Job, check_reference_size, make_options, plan_jobs, report_nothing_to_do, run_jobs, screen_jobs
@@ -39,39 +41,6 @@ EPILOG = """Examples:
 
   n3 denoise noisy.png --sigma 50 --reference clean.png
 """
-
-
-def parse_sigma(text: str | None) -> float | None:
-    """'auto' / None → None (estimate); otherwise a non-negative number on the 0-255 scale."""
-    if text is None or text.strip().lower() == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise N3Error(f"--sigma must be a number on the 0-255 scale or 'auto', got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise N3Error(f"--sigma must be a non-negative number, got {text!r}")
-    try:
-        return api.check_sigma_value(value)
-    except N3Error as exc:
-        raise N3Error(f"--{exc}") from None
-
-
-def parse_nlf(text: str | None) -> tuple[float, float] | None:
-    """'a,b' → (a, b) in normalised [0, 1] units (σ²(x) = a·x + b)."""
-    if text is None:
-        return None
-    parts = text.replace(" ", "").split(",")
-    try:
-        a, b = (float(p) for p in parts)
-    except ValueError:
-        raise N3Error(f"--nlf must be two numbers 'a,b' (variance a·x + b), got {text!r}") from None
-    if not (np.isfinite(a) and np.isfinite(b)) or a < 0 or b < 0:
-        raise N3Error(f"--nlf values must be non-negative, got {text!r}")
-    try:
-        return api.check_nlf((a, b))
-    except N3Error as exc:
-        raise N3Error(f"--{exc}") from None
 
 
 @handle_errors

@@ -31,8 +31,8 @@ from .common import (
     handle_errors,
     is_tty,
     out_console,
+    parse_nlf,
 )
-from .denoise import parse_nlf
 from .devices import set_threads
 from .pipeline import check_target
 from .progress import ProgressDisplay

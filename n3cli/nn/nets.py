@@ -6,7 +6,7 @@ Module names follow the paper's structure (``blocks`` of local CNNs, ``nls`` of 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -50,6 +50,11 @@ class LocalBlock(nn.Module):
         return torch.cat([y[:, : self.skip] + x[:, : self.skip], y[:, self.skip:]], dim=1)
 
 
+#: Keys of configurations stored by earlier versions that no setting reads any more (``block``: the local block's
+#: structure is given by ``depth`` and ``bn``; ``extra``: never used). Dropped when such a file is loaded.
+_RETIRED = frozenset({"block", "extra"})
+
+
 @dataclass
 class NetConfig:
     """Everything needed to rebuild a model (stored beside its weights)."""
@@ -58,7 +63,6 @@ class NetConfig:
     in_channels: int = 1  # image planes + conditioning planes
     noise_inputs: int = 0  # conditioning planes (√a, √b) the model builds from forward's ``noise``; 0: none
     out_channels: int = 1
-    block: str = "dncnn"  # local block kind: dncnn | vdsr
     depth: int = 6
     n_blocks: int = 3
     features: int = 64
@@ -73,7 +77,6 @@ class NetConfig:
     update: str = "alpha"
     embedding: str = "cnn"
     bn: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +84,7 @@ class NetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
         known = {f for f in cls.__dataclass_fields__}
+        d = {key: value for key, value in d.items() if key not in _RETIRED}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
@@ -191,13 +195,13 @@ def dncnn(in_channels: int = 1, out_channels: int = 1, depth: int = 17, **overri
 
 def n3net_sr(in_channels: int = 1, out_channels: int = 1, **overrides: Any) -> N3Net:
     """N3Net for super-resolution (Table 12): 3 VDSR blocks of depth 7 (conv/BN/ReLU), two N3 blocks."""
-    cfg = dict(arch="n3net-sr", block="vdsr", depth=7) | overrides
+    cfg = dict(arch="n3net-sr", depth=7) | overrides
     return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
 
 
 def vdsr(in_channels: int = 1, out_channels: int = 1, depth: int = 20, **overrides: Any) -> N3Net:
     """VDSR (Kim et al.): 20 conv + ReLU layers without BN and a global residual."""
-    cfg = dict(arch="vdsr", block="vdsr", n_blocks=1, depth=depth, bn=False) | overrides
+    cfg = dict(arch="vdsr", n_blocks=1, depth=depth, bn=False) | overrides
     return N3Net(NetConfig(in_channels=in_channels, out_channels=out_channels, **cfg))
 
 
