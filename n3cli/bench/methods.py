@@ -29,6 +29,7 @@ image at σ = 25):
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -231,14 +232,14 @@ def file_method(task: str, build: ModelMethod, arg: str | None, options: MethodO
     return build(options.load(arg, task), options)
 
 
-@register("n3net", "denoise", "our shipped default denoising model (api.load_model(None))")
-def _n3net(arg: str | None, options: MethodOptions) -> Method:
-    return shipped_method("denoise", _model_method, arg, options)
+def register_model_methods(task: str, build: ModelMethod, shipped: str, file: str) -> None:
+    """``n3net`` (the shipped default of ``task``) and ``weights:PATH`` (any file) for one task's model methods."""
+    register("n3net", task, shipped)(functools.partial(shipped_method, task, build))
+    register("weights", task, file)(functools.partial(file_method, task, build))
 
 
-@register("weights", "denoise", "a weights file: weights:PATH (.safetensors, or an authors' .t7 checkpoint)")
-def _weights(arg: str | None, options: MethodOptions) -> Method:
-    return file_method("denoise", _model_method, arg, options)
+register_model_methods("denoise", _model_method, "our shipped default denoising model (api.load_model(None))",
+                       "a weights file: weights:PATH (.safetensors, or an authors' .t7 checkpoint)")
 
 
 #: Where the authors' checkpoints are looked for when no folder is given and ``$N3_OFFICIAL_DIR`` is unset,
@@ -363,14 +364,8 @@ def _sr_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
                   caution=lambda scale: api.untrained_scale_note(int(scale)), ensembled=restorer.self_ensemble)
 
 
-@register("n3net", "sr", "our shipped default SR model (api.load_model(None, 'sr'))")
-def _n3net_sr(arg: str | None, options: MethodOptions) -> Method:
-    return shipped_method("sr", _sr_model_method, arg, options)
-
-
-@register("weights", "sr", "an SR weights file: weights:PATH (.safetensors)")
-def _weights_sr(arg: str | None, options: MethodOptions) -> Method:
-    return file_method("sr", _sr_model_method, arg, options)
+register_model_methods("sr", _sr_model_method, "our shipped default SR model (api.load_model(None, 'sr'))",
+                       "an SR weights file: weights:PATH (.safetensors)")
 
 
 # --- raw (synthetic Bayer mosaics) -------------------------------------------------------------

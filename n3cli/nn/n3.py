@@ -373,22 +373,30 @@ class N3Aggregation2d(nn.Module):
                 return self._forward_reference(x, e, log_t, progress)
             return self._forward_blocks(x, e, log_t, progress)
 
+    def _padded(self, x: Tensor, e: Tensor, log_t: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int, int, int]]:
+        """Input and embedding zero-padded to whole patch strides, the temperature of every patch (B, nh, nw) and
+        the padding (top, bottom, left, right). A patch's temperature is taken at its pixel (p/2, 0)."""
+        h, w = x.shape[-2:]
+        p, s = self.patch, self.stride
+        top, bottom = _grid_padding(h, p, s)
+        left, right = _grid_padding(w, p, s)
+        pad = (left, right, top, bottom)
+        xp, ep, tp = F.pad(x, pad), F.pad(e.contiguous(), pad), F.pad(log_t.contiguous(), pad)
+        nh, nw = (h + top + bottom - p) // s + 1, (w + left + right - p) // s + 1
+        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
+        return xp, ep, t_grid, (top, bottom, left, right)
+
     def _forward_reference(self, x: Tensor, e: Tensor, log_t: Tensor,
                            progress: Callable[[int, int], None] | None) -> Tensor:
         """The original implementation: tiles of queries against their whole candidate region, Eq. 11 on
         whole patches per neighbour, F.fold back to pixels."""
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
-        x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()  # unfold/fold are fastest in NCHW
-        top, bottom = _grid_padding(h, p, s)
-        left, right = _grid_padding(w, p, s)
-        pad = (left, right, top, bottom)
-        xp, ep, tp = F.pad(x, pad), F.pad(e, pad), F.pad(log_t, pad)
+        x = x.contiguous()  # unfold/fold are fastest in NCHW
+        xp, ep, t_grid, (top, bottom, left, right) = self._padded(x, e, log_t)
         hp, wp = h + top + bottom, w + left + right
-        nh, nw = (hp - p) // s + 1, (wp - p) // s + 1
+        nh, nw = t_grid.shape[-2:]
         wh, ww = min(self.window, nh), min(self.window, nw)
-        # Temperature of every patch: the pixel (p/2, 0) of the patch, i.e. element p²//2 row-major.
-        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
         # In training, one tile spans the whole grid: batch statistics of the distance norm then
         # cover every distance, as in a whole-image forward pass.
         qt = max(nh, nw) if self.training else self.query_tile
@@ -469,16 +477,12 @@ class N3Aggregation2d(nn.Module):
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
         nb = p // s
-        x, e, log_t = x.contiguous(), e.contiguous(), log_t.contiguous()
-        top, bottom = _grid_padding(h, p, s)
-        left, right = _grid_padding(w, p, s)
-        pad = (left, right, top, bottom)
-        xp, ep, tp = F.pad(x, pad), F.pad(e, pad), F.pad(log_t, pad)
+        x = x.contiguous()
+        xp, ep, t_grid, (top, bottom, left, right) = self._padded(x, e, log_t)
         hp, wp = h + top + bottom, w + left + right
-        nh, nw = (hp - p) // s + 1, (wp - p) // s + 1
+        nh, nw = t_grid.shape[-2:]
         bh, bw = hp // s, wp // s  # blocks: nh + nb - 1, nw + nb - 1
         wh, ww = min(self.window, nh), min(self.window, nw)
-        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
         # (B, bh, bw, C·s²): the value blocks, one row per block
         xb = xp.view(b, c, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, c * s * s)
         eb = ep.view(b, -1, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, -1)
