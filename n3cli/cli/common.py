@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -147,3 +150,45 @@ def parse_nlf(text: str | None) -> tuple[float, float] | None:
         return api.check_nlf((a, b))
     except N3Error as exc:
         raise N3Error(f"--{exc}") from None
+
+
+# --- the options every image command shares, defined once ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How an image command runs, whatever it computes (the same flags on denoise, sr and raw-denoise)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    tile_overlap: int = api.DEFAULT_OVERLAP
+    ensemble: bool = False
+    threads: int | None = None
+    force: bool = False
+    allow_large: bool = False
+    json_out: bool = False
+    quiet: bool = False
+    debug: bool = False
+
+
+_RUN_OPTION_TYPES: dict[str, Any] = {
+    "device": DeviceOpt, "precision": PrecisionOpt, "tile": TileOpt, "tile_overlap": TileOverlapOpt,
+    "ensemble": EnsembleOpt, "threads": ThreadsOpt, "force": ForceOpt, "allow_large": AllowLargeOpt,
+    "json_out": JsonOpt, "quiet": QuietOpt, "debug": DebugOpt,
+}
+
+
+def with_run_options(fn: F) -> F:
+    """Give a command the shared options (:class:`RunOptions`) as flags; it receives them as ``run``."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "run"]
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=_RUN_OPTION_TYPES[f.name],
+                                default=f.default) for f in dataclasses.fields(RunOptions)]
+
+    def command(**kwargs: Any) -> Any:
+        run = RunOptions(**{name: kwargs.pop(name) for name in _RUN_OPTION_TYPES})
+        return fn(run=run, **kwargs)
+
+    command.__name__, command.__doc__, command.__module__ = fn.__name__, fn.__doc__, fn.__module__
+    command.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
+    return command  # type: ignore[return-value]

@@ -13,24 +13,14 @@ from ..errors import N3Error
 from ..imaging.io import Image, read_image
 from ..imaging.metrics import psnr, ssim
 from .common import (
-    AllowLargeOpt,
     BitDepthOpt,
-    DebugOpt,
-    DeviceOpt,
-    EnsembleOpt,
-    ForceOpt,
-    JsonOpt,
-    PrecisionOpt,
-    QuietOpt,
-    ThreadsOpt,
-    TileOpt,
-    TileOverlapOpt,
+    RunOptions,
     err_console,
     handle_errors,
     parse_nlf,
     parse_sigma,
+    with_run_options,
 )
-from .devices import set_threads
 from .pipeline import Job, check_reference_size, make_options, plan_jobs, report_nothing_to_do, run_jobs, screen_jobs
 
 EPILOG = """Examples:
@@ -44,6 +34,7 @@ EPILOG = """Examples:
 
 
 @handle_errors
+@with_run_options
 def denoise_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file, or folder for several "
@@ -55,23 +46,14 @@ def denoise_cmd(
                                             "instead of --sigma.")] = None,
     weights: Annotated[str | None, typer.Option(help="Shipped model name or weights file "
                                                 "(.safetensors, or an authors' .t7 checkpoint).")] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    tile: TileOpt = None,
-    tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
-    ensemble: EnsembleOpt = False,
     color: Annotated[str, typer.Option(help="Colour images: 'opponent' (luma and two chroma channels, each with its "
                                        "own noise level, as CBM3D), 'rgb' (channel by channel), or 'auto' (opponent "
                                        "for --sigma or auto with a noise-level-conditional model, else rgb).")
                      ] = "auto",
     reference: Annotated[Path | None, typer.Option(help="Clean image (or folder) to report PSNR/SSIM.")] = None,
     bit_depth: BitDepthOpt = None,
-    json_out: JsonOpt = False,
-    force: ForceOpt = False,
-    allow_large: AllowLargeOpt = False,
-    threads: ThreadsOpt = None,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    run: RunOptions,
 ) -> None:
     """Remove noise from photos and scans (gray or colour)."""
     sigma_value = parse_sigma(sigma)
@@ -80,16 +62,14 @@ def denoise_cmd(
         raise N3Error("give either --sigma or --nlf, not both")
     if color not in api.COLOR_MODES:
         raise N3Error(f"--color must be one of {', '.join(api.COLOR_MODES)}, got {color!r}")
-    opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
-                        json=json_out, allow_large=allow_large)
-    set_threads(threads)
+    opts = make_options(run, bit_depth=bit_depth)
     jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
                               check_reference_size)
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
-    restorer = api.load_model(weights, "denoise", device, self_ensemble=ensemble, precision=precision)
+    restorer = api.load_model(weights, "denoise", run.device, self_ensemble=run.ensemble, precision=run.precision)
     info = restorer.info
-    if not quiet:
+    if not run.quiet:
         note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
         err_console.print(f"model {restorer.describe()}{note}", highlight=False)
     api.color_mode(info, 3, color, nlf_value)  # refuses impossible combinations before any work
@@ -98,7 +78,7 @@ def denoise_cmd(
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
         plan = api.plan_denoise(img.pixels, info, sigma_value, nlf=nlf_value, color=color)
-        if plan.estimated and plan.sigmas is not None and not quiet and not json_out:
+        if plan.estimated and plan.sigmas is not None and not run.quiet and not run.json_out:
             shown = "/".join(f"{v:.1f}" for v in plan.sigmas) + names.get(plan.mode, "")
             err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
         for note in plan.notes:
@@ -106,7 +86,8 @@ def denoise_cmd(
                 warned.add(note)
                 where = f"{img.path}: " if plan.estimated else ""
                 err_console.print(f"[yellow]warning:[/] {where}{note}", highlight=False)
-        out = api.denoise(img.pixels, model=restorer, tile=tile, overlap=tile_overlap, progress=on_tile, plan=plan)
+        out = api.denoise(img.pixels, model=restorer, tile=run.tile, overlap=run.tile_overlap, progress=on_tile,
+                          plan=plan)
         facts: dict[str, Any] = {"nlf": list(plan.nlf)} if plan.nlf is not None else {"sigma": list(plan.sigmas or ())}
         return out, {**facts, "color": plan.mode}
 

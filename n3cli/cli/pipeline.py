@@ -32,6 +32,7 @@ from ..imaging.io import (
 from .common import (
     EXIT_BAD_INPUT,
     EXIT_PARTIAL,
+    RunOptions,
     check_bit_depth,
     check_tile,
     err_console,
@@ -39,6 +40,7 @@ from .common import (
     is_tty,
     out_console,
 )
+from .devices import set_threads
 from .progress import ProgressDisplay
 
 TileProgress = Callable[[float, int], None]
@@ -64,13 +66,13 @@ class Options:
     min_side: int = MIN_SIDE  # smallest input side (SR: the output's side counts)
 
 
-def make_options(*, tile: int | None, tile_overlap: int, bit_depth: int | None, force: bool, quiet: bool,
-                 json: bool, allow_large: bool, suffix: str = "_n3", min_side: int = MIN_SIDE) -> Options:
-    """Check the options every image command shares and bundle those the file loop needs."""
-    check_tile(tile, tile_overlap)
+def make_options(run: RunOptions, *, bit_depth: int | None, suffix: str = "_n3", min_side: int = MIN_SIDE) -> Options:
+    """Check the options every image command shares, set the threads, and bundle what the file loop needs."""
+    check_tile(run.tile, run.tile_overlap)
     check_bit_depth(bit_depth)
-    return Options(force=force, quiet=quiet, json=json, bit_depth=bit_depth, suffix=suffix, min_side=min_side,
-                   max_pixels=None if allow_large else DEFAULT_MAX_PIXELS)
+    set_threads(run.threads)
+    return Options(force=run.force, quiet=run.quiet, json=run.json_out, bit_depth=bit_depth, suffix=suffix,
+                   min_side=min_side, max_pixels=None if run.allow_large else DEFAULT_MAX_PIXELS)
 
 
 def _expand(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:

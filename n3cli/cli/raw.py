@@ -15,23 +15,14 @@ from ..errors import N3Error
 from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, write_image
 from ..raw import RawImage, develop, read_raw, write_dng
 from .common import (
-    AllowLargeOpt,
-    DebugOpt,
-    DeviceOpt,
-    EnsembleOpt,
-    ForceOpt,
-    JsonOpt,
-    PrecisionOpt,
-    QuietOpt,
-    ThreadsOpt,
-    TileOpt,
-    TileOverlapOpt,
+    RunOptions,
     check_tile,
     err_console,
     handle_errors,
     is_tty,
     out_console,
     parse_nlf,
+    with_run_options,
 )
 from .devices import set_threads
 from .pipeline import check_target
@@ -75,6 +66,7 @@ def _as_float(rgb: np.ndarray) -> np.ndarray:
 
 
 @handle_errors
+@with_run_options
 def raw_denoise_cmd(
     input: Annotated[Path, typer.Argument(help="Camera raw file (DNG, CR2, NEF, ARW, ...; Bayer sensors).",
                                           show_default=False)],
@@ -94,17 +86,8 @@ def raw_denoise_cmd(
                                                 "the shipped denoiser).")] = None,
     cfa: Annotated[str, typer.Option(help="planes (the 4 CFA planes as gray images) or mosaic.",
                                      hidden=True)] = api.DEFAULT_CFA,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    tile: TileOpt = None,
-    tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
-    ensemble: EnsembleOpt = False,
-    threads: ThreadsOpt = None,
-    force: ForceOpt = False,
-    allow_large: AllowLargeOpt = False,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    run: RunOptions,
 ) -> None:
     """Denoise a camera raw with its noise level function (NLF), then develop it with LibRaw.
 
@@ -117,25 +100,25 @@ def raw_denoise_cmd(
     E.g. g = 0.5, R = 3840 (12 bit), r = 4 DN: --nlf 5.2e-4,1.1e-6 (σ ≈ 0.016 at mid-grey).
     """
     nlf_value = parse_nlf(nlf)
-    check_tile(tile, tile_overlap)
+    check_tile(run.tile, run.tile_overlap)
     if cfa not in api.CFA_MODES:
         raise N3Error(f"--cfa must be one of {', '.join(api.CFA_MODES)}, got {cfa!r}")
-    original_path, targets = plan_outputs(input, output, dng, compare, bits, force)
-    set_threads(threads)
+    original_path, targets = plan_outputs(input, output, dng, compare, bits, run.force)
+    set_threads(run.threads)
     t0 = time.perf_counter()
-    raw = _read(input, allow_large)
-    restorer = api.load_raw_model(weights, device, self_ensemble=ensemble, precision=precision)
+    raw = _read(input, run.allow_large)
+    restorer = api.load_raw_model(weights, run.device, self_ensemble=run.ensemble, precision=run.precision)
     info = api.raw_nlf(raw, nlf_value)
-    if not quiet:
+    if not run.quiet:
         _describe(raw, restorer, info)
-    with ProgressDisplay(err_console, 1, enabled=not quiet) as progress:
+    with ProgressDisplay(err_console, 1, enabled=not run.quiet) as progress:
         progress.start(str(input))
         t1 = time.perf_counter()
-        clean = api.denoise_mosaic(raw.mosaic, raw.pattern, (info.a, info.b), model=restorer, cfa=cfa, tile=tile,
-                                   overlap=tile_overlap, progress=progress.work)
+        clean = api.denoise_mosaic(raw.mosaic, raw.pattern, (info.a, info.b), model=restorer, cfa=cfa, tile=run.tile,
+                                   overlap=run.tile_overlap, progress=progress.work)
         denoise_seconds = time.perf_counter() - t1
         progress.finish()
-    written = _develop_and_write(raw, clean, output, original_path, dng, bits, force, targets)
+    written = _develop_and_write(raw, clean, output, original_path, dng, bits, run.force, targets)
     h, w = raw.shape
     record: dict[str, Any] = {
         "input": str(input), "output": str(output), "original": str(original_path) if original_path else None,
@@ -144,9 +127,9 @@ def raw_denoise_cmd(
         "width": w, "height": h, "bits": bits, "denoise_seconds": round(denoise_seconds, 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if json_out:
+    if run.json_out:
         out_console.print_json(json.dumps(record)) if is_tty() else print(json.dumps(record), flush=True)
-    elif not quiet:
+    elif not run.quiet:
         err_console.print(f"wrote {', '.join(str(p) for p in written)} ({record['seconds']:.1f} s)", highlight=False)
 
 

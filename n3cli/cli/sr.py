@@ -16,22 +16,12 @@ from ..imaging.io import Image, image_size, read_image
 from ..imaging.metrics import sr_metrics
 from ..imaging.resize import imresize_np
 from .common import (
-    AllowLargeOpt,
     BitDepthOpt,
-    DebugOpt,
-    DeviceOpt,
-    EnsembleOpt,
-    ForceOpt,
-    JsonOpt,
-    PrecisionOpt,
-    QuietOpt,
-    ThreadsOpt,
-    TileOpt,
-    TileOverlapOpt,
+    RunOptions,
     err_console,
     handle_errors,
+    with_run_options,
 )
-from .devices import set_threads
 from .pipeline import Job, make_options, plan_jobs, report_nothing_to_do, run_jobs, screen_jobs
 
 EPILOG = """Examples:
@@ -76,6 +66,7 @@ def _check_job(job: Job, size: tuple[int, int], scale: int, max_pixels: int | No
 
 
 @handle_errors
+@with_run_options
 def sr_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
     scale: Annotated[str, typer.Option(help="Upscaling factor: 2, 3 or 4 (the trained scales).", show_default=False)],
@@ -84,35 +75,24 @@ def sr_cmd(
                       ] = None,
     weights: Annotated[str | None, typer.Option(help="Shipped SR model name or weights file (.safetensors).")
                        ] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    tile: TileOpt = None,
-    tile_overlap: TileOverlapOpt = api.DEFAULT_OVERLAP,
-    ensemble: EnsembleOpt = False,
     reference: Annotated[Path | None, typer.Option(help="High-resolution image (or folder) to report PSNR/SSIM "
                                                    "on Y with the SR protocol.")] = None,
     bit_depth: BitDepthOpt = None,
-    json_out: JsonOpt = False,
-    force: ForceOpt = False,
-    allow_large: AllowLargeOpt = False,
-    threads: ThreadsOpt = None,
-    quiet: QuietOpt = False,
-    debug: DebugOpt = False,
+    *,
+    run: RunOptions,
 ) -> None:
     """Upscale photos ×2, ×3 or ×4 (single-image super-resolution; colour: the network restores the luma)."""
     s = parse_scale(scale)
-    opts = make_options(tile=tile, tile_overlap=tile_overlap, bit_depth=bit_depth, force=force, quiet=quiet,
-                        json=json_out, allow_large=allow_large, suffix=f"_x{s}", min_side=-(-api.MIN_SIDE // s))
-    set_threads(threads)
+    opts = make_options(run, bit_depth=bit_depth, suffix=f"_x{s}", min_side=-(-api.MIN_SIDE // s))
     jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
                               functools.partial(_check_job, scale=s, max_pixels=opts.max_pixels))
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
-    restorer = api.load_model(weights, "sr", device, self_ensemble=ensemble, precision=precision)
+    restorer = api.load_model(weights, "sr", run.device, self_ensemble=run.ensemble, precision=run.precision)
     note = api.untrained_scale_note(s)
     if note is not None:
         err_console.print(f"[yellow]warning:[/] {note}", highlight=False)
-    if not quiet:
+    if not run.quiet:
         err_console.print(f"model {restorer.describe()}", highlight=False)
     references = {job.input: job.reference for job in jobs if job.reference is not None}
     hr: dict[Path, np.ndarray] = {}
@@ -139,7 +119,8 @@ def sr_cmd(
             pixels = np.concatenate([pixels, _alpha_float(img.alpha)[:, :, None]], axis=2)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the untrained-scale note is printed once above
-            out = api.super_resolve(pixels, s, model=restorer, tile=tile, overlap=tile_overlap, progress=on_tile)
+            out = api.super_resolve(pixels, s, model=restorer, tile=run.tile, overlap=run.tile_overlap,
+                                    progress=on_tile)
         return out, {"scale": s}
 
     def score(job: Job, img: Image, out: Image) -> dict[str, Any]:
