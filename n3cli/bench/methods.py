@@ -67,9 +67,10 @@ class MethodOptions:
     official_dir: Path | None = None
     ensemble: bool = False  # model methods average over the 8 flips/rotations (api.Restorer.self_ensemble)
     color: str = "auto"  # model methods on colour sets: api.COLOR_MODES (a forced mode is labelled -rgb/-opponent)
+    precision: str = "fp32"  # model methods' arithmetic (n3cli.engine): a choice other than fp32 is labelled -bf16 …
 
     def load(self, weights: str | Path | None, task: str) -> api.Restorer:
-        return api.load_model(weights, task, self.device, self_ensemble=self.ensemble)
+        return api.load_model(weights, task, self.device, self_ensemble=self.ensemble, precision=self.precision)
 
 
 @dataclass
@@ -124,6 +125,10 @@ def known_methods(task: str | None = None) -> list[str]:
     return [n for n, by_task in FACTORIES.items() if task is None or task in by_task]
 
 
+#: Methods that run one of our networks (and so take MethodOptions.precision).
+MODEL_METHODS = frozenset({"n3net", "weights", "official", "n3net-est"})
+
+
 def build_method(spec: str, task: str, options: MethodOptions | None = None) -> Method:
     """A method from its name (``bm3d``, ``weights:PATH`` ...); raises MethodError or MethodUnavailable."""
     options = options or MethodOptions()
@@ -143,6 +148,9 @@ def build_method(spec: str, task: str, options: MethodOptions | None = None) -> 
     if method.ensembled:
         method.label += "-x8"
         method.description += " (self-ensemble x8)"
+    if options.precision != "fp32" and base in MODEL_METHODS:
+        method.label += f"-{options.precision}"
+        method.description += f" ({options.precision})"
     return method
 
 

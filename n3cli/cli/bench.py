@@ -120,6 +120,8 @@ def bench_cmd(
                                                      "per image into this folder.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (for model methods).")] = "auto",
     tile: Annotated[int | None, typer.Option(help="Tile size for model methods (default: from memory).")] = None,
+    precision: Annotated[str, typer.Option(help="Arithmetic of model methods: fp32 (default, for figures comparable "
+                                           "across machines), bf16, fp16 or auto (labelled -bf16 / -fp16).")] = "fp32",
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Run model methods with the 8-fold self-ensemble "
                                            "(labelled -x8).")] = False,
     color: Annotated[str, typer.Option(help="Colour sets: how model methods treat colour (auto, opponent, rgb; "
@@ -137,8 +139,9 @@ def bench_cmd(
                       f"into results/) and never into the installed package; {RELEASE_STEP}")
     request = parse_request(dataset, data_dir, task, sigma, scale, nlf, methods, weights, limit, color)
     outputs = Outputs(json_out, markdown, save_images)
-    ds, built = plan_bench(request, outputs, MethodOptions(device=device, tile=tile, official_dir=official_dir,
-                                                           ensemble=ensemble, color=color), threads, quiet)
+    options = MethodOptions(device=device, tile=tile, official_dir=official_dir, ensemble=ensemble, color=color,
+                            precision=precision)
+    ds, built = plan_bench(request, outputs, options, threads, quiet)
     result = run_with_progress(ds, built, BenchConfig(task, request.settings, limit, save_images), quiet)
     report(result, request, outputs, quiet)
 
