@@ -244,3 +244,23 @@ def test_plan_for_a_one_sigma_model_estimates_nothing_and_refuses_an_nlf() -> No
         api.plan_denoise(img, one, nlf=(1e-3, 1e-5))
     cond = ModelInfo(name="c", planes=["image", "sqrt_a", "sqrt_b"])
     assert api.plan_denoise(img, cond).estimated and api.plan_denoise(img, cond).mode == "opponent"
+
+
+@pytest.mark.parametrize("name", ["101085.png", "102061.png"])
+def test_shipped_model_keeps_the_mean_colour_on_cbsd68(name: str) -> None:
+    """Two CBSD68 images (central 192² crops), σ 25 noise as n3 bench draws it, denoised at σ 25 and at the
+    overestimate σ 40: the mean colour stays within 1/255 per channel of the clean image."""
+    import torch
+
+    from n3cli.imaging import noise
+
+    from ..conftest import DATA, need
+
+    clean = read_image(need(DATA / "CBSD68" / name)).pixels
+    h, w = clean.shape[:2]
+    clean = np.ascontiguousarray(clean[h // 2 - 96: h // 2 + 96, w // 2 - 96: w // 2 + 96])
+    noisy = noise.add_gaussian(torch.from_numpy(clean), 25, noise.generator(noise.seed_for(name, 25))).numpy()
+    model = api.load_model(None, "denoise", "cpu")
+    for sigma in (25, 40):
+        shift = (api.denoise(noisy, sigma, model=model) - clean).reshape(-1, 3).mean(0) * 255
+        assert np.all(np.abs(shift) <= 1.0), (sigma, shift)
