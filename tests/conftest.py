@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ OFFICIAL = SHARED / "reference" / "n3net-official"
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fp32_by_default() -> Iterator[None]:
+    """Tests compare outputs exactly (tiles, batches, ensembles), so ``precision="auto"`` means float32 in them on
+    every CPU (session-wide, before any module's model is loaded); the bfloat16 default of CPUs that have it is
+    tested on its own (tests/test_engine.py)."""
+    from n3cli import api
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(api, "CPU_AUTO_PRECISION", "fp32")
+        yield
 
 
 def need(path: Path) -> Path:
