@@ -61,7 +61,8 @@ class NetConfig:
 
     arch: str = "n3net"  # n3net | n3net-light | knn | dncnn | vdsr
     in_channels: int = 1  # image planes + conditioning planes
-    noise_inputs: int = 0  # conditioning planes (√a, √b) the model builds from forward's ``noise``; 0: none
+    noise_inputs: int = 0  # conditioning planes the model builds from forward's ``noise``: 0 none, 2 (√a, √b),
+    # 3 (√a, √b, known): a model that also works blind (``forward(x)``, the level inferred from the image)
     out_channels: int = 1
     depth: int = 6
     n_blocks: int = 3
@@ -93,15 +94,32 @@ class NetConfig:
 
 NoiseLevel = Tensor | tuple[float, float]
 
+#: ``noise_inputs`` of a model that also denoises blind: planes √a, √b and a "level known" flag (1 known, 0 blind).
+BLIND_CAPABLE = 3
 
-def noise_planes(noise: NoiseLevel, like: Tensor) -> Tensor:
-    """Constant planes (N, 2, H, W) holding √a and √b of each item's noise level function σ²(x) = a·x + b
+
+def noise_planes(noise: NoiseLevel | None, like: Tensor, planes: int = 2) -> Tensor:
+    """Constant planes (N, planes, H, W) holding √a and √b of each item's noise level function σ²(x) = a·x + b
     (x in [0, 1]; Gaussian noise of σ on the 0-255 scale is a = 0, b = (σ/255)²), the conditioning input
     of a noise-level-conditional model (paper Sec. 5.3 feeds the NLF as extra channels; the square roots
-    keep the planes in the image's range). ``noise``: (N, 2) or (2,) / (a, b) for every item of ``like``."""
+    keep the planes in the image's range). ``noise``: (N, 2) or (2,) / (a, b) for every item of ``like``.
+
+    ``planes`` = 3 (:data:`BLIND_CAPABLE`) adds a third plane, 1 where the level is known and 0 where it is not:
+    ``noise`` None (every item blind) or (N, 3) rows (a, b, known) with known 0 or 1; a blind item's √a, √b are 0."""
     n, _, h, w = like.shape
-    ab = torch.as_tensor(noise, dtype=like.dtype, device=like.device).reshape(-1, 2).expand(n, 2)
-    return ab.clamp_min(0).sqrt().view(n, 2, 1, 1).expand(n, 2, h, w)
+    if noise is None:
+        if planes != BLIND_CAPABLE:
+            raise ValueError("this model needs a noise level")
+        return like.new_zeros(n, planes, 1, 1).expand(n, planes, h, w)
+    t = torch.as_tensor(noise, dtype=like.dtype, device=like.device)
+    cols = t.shape[-1]
+    if cols not in (2, 3) or (cols == 3 and planes != BLIND_CAPABLE):
+        raise ValueError(f"noise levels must be (a, b){' or (a, b, known)' if planes == 3 else ''}, got {cols} values")
+    t = t.reshape(-1, cols).expand(n, cols)
+    known = t[:, 2:3] if cols == 3 else t.new_ones(n, 1)
+    ab = t[:, :2].clamp_min(0).sqrt() * known
+    out = ab if planes == 2 else torch.cat([ab, known], dim=1)
+    return out.view(n, planes, 1, 1).expand(n, planes, h, w)
 
 
 class N3Net(nn.Module):
@@ -135,12 +153,18 @@ class N3Net(nn.Module):
         """Whether the model takes a noise level (``forward(x, noise)``)."""
         return self.config.noise_inputs > 0
 
+    @property
+    def blind_capable(self) -> bool:
+        """Whether the model also denoises without a noise level (``forward(x)``)."""
+        return self.config.noise_inputs == BLIND_CAPABLE
+
     def forward(self, x: Tensor, noise: NoiseLevel | None = None) -> Tensor:
-        """x (N, C, H, W) image planes; ``noise`` the NLF (a, b) of each item for a conditional model."""
+        """x (N, C, H, W) image planes; ``noise`` the NLF (a, b) of each item for a conditional model (a blind-capable
+        one also takes None, or (a, b, known) rows, see :func:`noise_planes`)."""
         if self.conditional:
-            if noise is None:
+            if noise is None and not self.blind_capable:
                 raise ValueError("this model is noise-level-conditional: pass noise=(a, b) (Gaussian σ: (0, σ²))")
-            x = torch.cat([x, noise_planes(noise, x)], dim=1)
+            x = torch.cat([x, noise_planes(noise, x, self.config.noise_inputs)], dim=1)
         elif noise is not None:
             raise ValueError("this model takes no noise level")
         guide = x[:, :1] if self.config.embedding == "input" else None
