@@ -117,6 +117,8 @@ def _printer(bar: Progress, task_id: TaskID) -> Callable[[dict[str, Any]], None]
         elif "val_psnr" in rec:
             if rec.get("val_nlf"):
                 what = "raw NLF {:g},{:g}".format(*rec["val_nlf"])
+            elif rec.get("val_real"):
+                what = f"{rec['val_real']} real pairs, blind"
             else:
                 what = f"sigma {rec['val_sigma']:g}" if rec.get("val_sigma") is not None else "x2/x3/x4 on Y"
             bar.console.print(f"step {rec['step']:>7}  val PSNR {rec['val_psnr']:.3f} dB ({what})")

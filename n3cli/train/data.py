@@ -18,13 +18,17 @@ EXTENSIONS = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 def _luma_u8(path: Path, luma: str = "L") -> np.ndarray:
     """Gray images as they are; colour images as their luma: ``"L"`` full-range BT.601 (denoising),
-    ``"y"`` MATLAB rgb2ycbcr's Y in [16, 235] (super-resolution, evaluated on that Y)."""
+    ``"y"`` MATLAB rgb2ycbcr's Y in [16, 235] (super-resolution, evaluated on that Y); ``"rgb"``: every image as
+    (3, H, W) RGB (gray ones repeated)."""
     with Image.open(path) as im:
         im.load()
         if im.mode in ("I;16", "I", "F"):
             arr = np.asarray(im, dtype=np.float32)
             scale = 65535.0 if arr.max() > 255 else 255.0
-            return np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            arr = np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            return np.repeat(arr[None], 3, 0) if luma == "rgb" else arr
+        if luma == "rgb":
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
         if luma == "y":
             rgb = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
             return np.clip(rgb2y(rgb)[..., 0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -32,7 +36,7 @@ def _luma_u8(path: Path, luma: str = "L") -> np.ndarray:
 
 
 class ImageBank:
-    """All training images of some folders, decoded once and kept in memory as 8-bit luma."""
+    """All training images of some folders, decoded once and kept in memory as 8-bit luma (or RGB, ``luma="rgb"``)."""
 
     def __init__(self, folders: Sequence[str | Path], min_size: int = 1, luma: str = "L") -> None:
         files: list[Path] = []
@@ -44,7 +48,7 @@ class ImageBank:
         self.images: list[Tensor] = []
         for f in files:
             arr = _luma_u8(f, luma)
-            if min(arr.shape) >= min_size:
+            if min(arr.shape[-2:]) >= min_size:
                 self.images.append(torch.from_numpy(arr.copy()))
         if not self.images:
             raise N3Error(f"no usable training images (at least {min_size}×{min_size}) in: "
@@ -56,21 +60,26 @@ class ImageBank:
         return len(self.images)
 
     def crops(self, n: int, size: int, gen: torch.Generator) -> Tensor:
-        """n random size×size crops (n, 1, size, size) in [0, 1], randomly flipped and rotated by 90°·r."""
+        """n random size×size crops (n, C, size, size) in [0, 1], randomly flipped and rotated by 90°·r."""
         idx = torch.multinomial(self.weights, n, replacement=True, generator=gen)
-        out = torch.empty(n, 1, size, size)
+        out = torch.empty(n, self.channels, size, size)
         rnd = torch.randint(0, 1 << 30, (n, 4), generator=gen)
         for i in range(n):
-            img = self.images[int(idx[i])]
-            h, w = img.shape
+            img = self.images[int(idx[i])].view(-1, *self.images[int(idx[i])].shape[-2:])
+            h, w = img.shape[-2:]
             if h < size or w < size:  # small images are extended (edge replicated) to the crop size
                 pad = (0, max(0, size - w), 0, max(0, size - h))
-                img = torch.nn.functional.pad(img[None, None].float(), pad, mode="replicate")[0, 0]
-                h, w = img.shape
+                img = torch.nn.functional.pad(img[None].float(), pad, mode="replicate")[0]
+                h, w = img.shape[-2:]
             y0, x0 = int(rnd[i, 0]) % (h - size + 1), int(rnd[i, 1]) % (w - size + 1)
-            crop = img[y0: y0 + size, x0: x0 + size].float()
+            crop = img[:, y0: y0 + size, x0: x0 + size].float()
             aug = int(rnd[i, 2]) % 8
             if aug & 4:
-                crop = crop.flip(1)
-            out[i, 0] = torch.rot90(crop, aug % 4)
+                crop = crop.flip(-1)
+            out[i] = torch.rot90(crop, aug % 4, dims=(-2, -1))
         return out / 255.0
+
+    @property
+    def channels(self) -> int:
+        """1 (luma) or 3 (RGB)."""
+        return 3 if self.images[0].dim() == 3 else 1

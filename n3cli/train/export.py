@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..imaging.noise import NLF_PLANES
 from ..nn.nets import N3Net, build
 from ..weights import ModelInfo, WeightsError
 from .checkpoint import load
@@ -39,7 +38,7 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool 
         raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
     if precise_bn > 0:
         _recalibrate(model, tcfg, precise_bn)
-    info = ModelInfo(name=name, task=task.name, planes=["image", *NLF_PLANES] if task.conditional else ["image"],
+    info = ModelInfo(name=name, task=task.name, planes=task.plane_names,
                      sigma=task.sigma, training=_training_facts(state, tcfg, task, precise_bn, ema),
                      description=f"{tcfg.arch}{_overrides(tcfg.model)} trained with n3 train")
     return model.eval(), info

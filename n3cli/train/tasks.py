@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from ..errors import N3Error
 from ..imaging import metrics, noise
 from ..imaging.noise import SIGMA_MAX
 from ..imaging.resize import SR_SCALES, imresize
-from ..nn.nets import noise_planes
+from ..nn.nets import BLIND_CAPABLE, noise_planes
+from ..weights import NOISE_PLANE_NAMES, RGB_PLANES
 from .data import ImageBank
 
 __all__ = ["SIGMA_MAX", "SR_SCALES"]  # re-exported: defined beside the noise model and the resizer
@@ -237,18 +241,25 @@ class Task:
     """What a kind of run trains on: how its batches are made, weighed and validated."""
 
     name = "denoise"  #: the registry task of its exported weights
-    luma = "L"  #: how colour training images become gray (:class:`n3cli.train.data.ImageBank`)
-    noise_inputs = 0  #: noise-level inputs of the model (2: √a/√b planes built by the model)
+    luma = "L"  #: how colour training images become gray, or "rgb" (:class:`n3cli.train.data.ImageBank`)
+    channels = 1  #: image planes in and out of the model
+    noise_inputs = 0  #: noise-level inputs of the model (2: √a/√b planes built by the model; 3: and "known")
     sigma: float | None = None  #: fixed Gaussian σ of a per-σ denoiser
 
     @property
     def in_planes(self) -> int:
         """Input channels of the model's first convolution: image plus noise-level planes."""
-        return 1 + self.noise_inputs
+        return self.channels + self.noise_inputs
 
     @property
     def conditional(self) -> bool:
         return self.noise_inputs > 0
+
+    @property
+    def plane_names(self) -> list[str]:
+        """The model's input planes by name, as its weights file records them."""
+        image = ["image"] if self.channels == 1 else list(RGB_PLANES)
+        return image + list(NOISE_PLANE_NAMES[: self.noise_inputs])
 
     def crop_size(self, patch: int) -> int:
         """Side of the clean crops drawn per sample."""
@@ -354,8 +365,138 @@ def task_for(task: str, noise_text: str, patch: int) -> Task:
     """The task object of a run's ``task``, ``noise`` and ``patch`` settings."""
     if task == "sr":
         return SRTask(patch)
+    if noise_text.strip().lower().startswith("real"):
+        try:
+            return RealColorTask(RealSpec.parse(noise_text))
+        except ValueError as exc:
+            raise N3Error(f"--noise {noise_text!r}: {exc}") from None
     try:
         spec = NoiseSpec.parse(noise_text)
     except ValueError as exc:
         raise N3Error(f"--noise {noise_text!r}: {exc}") from None
     return RawTask(spec) if spec.camera else DenoiseTask(spec)
+
+
+# --- colour photos: Gaussian and real camera noise, with or without the level --------------------------------
+
+@dataclass(frozen=True)
+class RealSpec:
+    """``noise = "real"``: a colour model for photos that also works blind. Each sample gets, with probability
+    ``camera_fraction``, the noise of a simulated camera JPEG (:mod:`n3cli.imaging.camera`; no level given),
+    else i.i.d. Gaussian noise σ ~ U(0, ``sigma_max``) on every channel, its level given with probability
+    ``known_fraction`` and withheld otherwise. Text: ``real`` or ``real:camera=0.5,known=0.5``."""
+
+    camera_fraction: float = 0.5
+    known_fraction: float = 0.5
+    sigma_max: float = SIGMA_MAX
+
+    @classmethod
+    def parse(cls, text: str) -> RealSpec:
+        text = text.strip().lower()
+        if text == "real":
+            return cls()
+        head, _, rest = text.partition(":")
+        if head != "real" or not rest:
+            raise ValueError("expected 'real' or 'real:camera=F,known=F'")
+        values: dict[str, float] = {}
+        for item in rest.split(","):
+            key, _, value = item.partition("=")
+            if key.strip() not in ("camera", "known"):
+                raise ValueError(f"unknown key {key.strip()!r} (camera, known)")
+            v = float(value)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{key.strip()} must be in [0, 1], got {v}")
+            values[f"{key.strip()}_fraction"] = v
+        return cls(**values)
+
+    def describe(self) -> str:
+        return (f"real: camera-pipeline noise (Brooks et al. 2019, blind) w.p. {self.camera_fraction:g}, else "
+                f"Gaussian σ~U(0,{self.sigma_max:g}) on RGB, its level given w.p. {self.known_fraction:g}")
+
+
+def real_batch(clean: Tensor, spec: RealSpec, gen: torch.Generator) -> Batch:
+    """Colour crops (N, 3, H, W) with camera or Gaussian noise; ``noise`` rows (a, b, known)."""
+    from ..imaging.camera import camera_noisy, sample_camera
+
+    n = clean.shape[0]
+    camera = torch.rand(n, generator=gen) < spec.camera_fraction
+    known = (torch.rand(n, generator=gen) < spec.known_fraction) & ~camera
+    sigma = torch.rand(n, generator=gen) * spec.sigma_max
+    noisy = noise.add_gaussian(clean, sigma.view(n, 1, 1, 1), gen)
+    for i in camera.nonzero().flatten().tolist():
+        noisy[i] = camera_noisy(clean[i], sample_camera(gen), gen)
+    b = torch.where(known, (sigma / 255.0) ** 2, torch.zeros(n))
+    levels = torch.stack([torch.zeros(n), b, known.float()], dim=1)
+    return Batch(noisy, levels, clean)
+
+
+class RealColorTask(Task):
+    """Colour denoising of photos (``noise = "real"``), one pass over RGB, blind or with a given level."""
+
+    luma = "rgb"
+    channels = 3
+    noise_inputs = BLIND_CAPABLE
+
+    def __init__(self, spec: RealSpec) -> None:
+        if spec.camera_fraction > 0:
+            from ..imaging.camera import demosaicing_library
+
+            demosaicing_library()  # missing: refused before any training
+        self.spec = spec
+
+    def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
+        return real_batch(clean, self.spec, gen)
+
+    def loss_weights(self, batch: Batch) -> Tensor:
+        """``NMSE_REF / (v + NMSE_FLOOR)`` with ``v`` the sample's measured noise power (camera noise has no
+        single σ)."""
+        v = (batch.x.float() - batch.target.float()).square().mean(dim=(1, 2, 3))
+        return NMSE_REF / (v + NMSE_FLOOR)
+
+    def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
+        """Real noisy/clean pairs (``*_real.*`` / ``*_mean.*``, e.g. PolyU-val) denoised blind, each pair's central
+        256×256 crop; a folder without pairs: its colour images with Gaussian noise at ``val_sigma``, level given."""
+        pairs = real_pairs(folder)[:limit]
+        items: list[tuple[tuple[Any, ...], Tensor, int]] = []
+        if pairs:
+            for noisy_path, clean_path in pairs:
+                noisy, clean = (_center(_rgb(p), VAL_CROP) for p in (noisy_path, clean_path))
+                items.append(((noisy, None), clean, 0))
+            return Validation(items, {"val_sigma": None, "val_real": len(items)}, quantize=True)
+        level = (0.0, (val_sigma / 255.0) ** 2, 1.0)
+        for i, clean in enumerate(ImageBank([folder], luma="rgb").images[:limit]):
+            clean = clean.float()[None] / 255.0
+            noisy = noise.add_gaussian(clean, val_sigma, noise.generator(noise.seed_for("val", i, val_sigma)))
+            items.append(((noisy, level), clean, 0))
+        return Validation(items, {"val_sigma": val_sigma})
+
+    def describe(self) -> str:
+        return self.spec.describe()
+
+
+#: Side of the central crop of each real validation pair.
+VAL_CROP = 256
+
+
+def real_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
+    """(noisy, clean) files of a folder of real pairs named ``*_real.EXT`` / ``*_mean.EXT`` (PolyU's naming)."""
+    out = []
+    for f in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
+        stem = f.stem
+        if stem.endswith("_real"):
+            clean = f.with_name(stem[: -len("_real")] + "_mean" + f.suffix)
+            if clean.is_file():
+                out.append((f, clean))
+    return out
+
+
+def _rgb(path: Path) -> Tensor:
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())[None]
+
+
+def _center(x: Tensor, size: int) -> Tensor:
+    h, w = x.shape[-2:]
+    t, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., t: t + size, left: left + size]

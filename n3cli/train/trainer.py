@@ -30,6 +30,7 @@ from .optim import autocast_for, dncnn_init, learning_rate, make_optimizer, opti
 from .precise_bn import recalibrate_bn
 from .runlog import trim_to_step
 from .tasks import Batch, Task, Validation, task_for
+from .widen import color_from_gray
 
 #: Training batches whose gradients set the Adam second moments of revived channels (``revive``).
 REVIVE_GRADIENT_BATCHES = 4
@@ -67,10 +68,11 @@ def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = CA
     return (b.inputs for b in calibration_batches(cfg, bank, n, seed))
 
 
-def build_model(cfg: TrainConfig, in_planes: int, noise_inputs: int = 0) -> N3Net:
+def build_model(cfg: TrainConfig, in_planes: int, noise_inputs: int = 0, out_channels: int = 1) -> N3Net:
     """The run's network: ``in_planes`` input channels, of which ``noise_inputs`` the model builds itself."""
     try:
-        return BUILDERS[cfg.arch](in_channels=in_planes, out_channels=1, noise_inputs=noise_inputs, **cfg.model)
+        return BUILDERS[cfg.arch](in_channels=in_planes, out_channels=out_channels, noise_inputs=noise_inputs,
+                                  **cfg.model)
     except (TypeError, ValueError) as exc:  # builder overrides from the run's settings (model.KEY)
         raise N3Error(f"invalid model options {cfg.model}: {exc}") from None
 
@@ -93,8 +95,12 @@ def load_initial_weights(model: nn.Module, path: Path) -> None:
         if not isinstance(weights, dict):
             raise N3Error(f"--init: {path} holds no model weights")
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
+        if isinstance(model, N3Net) and model.config.out_channels == 3 and \
+                weights.get("blocks.0.conv1.weight", torch.empty(0, 0)).shape[1] == 3:
+            color_from_gray(weights, model)  # a colour run started from a gray conditional model
+        else:
+            model.load_state_dict(weights)
+    except (RuntimeError, ValueError) as exc:
         raise N3Error(f"--init: {path} does not fit this run's model ({str(exc).splitlines()[0]}); "
                       "use the same --arch and --noise kind") from None
 
@@ -209,7 +215,7 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         self.gen = torch.Generator()
         self.gen.manual_seed(cfg.seed)
-        model = build_model(cfg, self.task.in_planes, self.task.noise_inputs)
+        model = build_model(cfg, self.task.in_planes, self.task.noise_inputs, self.task.channels)
         dncnn_init(model, self.gen)
         self.gen.manual_seed(cfg.seed * 1000 + d.rank)  # then each rank draws its own crops
         if state is None and cfg.init:
