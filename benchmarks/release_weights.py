@@ -66,13 +66,15 @@ def register(reg: dict[str, Any], folder: Path, weights: Path, name: str | None 
         "metrics": old.get("metrics", {}) if same else {},
         **({"measured_with": old["measured_with"]} if same and "measured_with" in old else {}),
     }
-    if default:
-        reg.setdefault("default", {})[info.task] = name
+    if default:  # a colour model is the default for colour images, beside the gray default of its task
+        reg.setdefault("default", {})[f"{info.task}-color" if info.channels == 3 else info.task] = name
     return name
 
 
 def record_key(task: str, record: dict[str, Any]) -> str:
     """How a record's setting is named in the manifest (:func:`n3cli.bench.run.setting_key`)."""
+    if record.get("task") == "real":  # real noisy/clean pairs: no setting
+        return "real"
     setting = tuple(record["nlf"]) if task == "raw" else float(record["sigma" if task == "denoise" else "scale"])
     return setting_key(task, setting)
 
@@ -98,8 +100,8 @@ def record(reg: dict[str, Any], name: str, results: Path, method: str | None = N
     entry = reg.get("models", {}).get(name)
     if entry is None:
         raise N3Error(f"no model {name!r} in the manifest (register its weights file first)")
-    records = [r for r in json.loads(Path(results).read_text()) if r.get("task") == entry.get("task")
-               and r.get("full_set")]
+    tasks = {entry.get("task"), *(("real",) if entry.get("task") == "denoise" else ())}  # denoisers: real pairs too
+    records = [r for r in json.loads(Path(results).read_text()) if r.get("task") in tasks and r.get("full_set")]
     labels = [method] if method else [name, "n3net"]
     label = next((lb for lb in labels if any(r.get("method") == lb for r in records)), None)
     if label is None:

@@ -255,12 +255,17 @@ COLOR_MODES = ("auto", "opponent", "rgb")
 
 
 def color_mode(info: ModelInfo, channels: int, color: str = "auto", nlf: tuple[float, float] | None = None) -> str:
-    """The colour handling ``denoise`` uses: ``gray`` for 1-channel images, else ``opponent`` or ``rgb``.
+    """The colour handling ``denoise`` uses: ``color`` (one pass) for a colour model, else ``gray`` for 1-channel
+    images, ``opponent`` or ``rgb``.
 
     Opponent space needs a noise-level-conditional model (its channels carry different noise levels) and
     Gaussian noise (an NLF σ²(x) = a·x + b of R, G and B is not one of the opponent channels' values)."""
     if color not in COLOR_MODES:
         raise N3Error(f"unknown colour mode {color!r}; expected one of {', '.join(COLOR_MODES)}")
+    if info.channels == 3:  # a colour model: RGB in one pass (a gray image as R = G = B)
+        if color != "auto":
+            raise ColorModeError(f"{info.name} denoises colour in one pass; colour mode {color} is for gray models")
+        return "color"
     if channels < 3:
         return "gray"
     if color == "auto":
@@ -308,15 +313,18 @@ def _check_side(img: np.ndarray) -> np.ndarray:
 class DenoisePlan:
     """What :func:`denoise` will do with one image, decided once (by :func:`plan_denoise`) and then carried out.
 
-    ``mode``: ``gray``, ``opponent`` or ``rgb`` (:func:`color_mode`); ``sigmas``: the Gaussian σ (0-255) of each
-    processed channel (None with an NLF); ``nlf``: (a, b) or None; ``estimated``: whether the σ were measured
-    from the image; ``notes``: warnings for the user (noise beyond what the model was trained on)."""
+    ``mode``: ``gray``, ``opponent``, ``rgb`` or ``color`` (:func:`color_mode`); ``sigmas``: the Gaussian σ (0-255)
+    of each processed channel (one for ``color``; None with an NLF or blind); ``nlf``: (a, b) or None;
+    ``estimated``: whether the σ were measured from the image; ``blind``: no level at all, the model infers it
+    (a blind-capable model with none given); ``notes``: warnings for the user (noise beyond what the model was
+    trained on)."""
 
     mode: str
     sigmas: tuple[float, ...] | None
     nlf: tuple[float, float] | None = None
     estimated: bool = False
     notes: tuple[str, ...] = ()
+    blind: bool = False
 
 
 def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[float] | None = None, *,
@@ -336,6 +344,8 @@ def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[flo
         note = untrained_noise_note(info, nlf=nlf)
         return DenoisePlan(color_mode(info, rgb.shape[2], color, nlf), None, nlf, notes=(note,) if note else ())
     mode = color_mode(info, rgb.shape[2], color, None)
+    if sigma is None and info.blind_capable:
+        return DenoisePlan(mode, None, None, blind=True)
     if not info.conditional and sigma is None:  # a one-σ model takes no noise level: nothing to estimate
         fixed = None if info.sigma is None else (float(info.sigma),) * (1 if mode == "gray" else 3)
         return DenoisePlan(mode, fixed, None)
@@ -363,7 +373,10 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     it the plan is made here and its notes are issued as warnings). Returns float32 of the input's shape.
     """
     img = _check_side(_hwc(image))
-    restorer = model if isinstance(model, Restorer) else load_model(model, "denoise", device)
+    if isinstance(model, Restorer):
+        restorer = model
+    else:
+        restorer = load_model(model, denoise_task(img.shape[2], model, nlf), device)
     if plan is None:
         plan = plan_denoise(img, restorer.info, sigma, nlf=nlf, color=color)
         for note in plan.notes:
@@ -371,12 +384,21 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     alpha = img[:, :, 3:] if img.shape[2] == 4 else None
     rgb = img[:, :, :3] if alpha is not None else img
     planes = rgb2opponent(rgb) if plan.mode == "opponent" else rgb
-    x = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[:, None]  # channels as batch
+    chw = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))
+    if restorer.info.channels == 3:  # one pass over RGB (a gray image as R = G = B)
+        x = chw[None].expand(1, 3, -1, -1)
+    else:
+        x = chw[:, None]  # channels as batch
     level = None
-    if restorer.info.conditional:
+    if restorer.info.conditional and not plan.blind:
         gauss = [(0.0, (s / 255.0) ** 2) for s in plan.sigmas or ()]
         level = torch.tensor([plan.nlf] * x.shape[0] if plan.nlf is not None else gauss)
-    y = run(restorer, x, tile, overlap, progress, noise=level)[:, 0].numpy().transpose(1, 2, 0)
+    out = run(restorer, x, tile, overlap, progress, noise=level)
+    if restorer.info.channels == 3:
+        out = out[0] if rgb.shape[2] == 3 else out[0].mean(0, keepdim=True)
+    else:
+        out = out[:, 0]
+    y = out.numpy().transpose(1, 2, 0)
     if restorer.info.conditional and plan.nlf is None and keep_mean:
         y = keep_local_mean(planes, y)
     if plan.mode == "opponent":
@@ -384,6 +406,13 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     if alpha is not None:
         y = np.concatenate([y, alpha], axis=2)
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
+
+
+def denoise_task(channels: int, weights: str | Path | None = None, nlf: tuple[float, float] | None = None) -> str:
+    """The registry task whose default serves an image of ``channels`` channels: ``denoise-color`` (a colour model,
+    one pass, where one is shipped; else the gray default) for colour images with no weights and no NLF given (the
+    colour model is trained on Gaussian and camera noise; an NLF of R, G, B goes channel by channel)."""
+    return "denoise-color" if weights is None and nlf is None and channels >= 3 else "denoise"
 
 
 #: Side (pixels) of the box filter, applied three times (≈ a Gaussian of σ 32 px), that takes the local
@@ -430,7 +459,12 @@ def channel_sigmas(rgb: np.ndarray, sigma: float | Sequence[float] | None, mode:
     None: estimated (per opponent channel in opponent mode, else the channels' mean); one number: the σ of
     i.i.d. noise on every input channel (scaled by :data:`OPPONENT_NOISE_GAIN` in opponent mode); a sequence:
     each processed channel's own σ."""
-    channels = 1 if mode == "gray" else 3
+    channels = 1 if mode in ("gray", "color") else 3
+    if mode == "color" and not isinstance(sigma, (int, float)) and sigma is not None:
+        values = _check_sigmas(sigma, len(tuple(sigma)))
+        if len(set(values)) != 1:
+            raise N3Error("a colour model takes one sigma for R, G and B, not one per channel")
+        sigma = values[0]
     if sigma is None:
         if mode == "opponent":
             return estimate_channel_sigmas(rgb, "opponent")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -58,7 +58,7 @@ class ModelInfo:
 
     name: str
     task: str = "denoise"  # denoise | sr | raw (noise-level-conditional, trained on camera raw CFA planes)
-    planes: list[str] = field(default_factory=lambda: ["image"])  # input planes after the image
+    planes: list[str] = field(default_factory=lambda: ["image"])  # input planes: image ones, then noise-level ones
     sigma: float | None = None  # fixed Gaussian σ of a per-σ model; None if noise-level-conditional
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +68,16 @@ class ModelInfo:
     def conditional(self) -> bool:
         return "sqrt_a" in self.planes
 
+    @property
+    def channels(self) -> int:
+        """Image planes in and out: 1 (gray; colour images go channel by channel) or 3 (RGB in one pass)."""
+        return image_channels(self.planes)
+
+    @property
+    def blind_capable(self) -> bool:
+        """Whether the model also denoises without a noise level (it infers it from the image)."""
+        return "known" in self.planes
+
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
 
@@ -75,6 +85,16 @@ class ModelInfo:
     def from_json(cls, text: str) -> ModelInfo:
         d = json.loads(text)
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+#: Names of the noise-level input planes (after the image planes): √a, √b of the NLF and the "level known" flag.
+NOISE_PLANE_NAMES = ("sqrt_a", "sqrt_b", "known")
+#: Names of the image planes of a colour model.
+RGB_PLANES = ("red", "green", "blue")
+
+
+def image_channels(planes: Sequence[str]) -> int:
+    return sum(p not in NOISE_PLANE_NAMES for p in planes)
 
 
 def weights_dir() -> Path:
@@ -142,6 +162,10 @@ class Weights:
     @property
     def conditional(self) -> bool:
         return "sqrt_a" in self.planes
+
+    @property
+    def channels(self) -> int:
+        return image_channels(self.planes)
 
     def verify(self) -> Path:
         """The file's path once its sha256 matches the registry's; a :class:`WeightsError` otherwise."""
@@ -234,7 +258,7 @@ def load_weights(path: Path) -> tuple[N3Net, ModelInfo]:
         info = ModelInfo.from_json(meta.get("n3_info", json.dumps({"name": path.stem})))
         config = json.loads(meta["n3_config"])
         if info.conditional:  # files written before the model built its own noise planes
-            config["noise_inputs"] = len(info.planes) - 1
+            config["noise_inputs"] = len(info.planes) - info.channels
         model = build(config)
         model.load_state_dict(state)
     except (ValueError, RuntimeError, TypeError, KeyError) as exc:
@@ -336,8 +360,9 @@ def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, M
 
 
 #: A task without a default of its own uses another's: raw denoising falls back to the default denoiser
-#: (noise-level-conditional, so it takes an NLF).
-DEFAULT_FALLBACK = {"raw": "denoise"}
+#: (noise-level-conditional, so it takes an NLF); colour photos (``denoise-color``: the default for colour images,
+#: one pass) to the gray default (channel by channel).
+DEFAULT_FALLBACK = {"raw": "denoise", "denoise-color": "denoise"}
 
 
 def default_name(reg: dict[str, Any], task: str) -> str | None:

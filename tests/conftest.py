@@ -47,3 +47,15 @@ def tiny_nlf_weights(folder: Path, name: str = "tiny", seed: int = 0) -> Path:
     model = n3net_light(in_channels=3, depth=3, features=8, embed_features=8).eval()
     info = ModelInfo(name=name, planes=["image", "sqrt_a", "sqrt_b"])
     return save_weights(folder / f"{name}.safetensors", model, info)
+
+
+def tiny_color_weights(folder: Path, name: str = "tiny-color", seed: int = 0) -> Path:
+    """A tiny untrained colour, blind-capable model (RGB in and out, planes √a, √b, known) saved as safetensors."""
+    from n3cli.nn.nets import n3net_light
+    from n3cli.weights import NOISE_PLANE_NAMES, RGB_PLANES, ModelInfo, save_weights
+
+    torch.manual_seed(seed)
+    model = n3net_light(in_channels=6, out_channels=3, noise_inputs=3, depth=3, features=8, embed_features=8,
+                        inter_channels=11).eval()
+    info = ModelInfo(name=name, planes=[*RGB_PLANES, *NOISE_PLANE_NAMES])
+    return save_weights(folder / f"{name}.safetensors", model, info)

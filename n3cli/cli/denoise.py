@@ -67,17 +67,32 @@ def denoise_cmd(
                               check_reference_size)
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
-    restorer = api.load_model(weights, "denoise", run.device, self_ensemble=run.ensemble, precision=run.precision)
-    info = restorer.info
-    if not run.quiet:
-        note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
-        err_console.print(f"model {restorer.describe()}{note}", highlight=False)
-    api.color_mode(info, 3, color, nlf_value)  # refuses impossible combinations before any work
+    restorers: dict[str, api.Restorer] = {}
+
+    def restorer_for(channels: int) -> api.Restorer:
+        """The model for an image: the one given, else the default for gray or (colour mode auto) colour images,
+        each loaded once and announced when first used."""
+        task = api.denoise_task(channels, weights, nlf_value) if color == "auto" else "denoise"
+        if task not in restorers:
+            restorer = api.load_model(weights, task, run.device, self_ensemble=run.ensemble,
+                                      precision=run.precision)
+            same = [r for r in restorers.values() if r.name == restorer.name]
+            restorers[task] = same[0] if same else restorer
+            if not same and not run.quiet:
+                info = restorer.info
+                note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
+                err_console.print(f"model {restorer.describe()}{note}", highlight=False)
+        return restorers[task]
+
+    api.color_mode(restorer_for(1).info, 3, color, nlf_value)  # refuses impossible combinations before any work
     warned: set[str] = set()  # a note on given noise levels is printed once, not per image
     names = {"opponent": " (luma/red-blue/green-magenta)", "rgb": " (R/G/B)"}
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        plan = api.plan_denoise(img.pixels, info, sigma_value, nlf=nlf_value, color=color)
+        restorer = restorer_for(img.pixels.shape[2])
+        plan = api.plan_denoise(img.pixels, restorer.info, sigma_value, nlf=nlf_value, color=color)
+        if plan.blind and not run.quiet and not run.json_out:
+            err_console.print(f"{img.path}: noise level inferred by {restorer.name} (blind)", highlight=False)
         if plan.estimated and plan.sigmas is not None and not run.quiet and not run.json_out:
             shown = "/".join(f"{v:.1f}" for v in plan.sigmas) + names.get(plan.mode, "")
             err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
@@ -89,7 +104,7 @@ def denoise_cmd(
         out = api.denoise(img.pixels, model=restorer, tile=run.tile, overlap=run.tile_overlap, progress=on_tile,
                           plan=plan)
         facts: dict[str, Any] = {"nlf": list(plan.nlf)} if plan.nlf is not None else {"sigma": list(plan.sigmas or ())}
-        return out, {**facts, "color": plan.mode}
+        return out, {**facts, "color": plan.mode, "model": restorer.name, "blind": plan.blind}
 
     def score(job: Job, img: Image, out: Image) -> dict[str, Any]:
         ref = read_image(job.reference, max_pixels=opts.max_pixels).pixels

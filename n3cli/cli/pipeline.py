@@ -246,7 +246,9 @@ def summary_line(record: dict[str, Any]) -> str:
     """The one human-readable line per image: paths, noise level or scale, scores, time."""
     parts = [f"{record['input']} → {record['output']}"]
     sigma = record.get("sigma")
-    if sigma is not None:
+    if record.get("blind"):
+        parts.append("noise level inferred (blind)")
+    elif sigma is not None:
         values = sigma if isinstance(sigma, (list, tuple)) else [sigma]
         shown = "/".join(f"{v:.1f}" for v in values)
         parts.append(f"σ {shown}" + (f" ({record['color']})" if record.get("color") and len(values) > 1 else ""))
