@@ -5,6 +5,11 @@ root is, in this order: ``--data-dir DIR``, the environment variable ``N3_DATA``
 cache folder (``platformdirs.user_cache_dir("n3")/datasets``). ``--dataset`` also accepts the path
 of any existing folder of images (then named after the folder, without paper figures).
 
+Real-pairs sets (task ``real``, e.g. PolyU-val) hold noisy/clean photo pairs named ``<stem>_real.EXT`` (noisy)
+and ``<stem>_mean.EXT`` (clean), matched by :func:`real_pairs`. Such a set's ``files`` are the noisy files of
+its pairs (one per pair, so counts and ``--limit`` are in pairs); :func:`clean_partner` names each one's clean
+file. A plain folder is read as pairs when resolved for task ``real``.
+
 Checksums (sha256 per file, ``checksums.json``) were computed from the copies the project
 measured with; ``n3 data download`` verifies every file against them.
 """
@@ -23,7 +28,9 @@ from ..errors import N3Error, OutputExistsError
 from ..imaging.io import FORMAT_OF_EXTENSION
 
 ENV_DATA = "N3_DATA"
-TASKS = ("denoise", "sr")
+TASKS = ("denoise", "sr", "real")
+#: How the noisy and the clean file of a real pair are named: ``<stem>_real.EXT`` and ``<stem>_mean.EXT``.
+NOISY_SUFFIX, CLEAN_SUFFIX = "_real", "_mean"
 
 
 class DatasetError(N3Error):
@@ -67,6 +74,11 @@ class DatasetSpec:
     def kind(self) -> str:
         return "RGB" if self.color else "gray"
 
+    @property
+    def paired(self) -> bool:
+        """A set of real noisy/clean pairs (its ``count`` counts pairs)."""
+        return "real" in self.tasks
+
 
 def _gh(repo: str) -> str:
     """The archive of a GitHub repository's default branch."""
@@ -90,6 +102,9 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in [
                 source="denoising_datasets collection (github.com/majedelhelou/denoising_datasets), Set14"),
     DatasetSpec("BSD100", ("sr",), True, 100,
                 source="no vouched archive URL (BSD500 validation set); put the 100 HR PNGs in <data root>/BSD100"),
+    DatasetSpec("PolyU-val", ("real",), True, 22, ext=".jpg",
+                source="PolyU real-world noisy image dataset (Xu et al. 2018), 22 crops; no vouched archive URL: "
+                       "put the pairs (*_real.JPG noisy, *_mean.JPG clean) in <data root>/PolyU-val"),
 ]}
 
 
@@ -155,9 +170,35 @@ def image_files(folder: Path, ext: str | None = None) -> list[Path]:
                   key=lambda p: p.name)
 
 
+def clean_partner(noisy: Path) -> Path | None:
+    """The clean file of a real pair's noisy file (``x_real.JPG`` → ``x_mean.JPG``, same extension), or None
+    when ``noisy`` is not named ``*_real.EXT`` or its partner is not a file."""
+    if not noisy.stem.endswith(NOISY_SUFFIX):
+        return None
+    clean = noisy.with_name(noisy.stem[: -len(NOISY_SUFFIX)] + CLEAN_SUFFIX + noisy.suffix)
+    return clean if clean.is_file() else None
+
+
+def real_pairs(folder: Path, ext: str | None = None) -> list[tuple[Path, Path]]:
+    """(noisy, clean) files of the real pairs in a folder, sorted by the noisy file's name; a ``*_real`` file
+    without its ``*_mean`` partner is ignored."""
+    pairs = []
+    for noisy in image_files(Path(folder), ext):
+        clean = clean_partner(noisy)
+        if clean is not None:
+            pairs.append((noisy, clean))
+    return pairs
+
+
+def set_files(folder: Path, spec: DatasetSpec) -> list[Path]:
+    """A registered set's files in a folder: its images, or for a real-pairs set the noisy file of each pair."""
+    return [noisy for noisy, _ in real_pairs(folder, spec.ext)] if spec.paired else image_files(folder, spec.ext)
+
+
 @dataclass
 class Dataset:
-    """A resolved test set: its name, registry entry (None for a plain folder) and image files."""
+    """A resolved test set: its name, registry entry (None for a plain folder) and image files (for real pairs:
+    the noisy file of each pair, see :func:`clean_partner`)."""
 
     name: str
     folder: Path
@@ -173,13 +214,14 @@ class Dataset:
 def local_folder(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """Where a registered set is present under the data root, or None."""
     folder = data_root(data_dir)[0] / spec.name
-    return folder if folder.is_dir() and image_files(folder, spec.ext) else None
+    return folder if folder.is_dir() and set_files(folder, spec) else None
 
 
 def _missing(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None) -> DatasetError:
     root, origin = data_root(data_dir)
+    what = f"{spec.count} noisy/clean pairs" if spec.paired else f"{spec.count} images"
     how = (f"run `n3 data download {spec.name}`" if spec.url else
-           f"put its {spec.count} images in {root / spec.name} (no download URL is known)")
+           f"put its {what} in {root / spec.name} (no download URL is known)")
     return DatasetMissingError(f"dataset {spec.name} not found in {root} (data root from {origin}); {how}, "
                                f"or give a data root that holds {spec.name}/")
 
@@ -193,11 +235,14 @@ def _matching_spec(name: str, files: list[Path]) -> DatasetSpec | None:
     return spec if (set(spec.checksums) == names if spec.checksums else len(names) == spec.count) else None
 
 
-def resolve_dataset(name_or_path: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+def resolve_dataset(name_or_path: str, data_dir: str | os.PathLike[str] | None = None,
+                    task: str | None = None) -> Dataset:
     """A registered set name (looked up under the data root) or the path of a folder of images.
 
     A bare registered name always means the registered set; anything else must be an existing folder
-    (a folder named like a registered set and holding exactly its files counts as that set).
+    (a folder named like a registered set and holding exactly its files counts as that set). For ``task``
+    ``"real"`` (and for real-pairs sets) the files are the noisy files of the folder's ``*_real``/``*_mean``
+    pairs; a folder without pairs is an error.
     """
     spec = lookup(name_or_path)
     bare = os.sep not in name_or_path and "/" not in name_or_path
@@ -205,20 +250,34 @@ def resolve_dataset(name_or_path: str, data_dir: str | os.PathLike[str] | None =
         folder = data_root(data_dir)[0] / spec.name
         if not folder.is_dir():
             raise _missing(spec, data_dir)
-        files = image_files(folder, spec.ext)
+        if task == "real" and not spec.paired:
+            return _paired(spec.name, folder, None)
+        files = set_files(folder, spec)
         if not files:
             raise _missing(spec, data_dir)
         warning = None
         if len(files) != spec.count:
-            warning = f"{folder}: {len(files)} images, expected {spec.count} (incomplete copy?)"
+            what = "noisy/clean pairs" if spec.paired else "images"
+            warning = f"{folder}: {len(files)} {what}, expected {spec.count} (incomplete copy?)"
         return Dataset(spec.name, folder, files, spec, warning)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        name = path.resolve().name
+        named = lookup(name)
+        if task == "real" or (named is not None and named.paired):
+            return _paired(name, path, named if named is not None and named.paired else None)
         files = image_files(path)
         if not files:
             raise DatasetError(f"{path}: folder contains no images")
-        name = path.resolve().name
         return Dataset(name, path, files, _matching_spec(name, files))
     if path.exists():
         raise DatasetError(f"dataset {name_or_path}: not a folder")
     raise DatasetError(f"unknown dataset {name_or_path!r}: not a folder and not one of {', '.join(REGISTRY)}")
+
+
+def _paired(name: str, folder: Path, spec: DatasetSpec | None) -> Dataset:
+    """A folder read as real pairs (``spec``: the real-pairs set it may be a full copy of)."""
+    files = [noisy for noisy, _ in real_pairs(folder)]
+    if not files:
+        raise DatasetError(f"no *{NOISY_SUFFIX}/*{CLEAN_SUFFIX} pairs in {folder}")
+    return Dataset(name, folder, files, spec if spec is not None and len(files) == spec.count else None)

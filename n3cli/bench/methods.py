@@ -6,6 +6,11 @@ A method is a callable ``run(image, setting) -> image`` plus metadata:
   sets; RGB), *unclipped*, σ on the 0-255 scale; returns the denoised (H, W, C) image.
 * super-resolution: ``run(lr, scale)``: LR (H, W, C) float in [0, 1] (8-bit levels), returns the
   (scale·H, scale·W, C) image. Model methods call :func:`n3cli.api.super_resolve` on the LR image.
+* real pairs: ``run(noisy, 0.0)``: a real noisy photo (H, W, 3) float32 RGB in [0, 1] (8-bit levels); no
+  noise level is given, so methods do what a user gets with no flags: ``n3net`` is the default model for
+  colour images (registry task ``denoise-color``, falling back to the gray default) through
+  :func:`n3cli.api.denoise` with no σ (blind for a blind-capable model, else σ estimated from the image);
+  ``bm3d`` is CBM3D with σ estimated by :func:`n3cli.api.estimate_sigma` (labelled ``bm3d-est``).
 
 A name may serve several tasks with different factories (``n3net`` and ``weights`` do):
 :func:`register` ``(name, task, description)`` adds one factory per (name, task).
@@ -212,12 +217,22 @@ def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
 ModelMethod = Callable[[api.Restorer, MethodOptions], Method]
 
 
+#: The weights registry's task whose models serve a benchmark task, where the two differ.
+REGISTRY_TASK = {"real": "denoise-color"}
+
+
+def registry_task(task: str) -> str:
+    """The weights registry task to load for a benchmark task (``real`` → ``denoise-color``: the default model
+    for colour images, which falls back to the gray ``denoise`` default; a ``denoise`` file is accepted too)."""
+    return REGISTRY_TASK.get(task, task)
+
+
 def shipped_method(task: str, build: ModelMethod, arg: str | None, options: MethodOptions) -> Method:
     """``n3net``: the shipped default model of ``task`` (or ``n3net:PATH``); unavailable if none is shipped."""
     if arg:
         return file_method(task, build, arg, options)
     try:
-        restorer = options.load(None, task)
+        restorer = options.load(None, registry_task(task))
     except WeightsError as exc:
         raise MethodUnavailable(f"n3net: {exc}") from None
     method = build(restorer, options)
@@ -237,7 +252,7 @@ def file_method(task: str, build: ModelMethod, arg: str | None, options: MethodO
     """``weights:PATH``: any weights file for ``task``."""
     if not arg:
         raise MethodError("method 'weights' needs a file: weights:PATH")
-    return build(options.load(arg, task), options)
+    return build(options.load(arg, registry_task(task)), options)
 
 
 def register_model_methods(task: str, build: ModelMethod, shipped: str, file: str) -> None:
@@ -472,3 +487,57 @@ def _gat_bm3d(arg: str | None, options: MethodOptions) -> Method:
 def _noisy_raw(arg: str | None, options: MethodOptions) -> Method:
     _no_arg("noisy", arg)
     return Method("noisy", "noisy", "raw", lambda noisy, nlf: noisy.copy(), description="noisy input")
+
+
+# --- real noisy/clean pairs ----------------------------------------------------------------------
+# ``run(noisy, 0.0)``: a real noisy photo (H, W, 3) RGB in [0, 1]; no noise level is known (see the module docstring).
+
+def _real_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
+    info = restorer.info
+    notes: dict[str, None] = {}  # the plans' notes (e.g. an estimated σ beyond training), reported once
+
+    def run(noisy: np.ndarray, setting: float) -> np.ndarray:
+        plan = api.plan_denoise(noisy, info, None, color=options.color)
+        notes.update(dict.fromkeys(plan.notes))
+        return api.denoise(noisy, model=restorer, tile=options.tile, color=options.color, plan=plan)
+
+    def unavailable(setting: float) -> str | None:
+        try:  # the colour mode's own rules (api.color_mode), for a colour image
+            api.color_mode(info, 3, options.color)
+        except N3Error as exc:
+            return f"{info.name}: {exc}"
+        return None
+
+    how = "blind" if info.blind_capable else "sigma estimated from the image" if info.conditional else "as trained"
+    return Method("", info.name, "real", run, paper=None, description=f"{info.description or 'N3Net'} ({how})",
+                  unavailable=unavailable, caution=lambda setting: "; ".join(notes) or None,
+                  ensembled=restorer.self_ensemble, color=options.color)
+
+
+register_model_methods("real", _real_model_method,
+                       "our default model for colour photos (api.load_model(None, 'denoise-color')), no sigma given",
+                       "a denoising weights file, no sigma given (blind or estimated): weights:PATH")
+
+
+@register("bm3d", "real", "CBM3D (bm3d package) with sigma estimated from the noisy photo (wavelet MAD)")
+def _bm3d_real(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("bm3d", arg)
+    try:
+        import bm3d
+    except ImportError:
+        raise MethodUnavailable("bm3d: the bm3d package is not installed (pip install 'n3cli[bench]')") from None
+
+    def run(noisy: np.ndarray, setting: float) -> np.ndarray:
+        sigma = api.estimate_sigma(noisy)
+        if noisy.shape[2] == 3:
+            return _as_hwc(bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255.0), noisy)
+        return _as_hwc(bm3d.bm3d(noisy[:, :, 0], sigma_psd=sigma / 255.0), noisy)
+
+    return Method("bm3d", "bm3d-est", "real", run, paper=None,
+                  description="CBM3D (Dabov et al. 2007), sigma estimated (api.estimate_sigma)")
+
+
+@register("noisy", "real", "identity: the real noisy photo itself (input PSNR)")
+def _noisy_real(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("noisy", arg)
+    return Method("noisy", "noisy", "real", lambda noisy, setting: noisy.copy(), description="noisy input")

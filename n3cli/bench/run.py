@@ -20,6 +20,14 @@ range). Methods receive the noisy mosaic and the true (a, b); PSNR and SSIM are 
 (data range 1; SSIM on the output clipped to [0, 1]). No paper figures (the paper's raw results are on
 the Darmstadt Noise Dataset).
 
+Real protocol (``--task real``, real noisy/clean photo pairs such as PolyU-val; no synthetic noise): each
+pair's ``*_real`` file is the noisy input, its ``*_mean`` file (the mean of many shots) the reference, both
+read as RGB float32 in [0, 1] (gray files as R = G = B, alpha dropped). There is one pseudo-setting,
+:data:`REAL_SETTING` (0.0), shown and keyed as ``real``; methods receive ``run(noisy, 0.0)`` and estimate
+the noise themselves. Both files are 8-bit (JPEGs for PolyU) and a user saves 8 bits, so the output is
+rounded to 8-bit levels (``np.round(clip(out, 0, 1)·255)/255``) before PSNR and SSIM (data range 1, RGB).
+No paper figures.
+
 Time: ``time.perf_counter`` around the method call only, after one untimed warm-up call per method
 and setting on a 64×64 crop (so one-time costs such as thread-pool start-up are not counted).
 Memory: the peak resident set size of the process while the method runs, sampled from
@@ -41,7 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +61,17 @@ from ..imaging import metrics, noise
 from ..imaging.color import to_gray
 from ..imaging.io import read_image
 from ..imaging.resize import imresize_np
-from .datasets import Dataset
+from .datasets import Dataset, clean_partner
 from .figures import save_comparison
 from .methods import Method
 from .paper import paper_psnr
 
 Progress = Callable[[int, int, str], None]
-#: A benchmark setting: σ (denoise), the integer scale (sr) or an NLF (a, b) (raw).
+#: A benchmark setting: σ (denoise), the integer scale (sr), an NLF (a, b) (raw) or :data:`REAL_SETTING` (real).
 Setting = float | tuple[float, float]
+#: The one pseudo-setting of the real task (real noisy/clean pairs have no noise parameter), shown as "real".
+REAL_SETTING = 0.0
+TASKS = ("denoise", "sr", "raw", "real")
 #: Eq. 13 parameters of the raw protocol and its default noise level functions (a, b), shared with training.
 RAW_F_E, RAW_F_C, RAW_NLFS = noise.RAW_F_E, noise.RAW_F_C, noise.RAW_NLFS
 SAMPLE_INTERVAL = 0.002
@@ -191,6 +202,8 @@ class Summary:
         """The JSON record (non-finite numbers as null)."""
         if self.task == "raw":
             key, value = "nlf", [float(v) for v in self.setting]  # type: ignore[union-attr]
+        elif self.task == "real":
+            key, value = "setting", "real"
         else:
             key, value = ("sigma" if self.task == "denoise" else "scale"), _num(self.setting)  # type: ignore[arg-type]
         rec: dict[str, Any] = {
@@ -224,8 +237,8 @@ class BenchResult:
 
 @dataclass
 class BenchConfig:
-    task: str  # denoise | sr | raw
-    settings: list[Setting]  # σ values (0-255 scale), integer scales or NLFs (a, b)
+    task: str  # denoise | sr | raw | real
+    settings: list[Setting]  # σ values (0-255 scale), integer scales, NLFs (a, b) or [REAL_SETTING]
     limit: int | None = None
     save_images: Path | None = None
     warmup: bool = True  # one untimed call per method and setting on a small crop first
@@ -236,13 +249,18 @@ def _num(v: float) -> int | float:
 
 
 def setting_key(task: str, setting: Setting) -> str:
-    """How a setting is named in the weights registry's metrics: sigma25, x3 or nlf=0.001,1e-05."""
+    """How a setting is named in the weights registry's metrics: sigma25, x3, nlf=0.001,1e-05 or real."""
+    if task == "real":
+        return "real"
     if isinstance(setting, tuple):  # raw: an NLF (a, b)
         return "nlf={:g},{:g}".format(*setting)
     return f"{'sigma' if task == 'denoise' else 'x'}{setting:g}"
 
 
 def setting_label(task: str, setting: Setting) -> str:
+    """How a setting is shown: sigma=25, x3, nlf=0.001,1e-05 or real."""
+    if task == "real":
+        return "real"
     if task == "raw":
         a, b = setting  # type: ignore[misc]
         return f"nlf={a:g},{b:g}"
@@ -265,6 +283,32 @@ def load_images(dataset: Dataset, task: str, limit: int | None = None) -> list[t
             px = to_gray(px).astype(np.float32)
         out.append((path.name, px))
     return out
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3): gray as R = G = B, alpha dropped."""
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[:, :, :3]
+
+
+def load_pairs(dataset: Dataset, limit: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(noisy file name, clean, noisy) of the first ``limit`` real pairs, RGB float32 (H, W, 3) in [0, 1]."""
+    out = []
+    for path in dataset.files[:limit] if limit else dataset.files:
+        partner = clean_partner(path)
+        if partner is None:
+            raise BenchError(f"{path.name}: not the noisy file of a *_real/*_mean pair (resolve the set for task "
+                             f"real)")
+        clean, noisy = (_rgb(read_image(p).pixels) for p in (partner, path))
+        if clean.shape != noisy.shape:
+            raise BenchError(f"{path.name} is {noisy.shape[1]}x{noisy.shape[0]} but {partner.name} is "
+                             f"{clean.shape[1]}x{clean.shape[0]}")
+        out.append((path.name, clean, noisy))
+    return out
+
+
+def quantize8(image: np.ndarray) -> np.ndarray:
+    """An image rounded to 8-bit levels, float32 in [0, 1] (the real protocol scores what a user saves)."""
+    return (np.round(np.clip(image, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
 
 
 def raw_clean(pixels: np.ndarray) -> np.ndarray:
@@ -312,7 +356,7 @@ def _timed(method: Method, x: np.ndarray, setting: Setting) -> tuple[np.ndarray,
 def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
               progress: Progress | None = None) -> BenchResult:
     """Run every method on every image at every setting; see the module docstring for the protocol."""
-    if config.task not in ("denoise", "sr", "raw"):
+    if config.task not in TASKS:
         raise BenchError(f"task {config.task!r} is not available in n3 bench yet")
     if not methods:
         raise BenchError("no method to run")
@@ -321,7 +365,14 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
             raise BenchError(f"method {m.name} is for task {m.task}, not {config.task}")
     if config.task == "sr" and any(not float(s).is_integer() or s < 2 for s in config.settings):
         raise BenchError(f"SR scales must be integers >= 2, got {', '.join(f'{s:g}' for s in config.settings)}")
-    images = load_images(dataset, config.task, config.limit)
+    if config.task == "real" and any(s != REAL_SETTING for s in config.settings):
+        raise BenchError(f"task real has no settings (real pairs carry their own noise): use [{REAL_SETTING}]")
+    items: list[tuple[str, np.ndarray, np.ndarray | None]]  # (name, clean, the real noisy image or None)
+    if config.task == "real":
+        config = replace(config, settings=[REAL_SETTING])
+        items = list(load_pairs(dataset, config.limit))
+    else:
+        items = [(name, clean, None) for name, clean in load_images(dataset, config.task, config.limit)]
     result = BenchResult(dataset.name, config.task)
     runnable: dict[float, list[Method]] = {}
     for s in config.settings:
@@ -332,17 +383,19 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                 result.skipped.append((m.name, s, reason))
             else:
                 runnable[s].append(m)
-    total = sum(len(ms) for ms in runnable.values()) * len(images)
+    total = sum(len(ms) for ms in runnable.values()) * len(items)
     done = 0
     per: dict[tuple[float, str], list[ImageResult]] = {}
     for s in config.settings:
         for m in runnable[s]:
             if m.prepare is not None:
                 m.prepare(s)
-        if config.warmup and images:
-            _warm_up(runnable[s], images[0][1], dataset.name, images[0][0], config.task, s)
-        for name, clean in images:
-            if config.task == "denoise":
+        if config.warmup and items:
+            _warm_up(runnable[s], items[0][1], dataset.name, items[0][0], config.task, s, items[0][2])
+        for name, clean, real_noisy in items:
+            if real_noisy is not None:
+                ref, x = clean, real_noisy
+            elif config.task == "denoise":
                 ref, x = clean, make_noisy(clean, s, dataset.name, name)
             elif config.task == "raw":
                 ref, x = clean, make_noisy_raw(clean, s, dataset.name, name)
@@ -357,7 +410,10 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                     out = out[:, :, None]
                 if out.shape != ref.shape:
                     raise BenchError(f"method {m.name} returned shape {out.shape} for {name}, expected {ref.shape}")
-                if config.task in ("denoise", "raw"):
+                if config.task == "real":
+                    out = quantize8(out)
+                    p, q = metrics.psnr(out, ref), metrics.ssim(out, ref)
+                elif config.task in ("denoise", "raw"):
                     p, q = metrics.psnr(out, ref), metrics.ssim(np.clip(out, 0.0, 1.0), ref)
                 else:
                     p, q = metrics.sr_metrics(out, ref, int(s))
@@ -370,7 +426,7 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
                 result.saved += _save(config, dataset.name, s, name, ref, x, panels, runnable[s])
     if progress is not None:
         progress(done, total, "done")
-    paper_set = dataset.spec.name if dataset.spec is not None and config.task != "raw" else None
+    paper_set = dataset.spec.name if dataset.spec is not None and config.task not in ("raw", "real") else None
     full = config.limit is None or config.limit >= len(dataset.files)
     for s in config.settings:
         for m in runnable[s]:
@@ -388,11 +444,15 @@ def run_bench(dataset: Dataset, methods: list[Method], config: BenchConfig,
     return result
 
 
-def _warm_up(methods: list[Method], clean: np.ndarray, dataset: str, name: str, task: str, s: Setting) -> None:
-    """One untimed call per method on a crop (first-call costs: thread pools, kernels, caches)."""
+def _warm_up(methods: list[Method], clean: np.ndarray, dataset: str, name: str, task: str, s: Setting,
+             real_noisy: np.ndarray | None = None) -> None:
+    """One untimed call per method on a crop (first-call costs: thread pools, kernels, caches); ``real_noisy``:
+    the real task's noisy image, whose crop is used as it is."""
     side = WARMUP_SIDE * (int(s) if task == "sr" else 1)
     crop = clean[:side, :side]
-    if task == "raw":
+    if real_noisy is not None:
+        x = real_noisy[:side, :side]
+    elif task == "raw":
         crop = crop[: crop.shape[0] // 2 * 2, : crop.shape[1] // 2 * 2]
         x = make_noisy_raw(crop, s, dataset, name)
     else:
@@ -407,7 +467,7 @@ def _warm_up(methods: list[Method], clean: np.ndarray, dataset: str, name: str, 
 def _save(config: BenchConfig, dataset: str, s: Setting, name: str, ref: np.ndarray, x: np.ndarray,
           panels: list[tuple[str, np.ndarray]], methods: list[Method]) -> list[Path]:
     assert config.save_images is not None
-    if config.task in ("denoise", "raw"):
+    if config.task in ("denoise", "raw", "real"):
         first = [("clean", ref), (f"noisy {metrics.psnr(x, ref):.2f} dB", x)]
         panels = [p for p, m in zip(panels, methods, strict=True) if m.name != "noisy"]
     else:

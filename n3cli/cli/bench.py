@@ -16,7 +16,17 @@ from ..atomic import write_text_atomic
 from ..bench import datasets
 from ..bench.download import download
 from ..bench.methods import ENV_OFFICIAL, OFFICIAL_BESIDE, Method, MethodOptions, build_methods, known_methods
-from ..bench.run import RAW_NLFS, TABLE_HEADER, BenchConfig, BenchResult, run_bench, table_rows, to_json, to_markdown
+from ..bench.run import (
+    RAW_NLFS,
+    REAL_SETTING,
+    TABLE_HEADER,
+    BenchConfig,
+    BenchResult,
+    run_bench,
+    table_rows,
+    to_json,
+    to_markdown,
+)
 from ..errors import N3Error
 from .common import RELEASE_STEP, err_console, handle_errors, is_tty, out_console, parse_nlf
 from .devices import set_threads
@@ -37,9 +47,15 @@ Examples:
   n3 bench --task raw --dataset Set12 --limit 3 --weights nlf.safetensors --methods noisy,gat-bm3d
   (synthetic raw: Eq. 13 with f_e 2.2, f_c 1; Poisson-Gaussian noise at --nlf a,b, repeatable;
   default NLFs 1e-3,1e-5 / 4e-3,4e-5 / 1e-2,1e-4)
+
+  n3 bench --task real --dataset PolyU-val --methods noisy,n3net,bm3d --json polyu.json
+  (real noisy/clean photo pairs, *_real / *_mean files; no synthetic noise, so no --sigma; outputs are
+  rounded to 8 bits before scoring)
 """
 
-DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic,n3net", "raw": "noisy,n3net,n3net-est,gat-bm3d"}
+DEFAULT_METHODS = {"denoise": "noisy,n3net,bm3d", "sr": "bicubic,n3net", "raw": "noisy,n3net,n3net-est,gat-bm3d",
+                   "real": "noisy,n3net,bm3d"}
+TASKS = tuple(DEFAULT_METHODS)
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -90,11 +106,12 @@ def command_line(fallback: list[str]) -> str:
 
 @handle_errors
 def bench_cmd(
-    dataset: Annotated[str, typer.Option(help="A registered set (n3 data list) or a folder of images.",
+    dataset: Annotated[str, typer.Option(help="A registered set (n3 data list) or a folder of images "
+                                         "(--task real: of *_real/*_mean pairs).",
                                          show_default=False)],
     data_dir: Annotated[Path | None, typer.Option(help=f"Data root holding <set>/ folders (default: "
                                                   f"${datasets.ENV_DATA}, else the user cache).")] = None,
-    task: Annotated[str, typer.Option(help="denoise, sr or raw.")] = "denoise",
+    task: Annotated[str, typer.Option(help="denoise, sr, raw or real.")] = "denoise",
     sigma: Annotated[list[str] | None, typer.Option(help="Noise σ (0-255), e.g. 25,50,70.",
                                                     show_default="25")] = None,
     scale: Annotated[list[str] | None, typer.Option(help="SR factors, e.g. 2,3,4.", show_default="2,3,4")] = None,
@@ -103,8 +120,9 @@ def bench_cmd(
         show_default="1e-3,1e-5 4e-3,4e-5 1e-2,1e-4")] = None,
     methods: Annotated[list[str] | None, typer.Option(
         help="Methods, e.g. n3net,bm3d,nlm. Denoise: " + ", ".join(known_methods("denoise"))
-        + "; sr: " + ", ".join(known_methods("sr")) + "; raw: " + ", ".join(known_methods("raw")) + ".",
-        show_default=f"{DEFAULT_METHODS['denoise']} / {DEFAULT_METHODS['sr']} / {DEFAULT_METHODS['raw']}")] = None,
+        + "; sr: " + ", ".join(known_methods("sr")) + "; raw: " + ", ".join(known_methods("raw"))
+        + "; real: " + ", ".join(known_methods("real")) + ".",
+        show_default=" / ".join(DEFAULT_METHODS.values()))] = None,
     weights: Annotated[list[str] | None, typer.Option(help="Also benchmark this weights file "
                                                       "(.safetensors or an authors' .t7).")] = None,
     official_dir: Annotated[Path | None, typer.Option(help="Folder of the authors' n3net_sigma*.t7 for method "
@@ -153,7 +171,7 @@ class BenchRequest:
     dataset: str
     data_dir: Path | None
     task: str
-    settings: list[Any]  # σ values, integer scales or NLFs (a, b)
+    settings: list[Any]  # σ values, integer scales, NLFs (a, b) or [REAL_SETTING]
     names: list[str]  # method names, weights:PATH included
     limit: int | None
 
@@ -171,8 +189,8 @@ def parse_request(dataset: str, data_dir: Path | None, task: str, sigma: list[st
                   nlf: list[str] | None, methods: list[str] | None, weights: list[str] | None, limit: int | None,
                   color: str) -> BenchRequest:
     """Check the options against each other and the task; settings and method names as lists."""
-    if task not in ("denoise", "sr", "raw"):
-        raise N3Error(f"--task must be denoise, sr or raw, got {task!r}")
+    if task not in TASKS:
+        raise N3Error(f"--task must be denoise, sr, raw or real, got {task!r}")
     if limit is not None and limit < 1:
         raise N3Error(f"--limit must be at least 1, got {limit}")
     if nlf and task != "raw":
@@ -180,7 +198,11 @@ def parse_request(dataset: str, data_dir: Path | None, task: str, sigma: list[st
     if color not in api.COLOR_MODES:
         raise N3Error(f"--color must be one of {', '.join(api.COLOR_MODES)}, got {color!r}")
     settings: list[Any]
-    if task == "raw":
+    if task == "real":
+        if sigma or scale or nlf:
+            raise N3Error("--sigma, --scale and --nlf do not apply to --task real (real pairs carry their own noise)")
+        settings = [REAL_SETTING]
+    elif task == "raw":
         if sigma or scale:
             raise N3Error("--sigma and --scale do not apply to --task raw; use --nlf a,b")
         settings = list(dict.fromkeys(parse_nlf_values(nlf)))
@@ -208,7 +230,7 @@ def plan_bench(request: BenchRequest, outputs: Outputs, options: MethodOptions, 
     for path in (outputs.json, outputs.markdown):
         if path is not None and not Path(path).parent.is_dir():
             raise N3Error(f"{Path(path).parent}: output folder does not exist")
-    ds = datasets.resolve_dataset(request.dataset, request.data_dir)
+    ds = datasets.resolve_dataset(request.dataset, request.data_dir, request.task)
     if not quiet:
         if ds.warning:
             err_console.print(f"[yellow]warning:[/] {ds.warning}", highlight=False)
@@ -253,7 +275,7 @@ def report(result: BenchResult, request: BenchRequest, outputs: Outputs, quiet: 
     if not quiet:
         for w in dict.fromkeys(s.warning for s in result.summaries if s.warning):
             err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        if request.task != "raw" and any(not s.full_set for s in result.summaries):
+        if request.task in ("denoise", "sr") and any(not s.full_set for s in result.summaries):
             err_console.print("note: paper figures are over the full set; this run used a subset", highlight=False)
     if outputs.json is not None:
         _write_text(outputs.json, to_json(result))
@@ -268,6 +290,8 @@ def fallback_command(request: BenchRequest) -> list[str]:
     task, settings = request.task, request.settings
     if task == "raw":
         values = [v for a, b in settings for v in ("--nlf", f"{a:g},{b:g}")]
+    elif task == "real":
+        values = []
     else:
         values = ["--sigma" if task == "denoise" else "--scale", ",".join(f"{s:g}" for s in settings)]
     command = ["n3", "bench", "--dataset", request.dataset, "--task", task, *values,
@@ -318,7 +342,7 @@ def data_list_cmd(
     for spec in datasets.REGISTRY.values():
         folder = datasets.local_folder(spec, data_dir)
         if folder is not None:
-            n = len(datasets.image_files(folder, spec.ext))
+            n = len(datasets.set_files(folder, spec))
             here = f"{folder} ({n}/{spec.count})"
         else:
             here = "no"

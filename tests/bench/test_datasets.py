@@ -31,12 +31,14 @@ def test_registry_entries_and_checksums() -> None:
     sums = datasets.checksums()
     assert set(sums) == {"Set12", "BSD68", "CBSD68", "Kodak24", "Set5", "Set14"}
     for name, spec in datasets.REGISTRY.items():
-        assert spec.tasks and set(spec.tasks) <= {"denoise", "sr"}
+        assert spec.tasks and set(spec.tasks) <= {"denoise", "sr", "real"}
         assert spec.source
         if name in sums:
             assert len(sums[name]) == spec.count and spec.url
             assert all(len(h) == 64 for h in sums[name].values())
     assert datasets.REGISTRY["Urban100"].url is None and datasets.REGISTRY["BSD100"].url is None
+    polyu = datasets.REGISTRY["PolyU-val"]
+    assert polyu.tasks == ("real",) and polyu.paired and polyu.count == 22 and polyu.url is None
     assert datasets.lookup("set12") is datasets.REGISTRY["Set12"]
     assert datasets.REGISTRY["Urban100"].gray_for_denoise and not datasets.REGISTRY["CBSD68"].gray_for_denoise
 
