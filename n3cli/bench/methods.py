@@ -492,7 +492,7 @@ def _noisy_raw(arg: str | None, options: MethodOptions) -> Method:
 # --- real noisy/clean pairs ----------------------------------------------------------------------
 # ``run(noisy, 0.0)``: a real noisy photo (H, W, 3) RGB in [0, 1]; no noise level is known (see the module docstring).
 
-def _real_model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
+def _real_model_method(restorer: api.Restorer, options: MethodOptions, task: str = "real") -> Method:
     info = restorer.info
     notes: dict[str, None] = {}  # the plans' notes (e.g. an estimated σ beyond training), reported once
 
@@ -509,7 +509,7 @@ def _real_model_method(restorer: api.Restorer, options: MethodOptions) -> Method
         return None
 
     how = "blind" if info.blind_capable else "sigma estimated from the image" if info.conditional else "as trained"
-    return Method("", info.name, "real", run, paper=None, description=f"{info.description or 'N3Net'} ({how})",
+    return Method("", info.name, task, run, paper=None, description=f"{info.description or 'N3Net'} ({how})",
                   unavailable=unavailable, caution=lambda setting: "; ".join(notes) or None,
                   ensembled=restorer.self_ensemble, color=options.color)
 
@@ -517,6 +517,15 @@ def _real_model_method(restorer: api.Restorer, options: MethodOptions) -> Method
 register_model_methods("real", _real_model_method,
                        "our default model for colour photos (api.load_model(None, 'denoise-color')), no sigma given",
                        "a denoising weights file, no sigma given (blind or estimated): weights:PATH")
+
+
+@register("auto", "denoise", "a model given no sigma, as n3 denoise without --sigma (blind if the model can, else "
+          "sigma estimated): auto:NAME or auto:PATH; default: the shipped default for colour images")
+def _auto(arg: str | None, options: MethodOptions) -> Method:
+    restorer = options.load(arg or None, registry_task("real"))
+    method = _real_model_method(restorer, options, task="denoise")
+    method.label = f"{restorer.info.name}-auto"
+    return method
 
 
 @register("bm3d", "real", "CBM3D (bm3d package) with sigma estimated from the noisy photo (wavelet MAD)")

@@ -197,3 +197,14 @@ def test_polyu_val_from_shared_data() -> None:
     (summary,) = result.summaries
     assert summary.images == 2 and not summary.full_set and 25 < summary.psnr < 50
     assert [r.image for r in summary.per_image] == [f.name for f in ds.files[:2]]
+
+
+def test_auto_method_gives_no_sigma(tmp_path: Path) -> None:
+    """``auto:PATH`` on a Gaussian set: the model is given no σ (blind for a blind-capable one)."""
+    from n3cli.bench.methods import MethodOptions
+
+    weights = tiny_color_weights(tmp_path)
+    method = build_method(f"auto:{weights}", "denoise", MethodOptions(device="cpu"))
+    assert method.label == "tiny-color-auto" and "blind" in method.description
+    noisy = np.random.default_rng(0).random((24, 20, 3)).astype(np.float32)
+    assert method.run(noisy, 25.0).shape == noisy.shape
