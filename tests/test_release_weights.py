@@ -103,3 +103,30 @@ def test_records_without_the_model_or_command_are_refused(tmp_path: Path, releas
     assert release.main(["--name", "n3net-nlf", "--results", str(results), "--manifest", str(manifest)]) == 2
     assert "give --command" in capsys.readouterr().err
     assert manifest.read_bytes() == (REPO / "weights" / "manifest.json").read_bytes()  # nothing written
+
+
+def test_a_colour_model_is_the_default_for_colour_images(tmp_path: Path, release: ModuleType) -> None:
+    """A colour model registered with --default serves colour images (``denoise-color``), beside the gray default;
+    its real-pair figures are recorded under ``DATASET/real``."""
+    from .conftest import tiny_color_weights
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps({"default": {"denoise": "gray"}, "models": {}}))
+    made = tiny_color_weights(tmp_path / "run", "tiny-color")
+    assert release.main([str(made), "--default", "--manifest", str(manifest)]) == 0
+    reg = json.loads(manifest.read_text())
+    assert reg["default"] == {"denoise": "gray", "denoise-color": "tiny-color"}
+    assert reg["models"]["tiny-color"]["planes"] == ["red", "green", "blue", "sqrt_a", "sqrt_b", "known"]
+    records = [{"dataset": "PolyU-val", "task": "real", "method": "tiny-color", "setting": "real", "psnr": 38.12345,
+                "ssim": 0.9512345, "full_set": True},
+               {"dataset": "CBSD68", "task": "denoise", "method": "tiny-color", "sigma": 25, "psnr": 30.5,
+                "ssim": 0.87, "full_set": True}]
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(records))
+    args = ["--name", "tiny-color", "--results", str(results), "--command", "n3 bench Y", "--manifest", str(manifest)]
+    assert release.main(args) == 0
+    metrics = json.loads(manifest.read_text())["models"]["tiny-color"]["metrics"]
+    assert metrics == {"PolyU-val/real": {"psnr": 38.123, "ssim": 0.9512}, "CBSD68/sigma25": {"psnr": 30.5,
+                                                                                               "ssim": 0.87}}
