@@ -332,7 +332,8 @@ def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[flo
     """The colour mode, the σ of each processed channel (given, or estimated from ``image``) and the notes.
 
     ``sigma``: one σ of i.i.d. noise on the input's channels (0-255 scale), or one per processed channel;
-    ``nlf``: σ²(x) = a·x + b instead (noise-level-conditional models). See :func:`denoise`."""
+    ``nlf``: σ²(x) = a·x + b instead (noise-level-conditional models); neither, with a blind-capable model: the
+    plan is blind (the model infers the noise). See :func:`denoise`."""
     img = _hwc(image)
     rgb = img[:, :, :3]
     if nlf is not None:
@@ -361,10 +362,11 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
             plan: DenoisePlan | None = None) -> np.ndarray:
     """Denoise a gray or colour image (H, W) / (H, W, C), float in [0, 1] (or uint8/uint16).
 
-    ``sigma``: Gaussian noise σ on the 0-255 scale (None: estimated from the image), or one σ per channel
-    processed (R, G, B, or the opponent channels); ``nlf=(a, b)``: a noise level function
-    σ²(x) = a·x + b instead (noise-level-conditional models).
-    ``color`` (see :func:`color_mode`): colour images are denoised with the gray model either in an
+    ``sigma``: Gaussian noise σ on the 0-255 scale (None: inferred by a blind-capable model, else estimated from
+    the image), or one σ per channel processed (R, G, B, or the opponent channels); ``nlf=(a, b)``: a noise level
+    function σ²(x) = a·x + b instead (noise-level-conditional models). ``model`` None: the shipped default for
+    the image (for colour images the ``denoise-color`` default, a colour model run in one pass, where one is shipped).
+    ``color`` (see :func:`color_mode`): with a gray model, colour images are denoised either in an
     opponent colour space (luma and two chroma channels, as CBM3D does: i.i.d. RGB noise of σ becomes
     σ/√3, σ/√2 and σ·√6/4 there, and the chroma channels are smooth) or channel by channel in RGB. A
     fourth (alpha) channel is returned untouched. ``keep_mean`` (noise-level-conditional models, Gaussian σ):
