@@ -3,7 +3,8 @@
 The recipe of Brooks et al. 2019 ("Unprocessing images for learned raw denoising", CVPR) with the JPEG step of
 CBDNet (Guo et al. 2019): clean sRGB → *unprocess* (inverse tone curve, inverse gamma, sRGB → camera colour,
 inverse white balance, RGGB mosaic) → Poisson-Gaussian noise σ²(x) = a·x + b at the NLF of a real sensor →
-*process* (white balance, demosaicking, camera → sRGB colour, gamma, tone curve) → optional sharpening and JPEG.
+*process* (white balance, demosaicking, camera → sRGB colour, gamma, tone curve) → optional in-camera noise
+reduction (the noise's luma and, harder, chroma blurred), sharpening and JPEG.
 
 Only the noise goes through the camera: the noisy image is ``clean + process(raw + n) - process(raw)``, so the
 clean target keeps its detail (demosaicking the clean mosaic would blur it and teach a model to keep the blur),
@@ -58,14 +59,19 @@ class Camera:
     b: float
     demosaic: str = "Malvar2004"
     sharpen: float = 0.0  #: unsharp-mask amount applied to the noise (in-camera sharpening), 0: none
+    nr_luma: float = 0.0  #: in-camera noise reduction: Gaussian blur σ (pixels) of the noise's luma, 0: none
+    nr_chroma: float = 0.0  #: ... and of its chroma (cameras smooth chroma noise hardest)
     jpeg_quality: int | None = None  #: None: no JPEG
 
 
-def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_fraction: float = 0.5) -> Camera:
+def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_fraction: float = 0.5,
+                  nr_fraction: float = 0.8) -> Camera:
     """A random camera over Brooks et al.'s ranges: a random convex mix of :data:`XYZ2CAMS`, red gain U(1.9, 2.4),
     blue gain U(1.5, 1.9), brightness gain 1/N(0.8, 0.1), NLF over :data:`SHOT_RANGE`; JPEG quality U(60, 100)
-    with probability ``jpeg_fraction``, sharpening U(0, 1) with probability ``sharpen_fraction``."""
-    u = torch.rand(12, generator=gen, dtype=torch.float64).tolist()
+    with probability ``jpeg_fraction``, sharpening U(0, 1) with probability ``sharpen_fraction``; in-camera noise
+    reduction with probability ``nr_fraction``: the noise's luma blurred by σ U(0.5, 2) px, its chroma by
+    U(1, 3) px."""
+    u = torch.rand(15, generator=gen, dtype=torch.float64).tolist()
     z = torch.randn(2, generator=gen, dtype=torch.float64).tolist()
     mix = np.array(u[:4]) / sum(u[:4])
     xyz2cam = np.tensordot(mix, np.array(XYZ2CAMS), axes=1)
@@ -83,6 +89,8 @@ def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_frac
         demosaic=DEMOSAIC[min(int(u[7] * len(DEMOSAIC)), len(DEMOSAIC) - 1)],
         sharpen=u[8] if u[9] < sharpen_fraction else 0.0,
         jpeg_quality=60 + min(int(u[10] * 41), 40) if u[11] < jpeg_fraction else None,
+        nr_luma=0.5 + 1.5 * u[12] if u[14] < nr_fraction else 0.0,
+        nr_chroma=1.0 + 2.0 * u[13] if u[14] < nr_fraction else 0.0,
     )
 
 
@@ -157,6 +165,32 @@ def process(raw: Tensor, cam: Camera) -> Tensor:
     return 3 * x.square() - 2 * x.pow(3)
 
 
+def _blur(x: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur of (C, H, W) per channel, σ in pixels (reflected borders)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[0]
+    y = torch.nn.functional.pad(x[None], (r, r, r, r), mode="reflect")
+    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+
+
+#: RGB → (luma, two chroma) used by the noise reduction; orthonormal, so its inverse is its transpose.
+_OPP = ((1 / math.sqrt(3),) * 3, (1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)),
+        (1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)))
+
+
+def noise_reduction(noise: Tensor, luma: float, chroma: float) -> Tensor:
+    """In-camera noise reduction on a noise image (3, H, W): its luma blurred by σ ``luma``, its two chroma
+    channels by σ ``chroma`` (pixels). Applied to the noise only, it is an ideal NR that keeps every detail."""
+    m = _matrix(_OPP, noise)
+    o = torch.einsum("ij,jhw->ihw", m, noise)
+    parts = [o[:1] if luma <= 0 else _blur(o[:1], luma), o[1:] if chroma <= 0 else _blur(o[1:], chroma)]
+    return torch.einsum("ji,jhw->ihw", m, torch.cat(parts))
+
+
 def _unsharp(x: Tensor, amount: float) -> Tensor:
     """x + amount·(x - blur(x)) with a 3×3 binomial blur (replicated borders), per channel."""
     k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
@@ -186,6 +220,8 @@ def camera_noisy(clean: Tensor, cam: Camera, gen: torch.Generator) -> Tensor:
     shot = torch.poisson(raw.clamp_min(0) / cam.a, generator=gen) * cam.a - raw.clamp_min(0)
     read = torch.randn(raw.shape, generator=gen, dtype=raw.dtype) * math.sqrt(cam.b)
     diff = process(raw + shot + read, cam) - process(raw, cam)
+    if cam.nr_luma or cam.nr_chroma:
+        diff = noise_reduction(diff, cam.nr_luma, cam.nr_chroma)
     if cam.sharpen:
         diff = _unsharp(diff, cam.sharpen)
     noisy = (clean + diff[:, :h, :w]).clamp(0, 1)
@@ -193,4 +229,4 @@ def camera_noisy(clean: Tensor, cam: Camera, gen: torch.Generator) -> Tensor:
 
 
 __all__ = ["DEMOSAIC", "RGB2XYZ", "SHOT_RANGE", "XYZ2CAMS", "Camera", "camera_noisy", "demosaic",
-           "demosaicing_library", "jpeg", "mosaic", "process", "sample_camera", "unprocess"]
+           "demosaicing_library", "jpeg", "mosaic", "noise_reduction", "process", "sample_camera", "unprocess"]

@@ -37,7 +37,8 @@ def test_camera_noise_is_correlated_and_keeps_the_image() -> None:
     for seed in range(4):
         g = _gen(seed)
         cam = camera.Camera(**{**camera.sample_camera(g).__dict__, "jpeg_quality": None, "sharpen": 0.0,
-                               "demosaic": "bilinear", "a": 1e-3, "b": 1e-5})
+                               "demosaic": "bilinear", "a": 1e-3, "b": 1e-5, "nr_luma": 0.0,
+                               "nr_chroma": 0.0})
         noise = camera.camera_noisy(clean, cam, g) - clean
         n = noise - noise.mean(dim=(1, 2), keepdim=True)
         corr.append(float((n[:, :, 1:] * n[:, :, :-1]).mean() / n.square().mean()))
@@ -63,3 +64,17 @@ def test_sampled_cameras_stay_in_the_published_ranges() -> None:
         assert cam.jpeg_quality is None or 60 <= cam.jpeg_quality <= 100
         rows = torch.tensor(cam.rgb2cam).sum(1)
         assert torch.allclose(rows, torch.ones(3), atol=1e-6)
+
+
+def test_noise_reduction_removes_fine_noise_and_keeps_its_mean() -> None:
+    """In-camera NR on a noise image: the fine-scale part (what a wavelet MAD estimator sees) mostly goes, chroma
+    more than luma; the mean stays."""
+    g = _gen(7)
+    noise = torch.randn(3, 64, 64, generator=g) * 0.02 + 0.001
+    out = camera.noise_reduction(noise, 1.0, 2.5)
+    fine = lambda t: (t[:, 1:, 1:] - t[:, :-1, 1:] - t[:, 1:, :-1] + t[:, :-1, :-1]).std()  # noqa: E731
+    assert float(fine(out)) < 0.3 * float(fine(noise))
+    assert torch.allclose(out.mean(), noise.mean(), atol=1e-4)
+    assert torch.allclose(camera.noise_reduction(noise, 0.0, 0.0), noise, atol=1e-6)
+    grey = noise.mean(0, keepdim=True).expand(3, -1, -1)  # pure luma noise: the chroma blur leaves it
+    assert torch.allclose(camera.noise_reduction(grey, 0.0, 3.0), grey, atol=1e-6)
