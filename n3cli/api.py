@@ -29,7 +29,7 @@ from .imaging.resize import SR_SCALES, imresize
 from .imaging.tiling import plan_tiles, tiled_apply
 from .nn.fuse import fold_batchnorm
 from .nn.nets import N3Net
-from .weights import DEFAULT_FALLBACK, ModelInfo, resolve
+from .weights import DEFAULT_FALLBACK, ModelInfo, resolve, shipped_default
 
 if TYPE_CHECKING:
     from .raw.io import RawImage
@@ -233,10 +233,11 @@ def estimate_sigma(image: np.ndarray) -> float:
     return float(np.mean(estimate_channel_sigmas(image)))
 
 
-def estimate_channel_sigmas(image: np.ndarray, color: str = "rgb") -> tuple[float, ...]:
+def estimate_channel_sigmas(image: np.ndarray, color: str = "rgb", channels: int | None = None) -> tuple[float, ...]:
     """Noise σ (0-255 scale) of each channel of an image in [0, 1] (wavelet MAD); ``color="opponent"``:
     of the opponent channels of an RGB image (:func:`n3cli.imaging.color.rgb2opponent`), measured there,
-    so noise that is correlated across R, G and B (demosaicked photos) is measured as it is."""
+    so noise that is correlated across R, G and B (demosaicked photos) is measured as it is. ``channels``: only
+    the first so many."""
     try:
         import pywt  # noqa: F401  (the estimator's wavelets; scikit-image imports it only when called)
         from skimage.restoration import estimate_sigma as _est
@@ -246,6 +247,7 @@ def estimate_channel_sigmas(image: np.ndarray, color: str = "rgb") -> tuple[floa
     img = _hwc(image)[:, :, :3]
     if color == "opponent":
         img = rgb2opponent(img)
+    img = img[:, :, :channels] if channels else img
     return tuple(float(v) * 255.0 for v in _est(img, channel_axis=-1, average_sigmas=False))
 
 
@@ -378,7 +380,7 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     if isinstance(model, Restorer):
         restorer = model
     else:
-        restorer = load_model(model, denoise_task(img.shape[2], model, nlf), device)
+        restorer = load_model(model, choose_denoiser(img, model, sigma, nlf, color).task, device)
     if plan is None:
         plan = plan_denoise(img, restorer.info, sigma, nlf=nlf, color=color)
         for note in plan.notes:
@@ -410,11 +412,35 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
 
 
-def denoise_task(channels: int, weights: str | Path | None = None, nlf: tuple[float, float] | None = None) -> str:
-    """The registry task whose default serves an image of ``channels`` channels: ``denoise-color`` (a colour model,
-    one pass, where one is shipped; else the gray default) for colour images with no weights and no NLF given (the
-    colour model is trained on Gaussian and camera noise; an NLF of R, G, B goes channel by channel)."""
-    return "denoise-color" if weights is None and nlf is None and channels >= 3 else "denoise"
+#: Luma noise σ (0-255 scale; wavelet MAD of the opponent luma) under which a colour image given no noise level goes
+#: to the shipped colour model, blind. Camera JPEG noise is coarse (demosaicked, noise-reduced, compressed) and this
+#: estimator sees little of it (0.3–0.9 on PolyU-val's 22 photos, whose luma noise is 2.4–5.2), while i.i.d. noise of
+#: σ ≥ 3.5 on RGB shows ≥ 2 there and goes to the gray model with its estimated σ, as before (docs/real-photos.md).
+FINE_NOISE_LIMIT = 2.0
+
+
+@dataclass(frozen=True)
+class DenoiserChoice:
+    """Which registry default serves an image (``task``: ``denoise`` or ``denoise-color``) and why (``reason``)."""
+
+    task: str
+    reason: str = ""
+
+
+def choose_denoiser(image: np.ndarray, weights: str | Path | None = None, sigma: object = None,
+                    nlf: tuple[float, float] | None = None, color: str = "auto") -> DenoiserChoice:
+    """The default model for an image: the shipped colour model (``denoise-color``, blind) for a colour image given
+    no weights, no noise level and no colour mode, whose fine-scale noise is under :data:`FINE_NOISE_LIMIT` (camera
+    noise, or none); otherwise the gray default (``denoise``: channel by channel or in opponent colour, where a
+    given or estimated σ serves Gaussian-like noise best so far)."""
+    img = _hwc(image)
+    if (weights is not None or nlf is not None or sigma is not None or color != "auto" or img.shape[2] < 3
+            or shipped_default("denoise-color") is None):
+        return DenoiserChoice("denoise")
+    luma = estimate_channel_sigmas(img[:, :, :3], "opponent", channels=1)[0]
+    if luma < FINE_NOISE_LIMIT:
+        return DenoiserChoice("denoise-color", f"fine-scale noise {luma:.1f} (luma): camera noise or none")
+    return DenoiserChoice("denoise", f"fine-scale noise {luma:.1f} (luma): Gaussian-like")
 
 
 #: Side (pixels) of the box filter, applied three times (≈ a Gaussian of σ 32 px), that takes the local

@@ -365,6 +365,11 @@ def resolve(weights: str | Path | None, task: str = "denoise") -> tuple[N3Net, M
 DEFAULT_FALLBACK = {"raw": "denoise", "denoise-color": "denoise"}
 
 
+def shipped_default(task: str) -> str | None:
+    """The registry's own default for ``task`` (no fallback), or None."""
+    return manifest().get("default", {}).get(task)
+
+
 def default_name(reg: dict[str, Any], task: str) -> str | None:
     """The shipped default model's name for ``task`` (with :data:`DEFAULT_FALLBACK`), or None."""
     defaults = reg.get("default", {})

@@ -61,11 +61,22 @@ def test_one_pass_over_rgb_blind_or_with_the_level(color: api.Restorer) -> None:
     assert np.array_equal(out[:, :, 3], rgba[:, :, 3]) and np.allclose(out[:, :, :3], blind, atol=1e-6)
 
 
-def test_default_task_per_image() -> None:
-    assert api.denoise_task(3) == "denoise-color"  # the colour default where shipped, else the gray one
-    assert api.denoise_task(1) == "denoise"
-    assert api.denoise_task(3, "my.safetensors") == "denoise"
-    assert api.denoise_task(3, None, (1e-3, 1e-5)) == "denoise"  # an NLF of R, G, B: the gray model per channel
+def test_default_model_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The colour default (where shipped) takes colour images given nothing whose fine-scale noise is low (camera
+    noise, or none); Gaussian-like noise, given levels, weights, modes and gray images keep the gray default."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:96] / 96.0
+    smooth = np.stack([0.3 + 0.4 * x, 0.2 + 0.5 * y, 0.6 - 0.3 * x * y], axis=2).astype(np.float32)
+    gauss = (smooth + rng.normal(0, 10 / 255, smooth.shape)).astype(np.float32)
+    monkeypatch.setattr(api, "shipped_default", lambda task: "tiny-color" if task == "denoise-color" else None)
+    assert api.choose_denoiser(smooth).task == "denoise-color"
+    assert "camera noise or none" in api.choose_denoiser(smooth).reason
+    assert api.choose_denoiser(gauss).task == "denoise"
+    assert api.choose_denoiser(smooth[:, :, 0]).task == "denoise"
+    for kwargs in ({"weights": "my.safetensors"}, {"sigma": 5.0}, {"nlf": (1e-3, 1e-5)}, {"color": "rgb"}):
+        assert api.choose_denoiser(smooth, **kwargs).task == "denoise"
+    monkeypatch.setattr(api, "shipped_default", lambda task: None)  # none shipped: no estimate, the gray default
+    assert api.choose_denoiser(smooth) == api.DenoiserChoice("denoise")
 
 
 def test_cli_reports_blind_denoising(tmp_path: Path, color: api.Restorer) -> None:

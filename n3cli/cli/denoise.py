@@ -69,10 +69,8 @@ def denoise_cmd(
         raise typer.Exit(report_nothing_to_do(early))
     restorers: dict[str, api.Restorer] = {}
 
-    def restorer_for(channels: int) -> api.Restorer:
-        """The model for an image: the one given, else the default for gray or (colour mode auto) colour images,
-        each loaded once and announced when first used."""
-        task = api.denoise_task(channels, weights, nlf_value) if color == "auto" else "denoise"
+    def restorer_for(task: str) -> api.Restorer:
+        """The model of a registry task (or the one given), loaded once and announced when first used."""
         if task not in restorers:
             restorer = api.load_model(weights, task, run.device, self_ensemble=run.ensemble,
                                       precision=run.precision)
@@ -84,15 +82,17 @@ def denoise_cmd(
                 err_console.print(f"model {restorer.describe()}{note}", highlight=False)
         return restorers[task]
 
-    api.color_mode(restorer_for(1).info, 3, color, nlf_value)  # refuses impossible combinations before any work
+    api.color_mode(restorer_for("denoise").info, 3, color, nlf_value)  # refuses impossible combinations first
     warned: set[str] = set()  # a note on given noise levels is printed once, not per image
     names = {"opponent": " (luma/red-blue/green-magenta)", "rgb": " (R/G/B)"}
 
     def process(img: Image, on_tile: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        restorer = restorer_for(img.pixels.shape[2])
+        choice = api.choose_denoiser(img.pixels, weights, sigma_value, nlf_value, color)
+        restorer = restorer_for(choice.task)
         plan = api.plan_denoise(img.pixels, restorer.info, sigma_value, nlf=nlf_value, color=color)
         if plan.blind and not run.quiet and not run.json_out:
-            err_console.print(f"{img.path}: noise level inferred by {restorer.name} (blind)", highlight=False)
+            why = f"; {choice.reason}" if choice.reason else ""
+            err_console.print(f"{img.path}: noise level inferred by {restorer.name} (blind{why})", highlight=False)
         if plan.estimated and plan.sigmas is not None and not run.quiet and not run.json_out:
             shown = "/".join(f"{v:.1f}" for v in plan.sigmas) + names.get(plan.mode, "")
             err_console.print(f"{img.path}: estimated sigma {shown}", highlight=False)
