@@ -65,7 +65,7 @@ class Camera:
 
 
 def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_fraction: float = 0.5,
-                  nr_fraction: float = 0.8) -> Camera:
+                  nr_fraction: float = 0.0) -> Camera:
     """A random camera over Brooks et al.'s ranges: a random convex mix of :data:`XYZ2CAMS`, red gain U(1.9, 2.4),
     blue gain U(1.5, 1.9), brightness gain 1/N(0.8, 0.1), NLF over :data:`SHOT_RANGE`; JPEG quality U(60, 100)
     with probability ``jpeg_fraction``, sharpening U(0, 1) with probability ``sharpen_fraction``; in-camera noise

@@ -389,6 +389,7 @@ class RealSpec:
     camera_fraction: float = 0.5
     known_fraction: float = 0.5
     sigma_max: float = SIGMA_MAX
+    nr_fraction: float = 0.0  #: simulated cameras with in-camera noise reduction (validated worse so far)
 
     @classmethod
     def parse(cls, text: str) -> RealSpec:
@@ -397,12 +398,12 @@ class RealSpec:
             return cls()
         head, _, rest = text.partition(":")
         if head != "real" or not rest:
-            raise ValueError("expected 'real' or 'real:camera=F,known=F'")
+            raise ValueError("expected 'real' or 'real:camera=F,known=F,nr=F'")
         values: dict[str, float] = {}
         for item in rest.split(","):
             key, _, value = item.partition("=")
-            if key.strip() not in ("camera", "known"):
-                raise ValueError(f"unknown key {key.strip()!r} (camera, known)")
+            if key.strip() not in ("camera", "known", "nr"):
+                raise ValueError(f"unknown key {key.strip()!r} (camera, known, nr)")
             v = float(value)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{key.strip()} must be in [0, 1], got {v}")
@@ -410,7 +411,8 @@ class RealSpec:
         return cls(**values)
 
     def describe(self) -> str:
-        return (f"real: camera-pipeline noise (Brooks et al. 2019, blind) w.p. {self.camera_fraction:g}, else "
+        nr = f", in-camera noise reduction w.p. {self.nr_fraction:g}" if self.nr_fraction else ""
+        return (f"real: camera-pipeline noise (Brooks et al. 2019, blind) w.p. {self.camera_fraction:g}{nr}, else "
                 f"Gaussian σ~U(0,{self.sigma_max:g}) on RGB, its level given w.p. {self.known_fraction:g}")
 
 
@@ -424,7 +426,7 @@ def real_batch(clean: Tensor, spec: RealSpec, gen: torch.Generator) -> Batch:
     sigma = torch.rand(n, generator=gen) * spec.sigma_max
     noisy = noise.add_gaussian(clean, sigma.view(n, 1, 1, 1), gen)
     for i in camera.nonzero().flatten().tolist():
-        noisy[i] = camera_noisy(clean[i], sample_camera(gen), gen)
+        noisy[i] = camera_noisy(clean[i], sample_camera(gen, nr_fraction=spec.nr_fraction), gen)
     b = torch.where(known, (sigma / 255.0) ** 2, torch.zeros(n))
     levels = torch.stack([torch.zeros(n), b, known.float()], dim=1)
     return Batch(noisy, levels, clean)
