@@ -20,6 +20,8 @@ pytest.importorskip("colour_demosaicing")
 def test_real_spec_text() -> None:
     assert RealSpec.parse("real") == RealSpec()
     assert RealSpec.parse("real:camera=0.25,known=1") == RealSpec(camera_fraction=0.25, known_fraction=1.0)
+    assert RealSpec.parse("real:nr=0.8").nr_fraction == 0.8
+    assert "noise reduction" in RealSpec(nr_fraction=0.8).describe()
     for bad in ("real:camera=2", "real:foo=0.1", "real:"):
         with pytest.raises(ValueError):
             RealSpec.parse(bad)
