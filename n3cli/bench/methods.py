@@ -313,9 +313,8 @@ def _official(arg: str | None, options: MethodOptions) -> Method:
 
 # --- classical denoisers -------------------------------------------------------------------------
 
-@register("bm3d", "denoise", "BM3D (bm3d package; CBM3D in opponent colour space for RGB)")
-def _bm3d(arg: str | None, options: MethodOptions) -> Method:
-    _no_arg("bm3d", arg)
+def _bm3d_denoiser() -> RunFn:
+    """``run(noisy, σ)``: BM3D at σ (0-255) on a gray image, CBM3D on an RGB one; MethodUnavailable without bm3d."""
     try:
         import bm3d
     except ImportError:
@@ -325,6 +324,14 @@ def _bm3d(arg: str | None, options: MethodOptions) -> Method:
         if noisy.shape[2] == 3:
             return _as_hwc(bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255.0), noisy)
         return _as_hwc(bm3d.bm3d(noisy[:, :, 0], sigma_psd=sigma / 255.0), noisy)
+
+    return run
+
+
+@register("bm3d", "denoise", "BM3D (bm3d package; CBM3D in opponent colour space for RGB)")
+def _bm3d(arg: str | None, options: MethodOptions) -> Method:
+    _no_arg("bm3d", arg)
+    run = _bm3d_denoiser()
 
     return Method("bm3d", "bm3d", "denoise", run, paper="BM3D", description="BM3D (Dabov et al. 2007)")
 
@@ -531,16 +538,10 @@ def _auto(arg: str | None, options: MethodOptions) -> Method:
 @register("bm3d", "real", "CBM3D (bm3d package) with sigma estimated from the noisy photo (wavelet MAD)")
 def _bm3d_real(arg: str | None, options: MethodOptions) -> Method:
     _no_arg("bm3d", arg)
-    try:
-        import bm3d
-    except ImportError:
-        raise MethodUnavailable("bm3d: the bm3d package is not installed (pip install 'n3cli[bench]')") from None
+    denoise = _bm3d_denoiser()
 
     def run(noisy: np.ndarray, setting: float) -> np.ndarray:
-        sigma = api.estimate_sigma(noisy)
-        if noisy.shape[2] == 3:
-            return _as_hwc(bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255.0), noisy)
-        return _as_hwc(bm3d.bm3d(noisy[:, :, 0], sigma_psd=sigma / 255.0), noisy)
+        return denoise(noisy, api.estimate_sigma(noisy))
 
     return Method("bm3d", "bm3d-est", "real", run, paper=None,
                   description="CBM3D (Dabov et al. 2007), sigma estimated (api.estimate_sigma)")
