@@ -59,3 +59,19 @@ def tiny_color_weights(folder: Path, name: str = "tiny-color", seed: int = 0) ->
                         inter_channels=11).eval()
     info = ModelInfo(name=name, planes=[*RGB_PLANES, *NOISE_PLANE_NAMES])
     return save_weights(folder / f"{name}.safetensors", model, info)
+
+
+def shipped_tiny_default(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str = "tiny-shipped") -> Path:
+    """A registry folder whose only model, a tiny noise-level-conditional one, is the shipped ``denoise`` default;
+    the package is pointed at it for the test. Returns the folder."""
+    import hashlib
+    import json
+
+    import n3cli.weights
+
+    w = tiny_nlf_weights(folder, name)
+    entry = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "task": "denoise",
+             "arch": "n3net", "planes": ["image", "sqrt_a", "sqrt_b"], "metrics": {}}
+    (folder / "manifest.json").write_text(json.dumps({"default": {"denoise": name}, "models": {name: entry}}))
+    monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: folder)
+    return folder

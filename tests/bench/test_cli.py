@@ -79,19 +79,9 @@ def test_bench_writes_nothing_into_the_weights_folder(tiny_gray: Path, tmp_path:
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped default runs (method n3net) and its figures go to --json only: the registry folder is
     untouched (root may write into read-only folders, so mtimes and names are compared)."""
-    import hashlib
+    from ..conftest import shipped_tiny_default
 
-    import n3cli.weights
-
-    from ..conftest import tiny_nlf_weights
-
-    folder = tmp_path / "weights"
-    w = tiny_nlf_weights(folder, "tiny-shipped")
-    entry = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "task": "denoise",
-             "arch": "n3net", "planes": ["image", "sqrt_a", "sqrt_b"], "metrics": {}}
-    (folder / "manifest.json").write_text(json.dumps({"default": {"denoise": "tiny-shipped"},
-                                                      "models": {"tiny-shipped": entry}}))
-    monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: folder)
+    folder = shipped_tiny_default(tmp_path / "weights", monkeypatch)
     before = _snapshot(folder)
     folder.chmod(0o555)
     try:

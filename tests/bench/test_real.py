@@ -18,7 +18,7 @@ from n3cli.cli.bench import fallback_command, parse_request
 from n3cli.imaging import metrics
 from n3cli.imaging.io import read_image, write_image
 
-from ..conftest import DATA, need, tiny_color_weights, tiny_nlf_weights
+from ..conftest import DATA, need, shipped_tiny_default, tiny_color_weights, tiny_nlf_weights
 from .conftest import textured
 
 runner = CliRunner()
@@ -109,17 +109,7 @@ def test_model_methods(pairs: Path, tmp_path: Path) -> None:
 
 def test_n3net_is_the_colour_default(pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``n3net`` loads the registry's denoise-color default, falling back to the gray denoise default."""
-    import hashlib
-
-    import n3cli.weights
-
-    folder = tmp_path / "weights"
-    w = tiny_nlf_weights(folder, "tiny-shipped")
-    entry = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "task": "denoise",
-             "arch": "n3net", "planes": ["image", "sqrt_a", "sqrt_b"], "metrics": {}}
-    (folder / "manifest.json").write_text(json.dumps({"default": {"denoise": "tiny-shipped"},
-                                                      "models": {"tiny-shipped": entry}}))
-    monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: folder)
+    shipped_tiny_default(tmp_path / "weights", monkeypatch)
     method = build_method("n3net", "real")
     assert method.label == "n3net" and method.shipped and method.task == "real"
     res = run_bench(resolve_dataset(str(pairs), task="real"), [method], BenchConfig("real", [REAL_SETTING], limit=1))
