@@ -24,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engines import cpu_name  # noqa: E402
 
 from n3cli import api  # noqa: E402
 from n3cli.bench.run import make_noisy  # noqa: E402
+from n3cli.devices import cpu_name  # noqa: E402
 from n3cli.imaging.io import read_image  # noqa: E402
 from n3cli.imaging.metrics import psnr  # noqa: E402
 

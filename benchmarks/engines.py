@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,18 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from n3cli import api  # noqa: E402
+from n3cli.devices import cpu_name  # noqa: E402
 from n3cli.nn.fuse import fold_batchnorm  # noqa: E402
 from n3cli.nn.nets import dncnn  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 class Wrapped(torch.nn.Module):

@@ -11,14 +11,13 @@ denoised at the true σ and at 1.6× the true σ; the first six Set12 images lik
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from n3cli import api
+from n3cli.devices import cpu_name
 from n3cli.imaging import noise
 from n3cli.imaging.io import read_image
 from n3cli.imaging.metrics import psnr
@@ -26,12 +25,6 @@ from n3cli.imaging.metrics import psnr
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def _noisy(clean: np.ndarray, sigma: float, name: str) -> np.ndarray:
@@ -58,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = api.load_model(None, "denoise", "cpu")
-    print(f"CPU: {_cpu()}, {args.threads} threads; model {model.name}\n")
+    print(f"CPU: {cpu_name()}, {args.threads} threads; model {model.name}\n")
     print("| image | σ given | shift without (levels, per channel) | PSNR without | shift with | PSNR with |")
     print("| --- | --- | --- | --- | --- | --- |")
     noisy = read_image(ROOT / "examples" / "astronaut_noisy15.png").pixels

@@ -11,30 +11,18 @@ Usage: python benchmarks/speed.py [--threads 2] [--sizes 481x321 1024x1024] [--r
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 
 import torch
 
 from n3cli.api import prepare_for_inference
+from n3cli.devices import cpu_name
 from n3cli.engine import autocast
 from n3cli.nn.nets import N3Net, dncnn, n3net
 from n3cli.train.config import TrainConfig
 from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
 from n3cli.train.trainer import build_model
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def set_reference(model: torch.nn.Module, reference: bool) -> None:
@@ -121,7 +109,7 @@ def main() -> None:
                     help="arithmetic of the local CNNs in the training step (n3 train's auto is bf16 where native)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; {args.threads} thread(s)", flush=True)
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}; {args.threads} thread(s)", flush=True)
     if args.sizes:
         inference(args.sizes, args.repeat)
     for precision in args.train_precision if args.steps else []:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -38,3 +40,14 @@ def set_threads(threads: int | None = None) -> None:
     if threads < 1:
         raise N3Error(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else the platform's), for recording with every timing."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -636,17 +636,25 @@ class N3Block2d(nn.Module):
         return (self.k + 1) * self.in_channels
 
     def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
-        """The whole block runs in float32 even under autocast: in bfloat16 the gradients of the embedding
+        """With autograd the whole block runs in float32 even under autocast: in bfloat16 the gradients of the embedding
         and temperature networks lost their direction (cosine to float64 gradients on a training batch:
         embedding 0.04, temperature -0.999; float32 0.49 and 0.998; local CNN layers 0.999 either way).
         Those float32 figures predate :class:`DistanceNorm`'s float64 statistics, which brought the relative
         error of the float32 gradients to 0.022 (embedding) and 0.0055 (log-temperature); see
         ``benchmarks/n3_grad_precision.py``."""
+        if not torch.is_grad_enabled():
+            # Inference: the embedding and temperature CNNs follow the caller's precision like the other
+            # convolutions (measured cost: docs/speed.md); the aggregation casts to float32 itself.
+            e, log_t = self._embed(x, guide)
+            return self.n3aggregation(x, e, log_t)
         ctx, tensors = full_precision(x, *(() if guide is None else (guide,)))
         with ctx:
-            return self._forward(tensors[0], tensors[1] if guide is not None else None)
+            x = tensors[0]
+            e, log_t = self._embed(x, tensors[1] if guide is not None else None)
+            return self.n3aggregation(x, e, log_t)
 
-    def _forward(self, x: Tensor, guide: Tensor | None) -> Tensor:
+    def _embed(self, x: Tensor, guide: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The embedding e (f_E, or the guide image) and the log-temperature (f_T) of the block input x."""
         if self.embedding_kind == "cnn":
             e = self.embedcnn(x)
         else:
@@ -654,4 +662,4 @@ class N3Block2d(nn.Module):
                 raise ValueError("this N3 block matches on a guide image; pass guide=")
             e = guide
         log_t = self.tempcnn(x) if hasattr(self, "tempcnn") else self.log_temperature.expand_as(x[:, :1])
-        return self.n3aggregation(x, e, log_t)
+        return e, log_t

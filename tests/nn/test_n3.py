@@ -178,6 +178,22 @@ def test_image_block_runs_in_float32_under_autocast() -> None:
     torch.testing.assert_close(mixed, block(x), rtol=0, atol=0)
 
 
+def test_image_block_inference_runs_its_cnns_in_the_callers_precision() -> None:
+    """Without autograd the embedding and temperature CNNs run under autocast like the local CNNs (their float32
+    was for the gradients); the aggregation still computes in float32. In float32 nothing changes."""
+    torch.manual_seed(0)
+    block = N3Block2d(in_channels=4, k=2, embed_features=8, embed_channels=3).eval()
+    x = torch.randn(2, 4, 30, 30)
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), torch.enable_grad()(block)(x), rtol=0, atol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e, log_t = block.embedcnn(x), block.tempcnn(x)
+            assert e.dtype == log_t.dtype == torch.bfloat16
+            mixed = block(x)
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, block.n3aggregation(x, e.float(), log_t.float()), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_distance_norm_is_batchnorm_over_the_valid_entries(momentum: float | None) -> None:
     from n3cli.nn.n3 import DistanceNorm
