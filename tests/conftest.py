@@ -61,17 +61,26 @@ def tiny_color_weights(folder: Path, name: str = "tiny-color", seed: int = 0) ->
     return save_weights(folder / f"{name}.safetensors", model, info)
 
 
-def shipped_tiny_default(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str = "tiny-shipped") -> Path:
-    """A registry folder whose only model, a tiny noise-level-conditional one, is the shipped ``denoise`` default;
-    the package is pointed at it for the test. Returns the folder."""
+def shipped_tiny_default(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str = "tiny-shipped",
+                         color: str | None = None) -> Path:
+    """A registry folder whose model, a tiny noise-level-conditional one, is the shipped ``denoise`` default (and,
+    given ``color``, a tiny colour blind-capable model of that name the ``denoise-color`` default); the package is
+    pointed at it for the test. Returns the folder."""
     import hashlib
     import json
 
     import n3cli.weights
+    from n3cli.weights import NOISE_PLANE_NAMES, RGB_PLANES
 
-    w = tiny_nlf_weights(folder, name)
-    entry = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "task": "denoise",
-             "arch": "n3net", "planes": ["image", "sqrt_a", "sqrt_b"], "metrics": {}}
-    (folder / "manifest.json").write_text(json.dumps({"default": {"denoise": name}, "models": {name: entry}}))
+    def entry(w: Path, task: str, planes: list[str]) -> dict[str, object]:
+        return {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "task": task,
+                "arch": "n3net", "planes": planes, "metrics": {}}
+
+    models = {name: entry(tiny_nlf_weights(folder, name), "denoise", ["image", "sqrt_a", "sqrt_b"])}
+    default = {"denoise": name}
+    if color is not None:
+        models[color] = entry(tiny_color_weights(folder, color), "denoise-color", [*RGB_PLANES, *NOISE_PLANE_NAMES])
+        default["denoise-color"] = color
+    (folder / "manifest.json").write_text(json.dumps({"default": default, "models": models}))
     monkeypatch.setattr(n3cli.weights, "weights_dir", lambda: folder)
     return folder

@@ -95,6 +95,22 @@ def test_cli_reports_blind_denoising(tmp_path: Path, color: api.Restorer) -> Non
     assert bad.exit_code == 2 and "one pass" in bad.output and "Traceback" not in bad.output
 
 
+def test_cli_announces_only_the_model_it_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera-like photo (no fine-scale noise) goes to the colour default: the gray default, loaded to check the
+    options, is not announced as if it ran."""
+    from .conftest import shipped_tiny_default
+
+    shipped_tiny_default(tmp_path / "weights", monkeypatch, color="tiny-color-shipped")
+    y, x = np.mgrid[0:48, 0:40] / 48.0
+    smooth = np.stack([0.3 + 0.4 * x, 0.2 + 0.5 * y, 0.6 - 0.3 * x * y], axis=2)
+    src = tmp_path / "photo.png"
+    Image.fromarray((smooth * 255).round().astype(np.uint8)).save(src)
+    shown = runner.invoke(app, ["denoise", str(src), "-o", str(tmp_path / "out.png")])
+    assert shown.exit_code == 0, shown.output
+    models = [ln for ln in shown.output.splitlines() if ln.startswith("model ")]
+    assert len(models) == 1 and models[0].startswith("model tiny-color-shipped"), shown.output
+
+
 def test_gray_models_keep_their_colour_modes(tmp_path: Path) -> None:
     gray = api.load_model(tiny_nlf_weights(tmp_path), "denoise", "cpu")
     assert (gray.info.channels, gray.info.blind_capable) == (1, False)

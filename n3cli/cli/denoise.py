@@ -68,21 +68,24 @@ def denoise_cmd(
     if not jobs:  # fail before loading a model
         raise typer.Exit(report_nothing_to_do(early))
     restorers: dict[str, api.Restorer] = {}
+    announced: set[str] = set()
 
-    def restorer_for(task: str) -> api.Restorer:
+    def restorer_for(task: str, announce: bool = True) -> api.Restorer:
         """The model of a registry task (or the one given), loaded once and announced when first used."""
         if task not in restorers:
             restorer = api.load_model(weights, task, run.device, self_ensemble=run.ensemble,
                                       precision=run.precision)
             same = [r for r in restorers.values() if r.name == restorer.name]
             restorers[task] = same[0] if same else restorer
-            if not same and not run.quiet:
-                info = restorer.info
-                note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
-                err_console.print(f"model {restorer.describe()}{note}", highlight=False)
-        return restorers[task]
+        restorer = restorers[task]
+        if announce and restorer.name not in announced and not run.quiet:
+            announced.add(restorer.name)
+            info = restorer.info
+            note = "" if info.conditional else f" (trained for sigma {info.sigma:g} only)" if info.sigma else ""
+            err_console.print(f"model {restorer.describe()}{note}", highlight=False)
+        return restorer
 
-    api.color_mode(restorer_for("denoise").info, 3, color, nlf_value)  # refuses impossible combinations first
+    api.color_mode(restorer_for("denoise", announce=False).info, 3, color, nlf_value)  # refuses impossible combinations first
     warned: set[str] = set()  # a note on given noise levels is printed once, not per image
     names = {"opponent": " (luma/red-blue/green-magenta)", "rgb": " (R/G/B)"}
 
