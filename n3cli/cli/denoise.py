@@ -85,7 +85,8 @@ def denoise_cmd(
             err_console.print(f"model {restorer.describe()}{note}", highlight=False)
         return restorer
 
-    api.color_mode(restorer_for("denoise", announce=False).info, 3, color, nlf_value)  # refuses impossible combinations first
+    # refuses impossible combinations first
+    api.color_mode(restorer_for("denoise", announce=False).info, 3, color, nlf_value)
     warned: set[str] = set()  # a note on given noise levels is printed once, not per image
     names = {"opponent": " (luma/red-blue/green-magenta)", "rgb": " (R/G/B)"}
 
