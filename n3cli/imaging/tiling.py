@@ -33,7 +33,17 @@ class TileBox(NamedTuple):
         return slice(self.y0, self.y1), slice(self.x0, self.x1)
 
 
-def _check(tile: int, overlap: int, margin: int) -> None:
+#: A tile's side, or its (rows, columns).
+TileSize = int | tuple[int, int]
+
+
+def tile_dims(tile: TileSize) -> tuple[int, int]:
+    """(rows, columns) of a tile given as one side or as a pair."""
+    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def _check(tile: TileSize, overlap: int, margin: int) -> None:
+    tile = min(tile_dims(tile))
     if tile < 1:
         raise ValueError(f"tile size must be at least 1, got {tile}")
     if not 0 <= overlap < tile:
@@ -51,12 +61,14 @@ def axis_starts(n: int, tile: int, overlap: int) -> list[int]:
     return [round(i * step) for i in range(count)]
 
 
-def plan_tiles(h: int, w: int, tile: int, overlap: int) -> list[TileBox]:
-    """The tile boxes covering an h x w image, row by row; one box if the image fits in a tile."""
+def plan_tiles(h: int, w: int, tile: TileSize, overlap: int) -> list[TileBox]:
+    """The tile boxes (``tile``: a side, or rows and columns) covering an h x w image, row by row; one box if the
+    image fits in a tile."""
     _check(tile, overlap, 0)
-    th, tw = min(tile, h), min(tile, w)
+    rows, cols = tile_dims(tile)
+    th, tw = min(rows, h), min(cols, w)
     return [TileBox(y, y + th, x, x + tw)
-            for y in axis_starts(h, tile, overlap) for x in axis_starts(w, tile, overlap)]
+            for y in axis_starts(h, rows, overlap) for x in axis_starts(w, cols, overlap)]
 
 
 def _ramp(length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -86,9 +98,10 @@ def axis_weights(starts: list[int], size: int, margin: int, device: torch.device
     return out
 
 
-def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int,
+def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: TileSize, overlap: int,
                 progress: Callable[[int, int], None] | None = None, margin: int | None = None) -> Tensor:
-    """``fn(x)`` for x of shape (N, C, H, W), computed tile by tile and blended.
+    """``fn(x)`` for x of shape (N, C, H, W), computed tile by tile (``tile``: a side, or rows and columns) and
+    blended.
 
     ``fn`` must keep the spatial size (its channel count may change). ``margin`` (default
     overlap // 4) is the number of pixels at each shared tile edge that get zero weight; use the
@@ -106,7 +119,7 @@ def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: i
         if progress is not None:
             progress(1, 1)
         return y
-    ys, xs = axis_starts(h, tile, overlap), axis_starts(w, tile, overlap)
+    ys, xs = axis_starts(h, tile_dims(tile)[0], overlap), axis_starts(w, tile_dims(tile)[1], overlap)
     th, tw = boxes[0].y1 - boxes[0].y0, boxes[0].x1 - boxes[0].x0
     out: Tensor | None = None
     wy: list[Tensor] = []

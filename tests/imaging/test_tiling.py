@@ -98,3 +98,37 @@ def test_bad_arguments() -> None:
         tiled_apply(lambda t: t[..., 1:, :], x, 16, 4)
     with pytest.raises(ValueError):
         tiled_apply(box_blur, x[0], 16, 4)
+
+
+def test_rectangular_tiles_cover_exactly() -> None:
+    x = torch.rand(1, 2, 70, 45)
+    boxes = plan_tiles(70, 45, (40, 20), 8)
+    assert {(b.y1 - b.y0, b.x1 - b.x0) for b in boxes} == {(40, 20)}
+    torch.testing.assert_close(tiled_apply(box_blur, x, (40, 20), 8, margin=2), box_blur(x))
+
+
+def _covered(h: int, w: int, tile: tuple[int, int] | int, overlap: int) -> int:
+    return sum((b.y1 - b.y0) * (b.x1 - b.x0) for b in plan_tiles(h, w, tile, overlap))
+
+
+def test_automatic_tiles_fit_the_budget_and_waste_less_than_squares() -> None:
+    """Auto tiles (api.even_tile): at most max_side² pixels, sides ≤ MAX_TILE, the whole overlap kept, and never more
+    pixels covered than by the best evenly spread square tile."""
+    import random
+
+    from n3cli.api import MAX_TILE, even_tile
+
+    assert even_tile(300, 200, 1584, 96) == (300, 200)  # fits: one tile
+    assert even_tile(19, 9000, 1584, 96)[0] == 194  # sides cut to the image keep the overlap whole
+    assert _covered(2048, 2048, even_tile(2048, 2048, 1584, 96), 96) <= 1.06 * 2048 * 2048
+    assert _covered(4000, 6000, even_tile(4000, 6000, 1584, 96), 96) <= 1.11 * 4000 * 6000
+    rng = random.Random(0)
+    for _ in range(100):
+        h, w = rng.randint(1, 9000), rng.randint(1, 9000)
+        max_side, overlap = rng.choice([(1584, 96), (912, 96), (512, 32), (300, 96)])
+        th, tw = even_tile(h, w, max_side, overlap)
+        assert min(th, h) * min(tw, w) <= max_side ** 2 and max(th, tw) <= MAX_TILE
+        assert min(th, tw) >= 2 * overlap + 2
+        squares = [s for s in range(2 * overlap + 2, max_side + 1) if s * s <= max_side ** 2]
+        best_square = min(_covered(h, w, s, overlap) for s in squares[-40:] + squares[:: max(len(squares) // 40, 1)])
+        assert _covered(h, w, (th, tw), overlap) <= best_square
