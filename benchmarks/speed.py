@@ -5,7 +5,8 @@ seconds per megapixel and the N3Net / DnCNN-17 ratio. Training: one step (forwar
 batch of 16 × 80² as ``n3 train`` draws it (the default denoiser: 3 input planes). All models of one
 measurement alternate in one process (min of ``--repeat`` runs each), so that the ratios compare like
 with like on a shared machine. The old block is the same module with ``reference = True``.
-Usage: python benchmarks/speed.py [--threads 2] [--sizes 481x321 1024x1024] [--repeat 3] [--steps 3]
+Usage: python benchmarks/speed.py [--threads 2] [--sizes 481x321 1024x1024] [--precision fp32 bf16] [--repeat 3]
+[--steps 3] [--no-old-block]
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def best_of(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]
     return {name: min(ts) for name, ts in times.items()}
 
 
-def inference(sizes: list[str], repeat: int) -> None:
+def inference(sizes: list[str], repeat: int, precision: str = "fp32", old_block: bool = True) -> None:
     torch.manual_seed(0)
+    torch.set_flush_denormal(True)  # as n3 runs its models
     models: dict[str, N3Net] = {
         "dncnn": prepare_for_inference(dncnn(), torch.device("cpu")),
         "n3net": prepare_for_inference(n3net(), torch.device("cpu")),
@@ -58,15 +60,17 @@ def inference(sizes: list[str], repeat: int) -> None:
             def fn() -> None:
                 if reference is not None:
                     set_reference(models[name], reference)
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast(precision, torch.device("cpu")):
                     models[name](x)
             return fn
 
-        t = best_of({"DnCNN-17": run("dncnn"), "N3Net (old block)": run("n3net", True),
-                     "N3Net (new block)": run("n3net", False)}, repeat)
+        fns = {"DnCNN-17": run("dncnn"), "N3Net (new block)": run("n3net", False)}
+        if old_block:
+            fns["N3Net (old block)"] = run("n3net", True)
+        t = best_of(fns, repeat)
         mp = h * w / 1e6
         for name, sec in t.items():
-            print(f"inference {size}: {name:18s} {sec:7.3f} s  {sec / mp:7.3f} s/MP  "
+            print(f"inference {size} {precision}: {name:18s} {sec:7.3f} s  {sec / mp:7.3f} s/MP  "
                   f"ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}", flush=True)
 
 
@@ -105,13 +109,16 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="*", default=["481x321", "1024x1024"])
     ap.add_argument("--repeat", type=int, default=3, help="timed inference runs per model (after a warm-up)")
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per model (0: no training)")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="arithmetic of the local CNNs in inference (n3's auto is bf16 where native)")
+    ap.add_argument("--no-old-block", action="store_true", help="skip the original N3 block implementation")
     ap.add_argument("--train-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="arithmetic of the local CNNs in the training step (n3 train's auto is bf16 where native)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_name()}; torch {torch.__version__}; {args.threads} thread(s)", flush=True)
-    if args.sizes:
-        inference(args.sizes, args.repeat)
+    for precision in args.precision if args.sizes else []:
+        inference(args.sizes, args.repeat, precision, not args.no_old_block)
     for precision in args.train_precision if args.steps else []:
         training(args.steps, precision=precision)
 
