@@ -48,7 +48,8 @@ def train_cmd(
     steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps of the whole run (default 1000; "
                                               "with --resume: a new length).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (--steps, --set lr=, "
-                                         "loss=, optimizer=, ema=, batch_size=, precision= switch it).")] = False,
+                                         "loss=, optimizer=, ema=, batch_size=, precision=, noise= of the same "
+                                         "kind switch it).")] = False,
     revive: Annotated[bool, typer.Option("--revive", hidden=True, help="Before training, redraw the local "
                                          "blocks' silent channels, with the output kept.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",

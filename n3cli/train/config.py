@@ -20,8 +20,9 @@ LOSSES = ("mse", "nmse")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ARCHS = tuple(BUILDERS)
 PRECISIONS = ("fp32", "bf16", "auto")
-#: Settings a resumed run may change; the others define the run and stay as they were.
-RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size")
+#: Settings a resumed run may change; the others define the run and stay as they were. ``noise`` may change only
+#: within one kind of task whose model takes the same planes (e.g. the mix of a ``real:...`` run).
+RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size", "noise")
 #: Builder overrides (``model.KEY``): the fields of :class:`n3cli.nn.nets.NetConfig` a run may set.
 MODEL_KEYS = frozenset(NetConfig.__dataclass_fields__) - {"arch", "in_channels", "noise_inputs", "out_channels",
                                                           "extra"}

@@ -101,6 +101,11 @@ def test_resume_switches_and_fixed_settings(tmp_path: Path, data: Path) -> None:
     assert state["step"] == 4 and state["train_config"]["lr"] == 1e-5
     res = CliRunner().invoke(app, ["train", "--out", str(out), "--resume", "--set", "patch=40"])
     assert res.exit_code == 2 and "--resume" in res.output and "patch" in res.output
+    # the noise mix may change within its kind (the model's planes stay), not across kinds
+    _invoke("--out", str(out), "--resume", "--steps", "5", "--set", "noise=nlf:0.8")
+    assert load(out / "last.pt")["train_config"]["noise"] == "nlf:0.8"
+    res = CliRunner().invoke(app, ["train", "--out", str(out), "--resume", "--steps", "6", "--set", "noise=25"])
+    assert res.exit_code == 2 and "noise" in res.output and "Traceback" not in res.output
 
 
 def test_old_checkpoints_resume_and_export_with_noise_inputs(tmp_path: Path, data: Path) -> None:  # noqa: F811
