@@ -137,7 +137,8 @@ def even_tile(height: int, width: int, max_side: int, overlap: int) -> tuple[int
     if max_side <= overlap:
         return max_side, max_side
     budget = max_side * max_side
-    smallest = 2 * overlap + 2  # a tile keeps the whole overlap (run() halves it otherwise)
+    # A tile keeps the whole overlap (run() halves it otherwise) and is no sliver (seams, the N3 search window).
+    smallest = max(2 * overlap + 2, MIN_TILE)
 
     def side(n: int, count: int) -> int:  # evenly spread tiles overlapping by `overlap`
         return n if count == 1 else max(math.ceil((n + (count - 1) * overlap) / count), smallest)

@@ -1,7 +1,9 @@
 """How the networks run: arithmetic precision chosen from the hardware (one place for training and inference).
 
-The local CNNs may run in bfloat16 / float16 under autocast; the N3 blocks always compute in float32
-(:func:`n3cli.nn.n3.full_precision`): distances cancel and the selection divides by small temperatures.
+The local CNNs may run in bfloat16 / float16 under autocast; the N3 aggregation always computes in float32
+(:func:`n3cli.nn.n3.full_precision`): distances cancel and the selection divides by small temperatures. The N3
+blocks' embedding and temperature CNNs run in float32 in training and under float16, in bfloat16 in bfloat16
+inference (:meth:`n3cli.nn.n3.N3Block2d.forward`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ away, zero padding at the image border) and ``margin >= r``, the result equals `
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -38,8 +39,11 @@ TileSize = int | tuple[int, int]
 
 
 def tile_dims(tile: TileSize) -> tuple[int, int]:
-    """(rows, columns) of a tile given as one side or as a pair."""
-    return (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+    """(rows, columns) of a tile given as one side (any integer type) or as a pair."""
+    if isinstance(tile, tuple | list):
+        return operator.index(tile[0]), operator.index(tile[1])
+    side = operator.index(tile)
+    return side, side
 
 
 def _check(tile: TileSize, overlap: int, margin: int) -> None:

@@ -642,9 +642,13 @@ class N3Block2d(nn.Module):
         Those float32 figures predate :class:`DistanceNorm`'s float64 statistics, which brought the relative
         error of the float32 gradients to 0.022 (embedding) and 0.0055 (log-temperature); see
         ``benchmarks/n3_grad_precision.py``."""
-        if not torch.is_grad_enabled():
-            # Inference: the embedding and temperature CNNs follow the caller's precision like the other
-            # convolutions (measured cost: docs/speed.md); the aggregation casts to float32 itself.
+        dev = x.device.type
+        half = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev) and \
+            torch.get_autocast_dtype(dev) == torch.float16
+        if not torch.is_grad_enabled() and not half:
+            # Inference in fp32 or bf16: the embedding and temperature CNNs follow the caller's precision like the
+            # other convolutions (bf16 measured: docs/speed.md; fp16 not, so it keeps them in fp32); the aggregation
+            # casts to float32 itself.
             e, log_t = self._embed(x, guide)
             return self.n3aggregation(x, e, log_t)
         ctx, tensors = full_precision(x, *(() if guide is None else (guide,)))

@@ -121,10 +121,11 @@ def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[s
     if "noise" in switches and str(switches["noise"]) != cfg.noise:
         old_task, new_task = task_for(cfg.task, cfg.noise, cfg.patch), task_for(cfg.task, str(switches["noise"]),
                                                                                cfg.patch)
-        if (type(old_task), old_task.plane_names, old_task.channels) != \
-                (type(new_task), new_task.plane_names, new_task.channels):
-            raise N3Error(f"--resume can change the noise only within its kind (the model's planes stay): not "
-                          f"{cfg.noise!r} to {switches['noise']!r}")
+        # the model's planes and the validation (hence the run's best score) must stay as they were
+        if cfg.task == "sr" or (type(old_task), old_task.plane_names, old_task.channels, old_task.sigma) != \
+                (type(new_task), new_task.plane_names, new_task.channels, new_task.sigma):
+            raise N3Error(f"--resume can change the noise only within its kind (same model planes, same "
+                          f"validation): not {cfg.noise!r} to {switches['noise']!r}")
     new_opt, old_opt = switches.get("optimizer"), optimizer_name(cfg)
     if new_opt is not None and new_opt != old_opt and {new_opt, old_opt} != {"adam", "adamw"}:
         raise N3Error(f"--resume can switch between adam and adamw only, not {old_opt} to {new_opt}")

@@ -101,6 +101,9 @@ def test_bad_arguments() -> None:
 
 
 def test_rectangular_tiles_cover_exactly() -> None:
+    import numpy as np
+
+    assert plan_tiles(70, 45, np.int64(40), 8) == plan_tiles(70, 45, (40, 40), 8)  # any integer type
     x = torch.rand(1, 2, 70, 45)
     boxes = plan_tiles(70, 45, (40, 20), 8)
     assert {(b.y1 - b.y0, b.x1 - b.x0) for b in boxes} == {(40, 20)}

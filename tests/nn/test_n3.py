@@ -192,6 +192,8 @@ def test_image_block_inference_runs_its_cnns_in_the_callers_precision() -> None:
             mixed = block(x)
         assert mixed.dtype == torch.float32
         torch.testing.assert_close(mixed, block.n3aggregation(x, e.float(), log_t.float()), rtol=0, atol=0)
+        with torch.autocast("cpu", dtype=torch.float16):  # fp16 (not measured): the block stays in float32
+            torch.testing.assert_close(block(x), torch.enable_grad()(block)(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

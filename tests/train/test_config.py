@@ -108,6 +108,21 @@ def test_resume_switches_and_fixed_settings(tmp_path: Path, data: Path) -> None:
     assert res.exit_code == 2 and "noise" in res.output and "Traceback" not in res.output
 
 
+def test_resume_keeps_the_validation_of_fixed_sigma_and_sr_runs(tmp_path: Path) -> None:
+    """A per-σ run validates at its σ (its best score would not compare) and SR has no noise: neither switches."""
+    import dataclasses
+
+    from n3cli.train.trainer import resume_config
+
+    fixed = dataclasses.asdict(TrainConfig(out="x", data=[], noise="25"))
+    assert resume_config(fixed, tmp_path, 3, {"noise": "gaussian:25", "steps": 9}).steps == 9
+    with pytest.raises(N3Error, match="noise"):
+        resume_config(fixed, tmp_path, 3, {"noise": "50"})
+    sr = dataclasses.asdict(TrainConfig(out="x", data=[], task="sr"))
+    with pytest.raises(N3Error, match="noise"):
+        resume_config(sr, tmp_path, 3, {"noise": "nlf:0.8"})
+
+
 def test_old_checkpoints_resume_and_export_with_noise_inputs(tmp_path: Path, data: Path) -> None:  # noqa: F811
     """A conditional checkpoint from before the model built its noise planes (net_config: in_channels 3, no
     noise_inputs) resumes bit for bit and exports a model that takes its noise level."""
