@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from n3cli.bench.datasets import real_pairs
 from n3cli.imaging.camera import camera_noisy, sample_camera
 from n3cli.imaging.color import rgb2opponent
 from n3cli.imaging.io import read_image
@@ -51,10 +52,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=12)
     args = ap.parse_args()
     print("lags (dy, dx): " + ", ".join(map(str, LAGS)))
-    real = []
-    for f in sorted(args.real.glob("*_real.*")):
-        mean = next(f.parent.glob(f.name.replace("_real.", "_mean.").rsplit(".", 1)[0] + ".*"))
-        real.append((read_image(f).pixels, read_image(mean).pixels))
+    real = [(read_image(noisy).pixels, read_image(clean).pixels) for noisy, clean in real_pairs(args.real)]
     if real:
         summary(f"real pairs ({len(real)}, {args.real.name})", real)
     cleans = [read_image(f).pixels[:256, :256] for f in sorted(args.clean.iterdir())[: args.count]]

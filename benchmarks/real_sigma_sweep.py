@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from n3cli import api
+from n3cli.bench.datasets import real_pairs
 from n3cli.devices import cpu_name
 from n3cli.imaging.color import rgb2opponent
 from n3cli.imaging.io import read_image
@@ -36,8 +37,8 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
-    files = sorted(args.data.glob("*_real.*"))
-    if not files:
+    pairs = real_pairs(args.data)
+    if not pairs:
         raise SystemExit(f"no *_real.* pairs in {args.data}")
     restorer = api.load_model(args.weights, "denoise-color", "cpu")  # colour or gray denoisers
     blind = restorer.info.blind_capable
@@ -48,12 +49,11 @@ def main() -> None:
             levels.append((s, (luma, chroma, chroma)))
         else:
             levels.append((s, float(s)))
-    print(f"CPU {cpu_name()}, {args.threads} threads; {restorer.describe()}; {len(files)} pairs, central {args.crop}²")
+    print(f"CPU {cpu_name()}, {args.threads} threads; {restorer.describe()}; {len(pairs)} pairs, central {args.crop}²")
     scores: dict[str, list[float]] = {"noisy": [], **{name: [] for name, _ in levels}}
     stds = []
-    for f in files:
-        clean_path = next(f.parent.glob(f.name.replace("_real.", "_mean.").rsplit(".", 1)[0] + ".*"))
-        noisy, clean = read_image(f).pixels, read_image(clean_path).pixels
+    for noisy_path, clean_path in pairs:
+        noisy, clean = read_image(noisy_path).pixels, read_image(clean_path).pixels
         h, w = noisy.shape[:2]
         c = args.crop // 2
         box = (slice(max(h // 2 - c, 0), h // 2 + c), slice(max(w // 2 - c, 0), w // 2 + c))

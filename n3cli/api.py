@@ -26,8 +26,7 @@ from .imaging import noise
 from .imaging.color import OPPONENT_NOISE_GAIN, opponent2rgb, rgb2opponent, rgb2ycbcr, ycbcr2rgb
 from .imaging.noise import SIGMA_LIMIT, SIGMA_MAX
 from .imaging.resize import SR_SCALES, imresize
-from .imaging.tiling import TileSize, plan_tiles, tile_dims, tiled_apply
-from .imaging.tiling import axis_starts as axis_starts_for
+from .imaging.tiling import TileSize, axis_starts, plan_tiles, tile_dims, tiled_apply
 from .nn.fuse import fold_batchnorm
 from .nn.nets import N3Net
 from .weights import DEFAULT_FALLBACK, ModelInfo, resolve, shipped_default
@@ -152,7 +151,7 @@ def even_tile(height: int, width: int, max_side: int, overlap: int) -> tuple[int
         while side(width, nw) > min(MAX_TILE, budget // th):
             nw += 1
         tw = side(width, nw)
-        tiles = len(axis_starts_for(height, th, overlap)) * len(axis_starts_for(width, tw, overlap))
+        tiles = len(axis_starts(height, th, overlap)) * len(axis_starts(width, tw, overlap))
         cand = (tiles * th * tw, tiles, th, tw)
         if best is None or cand[:2] < best[:2]:
             best = cand
@@ -196,9 +195,10 @@ def run(restorer: Restorer, x: Tensor, tile: TileSize | None = None, overlap: in
     if tile is None:
         biggest = auto_tile(x.shape[0], dev)
         tile = even_tile(h, w, biggest, min(overlap, max(biggest // 2 - 1, 0)))
-    if min(tile_dims(tile)) < 1:
+    shortest = min(tile_dims(tile))
+    if shortest < 1:
         raise N3Error(f"tile size must be positive, got {tile}")
-    overlap = min(overlap, max(min(tile_dims(tile)) // 2 - 1, 0))
+    overlap = min(overlap, max(shortest // 2 - 1, 0))
     level = None if noise is None else torch.as_tensor(noise, dtype=torch.float32).to(dev)
     passes = len(DIHEDRAL) if restorer.self_ensemble else 1
     half = autocast(restorer.precision, dev)  # the local CNNs only; figures in docs/speed.md

@@ -123,7 +123,8 @@ def tiled_apply(fn: Callable[[Tensor], Tensor], x: Tensor, tile: TileSize, overl
         if progress is not None:
             progress(1, 1)
         return y
-    ys, xs = axis_starts(h, tile_dims(tile)[0], overlap), axis_starts(w, tile_dims(tile)[1], overlap)
+    rows, cols = tile_dims(tile)
+    ys, xs = axis_starts(h, rows, overlap), axis_starts(w, cols, overlap)
     th, tw = boxes[0].y1 - boxes[0].y0, boxes[0].x1 - boxes[0].x0
     out: Tensor | None = None
     wy: list[Tensor] = []

@@ -645,17 +645,15 @@ class N3Block2d(nn.Module):
         dev = x.device.type
         half = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev) and \
             torch.get_autocast_dtype(dev) == torch.float16
-        if not torch.is_grad_enabled() and not half:
-            # Inference in fp32 or bf16: the embedding and temperature CNNs follow the caller's precision like the
-            # other convolutions (bf16 measured: docs/speed.md; fp16 not, so it keeps them in fp32); the aggregation
-            # casts to float32 itself.
-            e, log_t = self._embed(x, guide)
-            return self.n3aggregation(x, e, log_t)
-        ctx, tensors = full_precision(x, *(() if guide is None else (guide,)))
+        # Inference in fp32 or bf16: the embedding and temperature CNNs follow the caller's precision like the other
+        # convolutions (bf16 measured: docs/speed.md; fp16 not, so it keeps them in fp32); the aggregation casts to
+        # float32 itself.
+        inputs = (x,) if guide is None else (x, guide)
+        ctx, tensors = (full_precision(*inputs) if torch.is_grad_enabled() or half
+                        else (contextlib.nullcontext(), list(inputs)))
         with ctx:
-            x = tensors[0]
-            e, log_t = self._embed(x, tensors[1] if guide is not None else None)
-            return self.n3aggregation(x, e, log_t)
+            e, log_t = self._embed(tensors[0], tensors[1] if guide is not None else None)
+            return self.n3aggregation(tensors[0], e, log_t)
 
     def _embed(self, x: Tensor, guide: Tensor | None) -> tuple[Tensor, Tensor]:
         """The embedding e (f_E, or the guide image) and the log-temperature (f_T) of the block input x."""
