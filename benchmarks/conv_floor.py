@@ -2,8 +2,9 @@
 
 Times, in one process, alternating (min of ``--repeat`` after a warm-up), on a gray ``--side``² image through the
 path ``n3 denoise`` runs (BN folded, channels-last, inference mode, denormals flushed):
-DnCNN-17, the shipped ``n3net-nlf``, and the same N3Net with each aggregation replaced by a stub of the same output
-shape (x repeated k + 1 times): the convolutions' floor, the ratio N3Net can reach however fast the aggregation.
+DnCNN-17, the shipped ``n3net-nlf`` (with the fused C aggregation where it could be built, and with the PyTorch
+one), and the same N3Net with each aggregation replaced by a stub of the same output shape (x repeated k + 1
+times): the convolutions' floor, the ratio N3Net can reach however fast the aggregation.
 fp32 and bf16 autocast. Usage: python benchmarks/conv_floor.py [--side 1024] [--threads 2] [--repeat 2]
 """
 
@@ -19,7 +20,7 @@ from torch import Tensor
 from n3cli import api
 from n3cli.devices import cpu_name
 from n3cli.engine import autocast
-from n3cli.nn import n3
+from n3cli.nn import n3, native
 from n3cli.nn.nets import dncnn
 
 
@@ -43,19 +44,27 @@ def main() -> None:
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {args.threads} threads, gray {args.side}², s per forward")
     real_forward = n3.N3Aggregation2d.forward
 
-    def run(fn: Callable[[], object], precision: str, stub: bool) -> Callable[[], None]:
+    aggregations = [m for m in net.modules() if isinstance(m, n3.N3Aggregation2d)]
+    print(f"fused C aggregation: {'built' if native.available() else 'not available (PyTorch only)'}")
+
+    def run(fn: Callable[[], object], precision: str, stub: bool, fused: bool = True) -> Callable[[], None]:
         def call() -> None:
             n3.N3Aggregation2d.forward = _stub if stub else real_forward  # type: ignore[method-assign]
+            for m in aggregations:
+                m.native = fused
             try:
                 with torch.inference_mode(), autocast(precision, cpu):
                     fn()
             finally:
                 n3.N3Aggregation2d.forward = real_forward  # type: ignore[method-assign]
+                for m in aggregations:
+                    m.native = True
         return call
 
     for precision in ("fp32", "bf16"):
         fns = {"DnCNN-17": run(lambda: plain(x), precision, False),
                "N3Net": run(lambda: net(x, level), precision, False),
+               "N3Net, PyTorch aggregation": run(lambda: net(x, level), precision, False, fused=False),
                "N3Net, aggregation stubbed": run(lambda: net(x, level), precision, True)}
         for fn in fns.values():
             fn()
@@ -68,9 +77,10 @@ def main() -> None:
         best = {name: min(ts) for name, ts in times.items()}
         base = best["DnCNN-17"]
         for name, t in best.items():
-            print(f"{precision}  {name:28s} {t:7.3f} s  ({t / base:.2f}× DnCNN-17)")
-        agg = best["N3Net"] - best["N3Net, aggregation stubbed"]
-        print(f"{precision}  two aggregations            {agg:7.3f} s  ({agg / base:.2f}× DnCNN-17)")
+            print(f"{precision}  {name:30s} {t:7.3f} s  ({t / base:.2f}× DnCNN-17)")
+        for name in ("N3Net", "N3Net, PyTorch aggregation"):
+            agg = best[name] - best["N3Net, aggregation stubbed"]
+            print(f"{precision}  two aggregations of {name:28s} {agg:7.3f} s  ({agg / base:.2f}× DnCNN-17)")
 
 
 if __name__ == "__main__":

@@ -354,6 +354,8 @@ class N3Aggregation2d(nn.Module):
         #: Run the original implementation (patch unfold / fold, tile-region candidates) instead of the
         #: block one; kept as the reference the tests compare against. Not part of the state dict.
         self.reference = False
+        #: Use the fused C kernel (:mod:`n3cli.nn.native`) for inference on the CPU where it could be built.
+        self.native = True
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, patch={self.patch}, stride={self.stride}, window={self.window}, "
@@ -371,7 +373,45 @@ class N3Aggregation2d(nn.Module):
         with ctx:
             if self.reference or self.method == "concrete" or self.patch % self.stride:
                 return self._forward_reference(x, e, log_t, progress)
+            if self._can_run_native(x, e, log_t):
+                return self._forward_native(x, e, log_t, progress)
             return self._forward_blocks(x, e, log_t, progress)
+
+    def _can_run_native(self, x: Tensor, e: Tensor, log_t: Tensor) -> bool:
+        """The fused C kernel serves inference of the continuous selection on float32 CPU tensors."""
+        if not self.native or self.method != "continuous" or (self.bn is not None and self.bn.training):
+            return False
+        if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, e, log_t)):
+            return False
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, e, log_t, *self.parameters())):
+            return False
+        from . import native
+
+        return native.available()
+
+    def _forward_native(self, x: Tensor, e: Tensor, log_t: Tensor,
+                        progress: Callable[[int, int], None] | None) -> Tensor:
+        """The same aggregation as :meth:`_forward_blocks`, fused in C (:mod:`n3cli.nn.native`)."""
+        from . import native
+
+        h, w = x.shape[-2:]
+        p, s = self.patch, self.stride
+        top, bottom = _grid_padding(h, p, s)
+        left, right = _grid_padding(w, p, s)
+        pad = (0, 0, left, right, top, bottom)  # channels-last: (B, H, W, C)
+        xp = F.pad(x.permute(0, 2, 3, 1), pad).contiguous()
+        ep = F.pad(e.permute(0, 2, 3, 1), pad).contiguous()
+        nh, nw = (h + top + bottom - p) // s + 1, (w + left + right - p) // s + 1
+        tp = F.pad(log_t[:, 0], (left, right, top, bottom))
+        t_grid = (tp[:, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp().contiguous()
+        norm = None
+        if self.bn is not None:
+            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+            shift = self.bn.bias - self.bn.running_mean * scale
+            norm = (float(scale.float()), float(shift.float()))
+        return native.aggregate(xp, ep, t_grid, patch=p, stride=s, window=self.window, k=self.k, norm=norm,
+                                update_alpha=self.update == "alpha", size=(h, w), offset=(top, left),
+                                progress=progress)
 
     def _padded(self, x: Tensor, e: Tensor, log_t: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int, int, int]]:
         """Input and embedding zero-padded to whole patch strides, the temperature of every patch (B, nh, nw) and

@@ -115,6 +115,7 @@ def test_block_with_cnns_matches_the_reference_under_autocast() -> None:
 
 def test_progress_is_reported_per_band_of_query_tiles() -> None:
     agg = N3Aggregation2d(k=2, query_tile=4).eval()
+    agg.native = False  # the PyTorch block path (the fused one: tests/nn/test_native.py)
     calls: list[tuple[int, int]] = []
     with torch.inference_mode():
         agg(torch.rand(1, 2, 60, 45), torch.rand(1, 3, 60, 45), torch.zeros(1, 1, 60, 45),
@@ -130,6 +131,7 @@ def test_inference_mode_matches_the_reference(size: tuple[int, int], spread_tile
     """The no-autograd assembly of the output (written in place) and query tiles batched along a band."""
     monkeypatch.setattr(n3, "_SPREAD_TILES", spread_tiles)
     agg = N3Aggregation2d(k=7, query_tile=5).eval()
+    agg.native = False  # the PyTorch block path (the fused one: tests/nn/test_native.py)
     x, e, log_t = _inputs(2, 8, *size, torch.float32, seed=7)
     with torch.inference_mode():
         got = agg(x, e, log_t)

@@ -1,0 +1,182 @@
+"""The fused image N3 aggregation in C, for inference on the CPU (``aggregate.c``).
+
+Eager PyTorch spends two thirds of the aggregation's time on element-wise passes it cannot fuse (the
+selection loop, the distance assembly, layout changes; ``docs/speed.md``). ``aggregate.c`` does the whole
+aggregation of a band of rows in one pass over the image, in the caches. It is plain C (no Python or torch
+headers), compiled at first use with the system's C compiler (``$CC``, else ``cc``, ``gcc``, ``clang``) for
+the CPU it runs on, cached under the user's cache folder, and loaded with :mod:`ctypes`. Where no compiler
+works, :func:`library` returns None and the PyTorch implementation runs instead (same results).
+
+``N3_NATIVE=0`` in the environment turns it off.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("aggregate.c")
+_ABI = 1000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate()
+_FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
+          "-fno-signed-zeros"]
+_BUILD_SECONDS = 120
+
+_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _cpu_key() -> str:
+    """What the machine code depends on: architecture and (Linux) the CPU's feature flags."""
+    key = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return key + line
+    except OSError:
+        pass
+    return key + platform.processor()
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("N3_CACHE_DIR")
+    if env:
+        return Path(env) / "native"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("n3")) / "native"
+
+
+def _compilers() -> list[str]:
+    names = [os.environ["CC"]] if os.environ.get("CC") else []
+    names += ["cc", "gcc", "clang"]
+    return [path for path in dict.fromkeys(shutil.which(n) for n in names) if path]
+
+
+def _build(target: Path) -> bool:
+    """Compile aggregate.c to ``target`` (atomically); False when no compiler manages."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for cc in _compilers():
+        for arch in (["-march=native"], []):
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+            os.close(fd)
+            try:
+                done = subprocess.run([cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE)], capture_output=True,
+                                      timeout=_BUILD_SECONDS, check=False)
+                if done.returncode == 0:
+                    os.replace(tmp, target)
+                    return True
+            except (OSError, subprocess.SubprocessError):
+                pass
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, built on first call; None when disabled (``N3_NATIVE=0``) or impossible here."""
+    if os.environ.get("N3_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    source = _SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_key().encode()).hexdigest()[:20]
+    try:
+        target = _cache_dir() / f"aggregate-{digest}{'.dll' if os.name == 'nt' else '.so'}"
+        if not target.exists() and not _build(target):
+            return None
+        lib = ctypes.CDLL(str(target))
+    except OSError:
+        return None
+    if lib.n3_abi_version() != _ABI:
+        return None
+    fn = lib.n3_aggregate_band
+    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def _executor(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="n3-native"), threads
+        return _pool
+
+
+def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int, window: int, k: int,
+              norm: tuple[float, float] | None, update_alpha: bool, size: tuple[int, int], offset: tuple[int, int],
+              progress: Callable[[int, int], None] | None = None) -> Tensor:
+    """The N3 aggregation of padded channels-last images: concat(x, N_1 - x, ..., N_k - x).
+
+    xp (B, Hp, Wp, C) and ep (B, Hp, Wp, E) contiguous float32 on the CPU, padded so that the patch grid covers
+    them exactly; t_grid (B, nh, nw) the temperature of each patch; ``norm`` (scale, shift) of the distance norm
+    in eval mode (α = shift − scale·D) or None (α = −D); ``size`` (H, W) and ``offset`` (top, left) of the
+    unpadded image. Returns (B, (k + 1)·C, H, W), stored channels-last.
+    """
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native N3 aggregation is not available")
+    b, hp, wp, c = xp.shape
+    e = ep.shape[-1]
+    nh, nw = t_grid.shape[-2:]
+    h, w = size
+    if not (xp.is_contiguous() and ep.is_contiguous() and t_grid.is_contiguous()):
+        raise ValueError("native aggregation needs contiguous inputs")
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (xp, ep, t_grid)):
+        raise ValueError("native aggregation needs float32 CPU tensors")
+    wh, ww = min(window, nh), min(window, nw)
+    params = (ctypes.c_int64 * 18)(hp, wp, c, e, patch, stride, nh, nw, wh, ww, window, k,
+                                   norm is not None, update_alpha, h, w, offset[0], offset[1])
+    floats = (ctypes.c_float * 2)(*(norm if norm is not None else (1.0, 0.0)))
+    out = torch.empty(b, h, w, (k + 1) * c, dtype=torch.float32)
+    bh = hp // stride
+    threads = max(1, torch.get_num_threads())
+    # Bands of block rows: enough for every thread and for progress; each band recomputes the nb - 1 query rows
+    # above it, so bands are kept to >= 16 block rows where the image allows.
+    n_bands = max(1, min(bh, max(threads, -(-bh // 16))))
+    edges = [bh * i // n_bands for i in range(n_bands + 1)]
+    jobs = [(i, edges[j], edges[j + 1]) for i in range(b) for j in range(n_bands) if edges[j + 1] > edges[j]]
+
+    def run(job: tuple[int, int, int]) -> int:
+        i, r0, r1 = job
+        return lib.n3_aggregate_band(xp[i].data_ptr(), ep[i].data_ptr(), t_grid[i].data_ptr(), out[i].data_ptr(),
+                                     ctypes.addressof(params), ctypes.addressof(floats), r0, r1)
+
+    if threads == 1 or len(jobs) == 1:
+        results = []
+        for n, job in enumerate(jobs):
+            results.append(run(job))
+            if progress is not None:
+                progress(n + 1, len(jobs))
+    else:
+        futures = [_executor(threads).submit(run, job) for job in jobs]
+        results = []
+        for n, future in enumerate(concurrent.futures.as_completed(futures)):
+            results.append(future.result())
+            if progress is not None:
+                progress(n + 1, len(jobs))
+    if any(r == -1 for r in results):
+        raise MemoryError("native N3 aggregation: out of memory for its scratch buffers")
+    if any(r != 0 for r in results):
+        raise ValueError("native N3 aggregation: unsupported parameters")
+    return out.permute(0, 3, 1, 2)

@@ -1,0 +1,475 @@
+/* The image N3 aggregation (paper Sec. 4, Eqs. 4 and 8-11) fused into one pass, for inference on the CPU.
+ *
+ * Plain C99 without any library headers beyond libc, compiled at first use by n3cli/nn/native.py and
+ * called through ctypes. The arithmetic is that of N3Aggregation2d._forward_blocks (the Python reference):
+ * 10 x 10 patches with stride 5 (any patch that is a multiple of the stride), each query patch against the
+ * patches of its window of wh x ww patch positions (clamped to the grid, itself excluded); distances
+ * between embedding patches, the distance norm with running statistics, the continuous k-nearest-neighbour
+ * selection, and the k neighbour volumes folded back to pixels by averaging the overlapping patches.
+ *
+ * Layout: images channels-last (rows, cols, channels), one image per call, already zero-padded so that the
+ * patch grid covers them exactly. Work is split by bands of destination blocks (stride x stride pixels), so
+ * several threads can run bands of one image at once; each band computes the query weights it needs into
+ * its own ring of nb rows of queries (memory independent of the image height).
+ *
+ * Destination block (R, C) lies in the query patches (R - u, C - v), 0 <= u, v < nb; candidate patch (a, b)
+ * of such a query contributes its sub-block (u, v), i.e. source block (a + u, b + v). The weights of the
+ * (up to nb^2) queries are summed per source block first, then Eq. 11 and the fold are one weighted sum of
+ * source blocks per neighbour.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    P_HP, P_WP, P_C, P_E, P_PATCH, P_STRIDE, P_NH, P_NW, P_WH, P_WW, P_WINDOW, P_K, P_HAS_NORM, P_UPDATE_ALPHA,
+    P_H, P_W, P_TOP, P_LEFT, P_COUNT
+};
+
+typedef struct {
+    int hp, wp, c, e, patch, s, nb, nh, nw, wh, ww, window, k, has_norm, update_alpha, h, w, top, left;
+    float norm_scale, norm_shift;
+} params;
+
+/* exp(x) for x <= 0 (x = -inf gives 0): Cody-Waite reduction and a degree-7 polynomial, relative error
+ * about 1e-7; 0 below -87 (where float32's exp leaves the normal range). Written so that loops over it
+ * vectorise. */
+static inline float exp_nonpositive(float x) {
+    const float xc = x < -87.0f ? -87.0f : x;
+    const float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float poly = 1.0f / 5040.0f;
+    poly = poly * r + 1.0f / 720.0f;
+    poly = poly * r + 1.0f / 120.0f;
+    poly = poly * r + 1.0f / 24.0f;
+    poly = poly * r + 1.0f / 6.0f;
+    poly = poly * r + 0.5f;
+    poly = poly * r + 1.0f;
+    poly = poly * r + 1.0f;
+    union { uint32_t i; float f; } scale;
+    scale.i = (uint32_t)((int32_t)n + 127) << 23;
+    const float y = poly * scale.f;
+    return x < -87.0f ? 0.0f : y;
+}
+
+/* log(1 - w) for 0 <= w <= 1/2: -2 atanh(z) with z = w / (2 - w) <= 1/3, series to z^15 (relative error
+ * below 1e-8), accurate for small w like log1p. */
+static inline float log_one_minus(float w) {
+    const float z = w / (2.0f - w);
+    const float z2 = z * z;
+    float series = 1.0f / 15.0f;
+    series = series * z2 + 1.0f / 13.0f;
+    series = series * z2 + 1.0f / 11.0f;
+    series = series * z2 + 1.0f / 9.0f;
+    series = series * z2 + 1.0f / 7.0f;
+    series = series * z2 + 1.0f / 5.0f;
+    series = series * z2 + 1.0f / 3.0f;
+    series = series * z2 + 1.0f;
+    return -2.0f * z * series;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+/* Eight floats, loaded and stored without alignment requirement (GCC / clang vector extension). */
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+#define HAVE_V8 1
+#endif
+
+static inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* First patch row (col) of the window of query row (col) i: centred on it, clamped to the grid. */
+static inline int window_start(int i, int window, int extent, int grid) {
+    return clamp_int(i - window / 2, 0, grid - extent);
+}
+
+/* Row offsets of the candidate blocks a block row r needs: the covering query rows i = r - u (0 <= u < nb) have
+ * candidates at rows window_start(i) .. + wh - 1, whose sub-block u lies at offset window_start(i) - i + a from
+ * block row r. Returns the smallest offset; the span is at most wh + nb - 1. Same for columns. */
+static inline int block_offset_lo(int r, int nb, int window, int extent, int grid) {
+    int lo = 1 << 30;
+    for (int u = 0; u < nb; u++) {
+        const int i = r - u;
+        if (i < 0 || i >= grid) continue;
+        const int off = window_start(i, window, extent, grid) - i;
+        if (off < lo) lo = off;
+    }
+    return lo;
+}
+
+/* Squared distances between block (r, J) and the blocks at offsets (lo_r + dr, lo_c(J) + dc), 0 <= dr < lr,
+ * 0 <= dc < lc, for every block column J: out (bw, lr, lc). The distance between two patches is then the sum
+ * of the distances of their nb x nb blocks taken at the same offset, so each block pair is computed once
+ * instead of once per patch that contains it (nb^2 times). Offsets outside the image get 0 (never used). */
+static void block_row_distances(const params *P, const float *restrict ep, int r, float *restrict out) {
+    const int s = P->s, nb = P->nb, bh = P->hp / s, bw = P->wp / s, lr = P->wh + nb - 1, lc = P->ww + nb - 1;
+    const int row_len = s * P->e;
+    const size_t pitch = (size_t)P->wp * P->e;
+    const int lo_r = block_offset_lo(r, nb, P->window, P->wh, P->nh);
+    for (int J = 0; J < bw; J++) {
+        const int lo_c = block_offset_lo(J, nb, P->window, P->ww, P->nw);
+        float *restrict dj = out + (size_t)J * lr * lc;
+        const float *restrict q = ep + (size_t)r * s * pitch + (size_t)J * row_len;
+        for (int dr = 0; dr < lr; dr++) {
+            const int cr = r + lo_r + dr;
+            float *restrict d = dj + (size_t)dr * lc;
+            for (int dc = 0; dc < lc; dc++) d[dc] = 0.0f;
+            if (cr < 0 || cr >= bh) continue;
+            const int c0 = J + lo_c < 0 ? -(J + lo_c) : 0;
+            const int c1 = J + lo_c + lc > bw ? bw - (J + lo_c) : lc;
+#ifdef HAVE_V8
+            if (row_len == 40 && lc <= 64) { /* s * E = 40: rows of five vectors, lane sums reduced once per pair */
+                v8 part[64];
+                for (int dc = c0; dc < c1; dc++) part[dc] = (v8){0};
+                for (int dy = 0; dy < s; dy++) {
+                    const v8 *qv = (const v8 *)(q + (size_t)dy * pitch);
+                    const v8 q0 = qv[0], q1 = qv[1], q2 = qv[2], q3 = qv[3], q4 = qv[4];
+                    const float *restrict cr_row = ep + ((size_t)cr * s + dy) * pitch + (size_t)(J + lo_c) * 40;
+                    for (int dc = c0; dc < c1; dc++) {
+                        const v8 *cv = (const v8 *)(cr_row + (size_t)dc * 40);
+                        const v8 d0 = q0 - cv[0], d1 = q1 - cv[1], d2 = q2 - cv[2], d3 = q3 - cv[3], d4 = q4 - cv[4];
+                        part[dc] += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3 + d4 * d4;
+                    }
+                }
+                for (int dc = c0; dc < c1; dc++) {
+                    const v8 p8 = part[dc];
+                    d[dc] = ((p8[0] + p8[1]) + (p8[2] + p8[3])) + ((p8[4] + p8[5]) + (p8[6] + p8[7]));
+                }
+                continue;
+            }
+#endif
+            for (int dy = 0; dy < s; dy++) {
+                const float *restrict qr = q + (size_t)dy * pitch;
+                const float *restrict cr_row = ep + ((size_t)cr * s + dy) * pitch + (size_t)(J + lo_c) * row_len;
+                for (int dc = c0; dc < c1; dc++) {
+                    const float *restrict c = cr_row + (size_t)dc * row_len;
+                    float sum = 0.0f;
+                    for (int n = 0; n < row_len; n++) {
+                        const float diff = qr[n] - c[n];
+                        sum += diff * diff;
+                    }
+                    d[dc] += sum;
+                }
+            }
+        }
+    }
+}
+
+/* The k weight vectors (k, wh * ww) of query patch (i, j) over its window (Eqs. 4, 8-10). bd[u] holds the block
+ * distances of block row i + u (block_row_distances). */
+static void query_weights(const params *P, float *const *bd, const float *tg, int i, int j, float *w,
+                          float *logits) {
+    const int wh = P->wh, ww = P->ww, m_count = wh * ww, k = P->k, nb = P->nb;
+    const int lr = wh + nb - 1, lc = ww + nb - 1;
+    const int wr = window_start(i, P->window, wh, P->nh), wc = window_start(j, P->window, ww, P->nw);
+    const int self = (i - wr) * ww + (j - wc);
+    const float t = tg[(size_t)i * P->nw + j];
+    for (int m = 0; m < m_count; m++) logits[m] = 0.0f;
+    for (int u = 0; u < nb; u++) {
+        const int row_off = wr - i - block_offset_lo(i + u, nb, P->window, wh, P->nh);
+        for (int v = 0; v < nb; v++) {
+            const int col_off = wc - j - block_offset_lo(j + v, nb, P->window, ww, P->nw);
+            const float *d = bd[u] + (size_t)(j + v) * lr * lc;
+            for (int a = 0; a < wh; a++) {
+                const float *restrict src = d + (size_t)(row_off + a) * lc + col_off;
+                float *restrict dst = logits + (size_t)a * ww;
+                for (int b = 0; b < ww; b++) dst[b] += src[b];
+            }
+        }
+    }
+    for (int m = 0; m < m_count; m++) {
+        const float d = logits[m];
+        const float alpha = P->has_norm ? P->norm_shift - d * P->norm_scale : -d; /* Eq. 4, normed */
+        logits[m] = alpha / t;
+    }
+    logits[self] = -INFINITY;
+    memset(w, 0, sizeof(float) * (size_t)k * m_count);
+    if (m_count == 1) { /* no candidate at all: the query keeps itself as every neighbour */
+        for (int n = 0; n < k; n++) w[(size_t)n * m_count] = 1.0f;
+        return;
+    }
+    const float tiny = 2.3e-31f; /* float32 tiny^0.8: below it the others' sum has lost its precision */
+    for (int n = 0; n < k; n++) {
+        float *wn = w + (size_t)n * m_count;
+        int top = -1;
+        float top_value = -INFINITY;
+        for (int m = 0; m < m_count; m++) {
+            if (logits[m] > top_value) {
+                top_value = logits[m];
+                top = m;
+            }
+        }
+        if (top < 0) return; /* no candidate left: the remaining neighbours weigh nothing */
+        for (int m = 0; m < m_count; m++) wn[m] = exp_nonpositive(logits[m] - top_value); /* Eq. 8/10 */
+        wn[top] = 0.0f;
+        float others = 0.0f;
+        for (int m = 0; m < m_count; m++) others += wn[m];
+        const float total = others + 1.0f;
+        for (int m = 0; m < m_count; m++) wn[m] = wn[m] / total;
+        if (n + 1 < k) {
+            float log_others;
+            if (others >= tiny) {
+                log_others = logf(others);
+            } else { /* the others' weights underflow: their log-sum-exp, or none left */
+                float rest_max = -INFINITY;
+                for (int m = 0; m < m_count; m++)
+                    if (m != top && logits[m] > rest_max) rest_max = logits[m];
+                if (rest_max == -INFINITY) {
+                    for (int m = 0; m < m_count; m++) logits[m] = -INFINITY;
+                    wn[top] = 1.0f / total;
+                    continue;
+                }
+                double sum = 0.0;
+                for (int m = 0; m < m_count; m++)
+                    if (m != top && logits[m] != -INFINITY) sum += exp((double)logits[m] - rest_max);
+                log_others = (rest_max - top_value) + (float)log(sum);
+            }
+            const float log_rest_top = log_others - logf(total);
+            /* Eq. 9: alpha^{j+1} = alpha^j + log(1 - w^j); the logits are alpha / t ("logits" update: not divided) */
+            if (P->update_alpha) {
+                for (int m = 0; m < m_count; m++) logits[m] += log_one_minus(wn[m]) / t;
+                logits[top] = top_value + log_rest_top / t;
+            } else {
+                for (int m = 0; m < m_count; m++) logits[m] += log_one_minus(wn[m]);
+                logits[top] = top_value + log_rest_top;
+            }
+        }
+        wn[top] = 1.0f / total;
+    }
+}
+
+/* Eq. 11 and the fold for one destination block: acc (s, k, s * C) (pixel row, neighbour, pixel cols x channels)
+ * += weight x source block, over the source blocks. A source block's weight is the same for all its pixels, so
+ * each pixel row is one axpy of s * C contiguous floats per neighbour. */
+static void gather_block(const params *P, const float *restrict xp,
+                                                               const float *restrict spread, int lr, int lc,
+                                                               int base_r, int base_c, float *restrict acc,
+                                                               const int s, const int C) {
+    const int k = P->k, bh = P->hp / s, bw = P->wp / s, row = s * C;
+    const size_t plane = (size_t)lr * lc;
+    float wv[64];
+    for (int sr = 0; sr < lr; sr++) {
+        const int br = base_r + sr;
+        if (br >= bh) break;
+        for (int sc = 0; sc < lc; sc++) {
+            const int bc = base_c + sc;
+            if (bc >= bw) break;
+            int any = 0;
+            for (int n = 0; n < k; n++) {
+                wv[n] = spread[n * plane + (size_t)sr * lc + sc];
+                any |= wv[n] != 0.0f;
+            }
+            if (!any) continue;
+            for (int dy = 0; dy < s; dy++) {
+                const float *restrict src = xp + ((size_t)(br * s + dy) * P->wp + (size_t)bc * s) * C;
+                float *restrict a = acc + (size_t)dy * k * row;
+                for (int n = 0; n < k; n++) {
+                    float *restrict an = a + (size_t)n * row;
+                    const float wn = wv[n];
+                    for (int i = 0; i < row; i++) an[i] += wn * src[i];
+                }
+            }
+        }
+    }
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+
+/* gather_block for s = 5, C = 8 (the published N3 blocks), for NG neighbours n0 .. n0 + NG - 1 at a time: for each
+ * pixel row, the NG x 40 sums stay in vector registers over all source blocks and each source row is loaded once
+ * for the NG neighbours. NG is a constant at each call (the loops over it unroll). */
+static inline __attribute__((always_inline)) void gather_group_5x8(const params *P, const float *restrict xp,
+                                                                   const float *restrict spread, int lr, int lc,
+                                                                   int base_r, int base_c, int rows, int cols,
+                                                                   int n0, float *restrict acc, const int NG) {
+    const int k = P->k;
+    const size_t plane = (size_t)lr * lc, pitch = (size_t)P->wp * 8;
+    for (int dy = 0; dy < 5; dy++) {
+        /* named accumulators (arrays of vectors may stay in memory): neighbour g, vector q -> a<g><q> */
+        v8 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a04 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0},
+           a14 = {0}, a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a24 = {0}, a30 = {0}, a31 = {0}, a32 = {0},
+           a33 = {0}, a34 = {0};
+        for (int sr = 0; sr < rows; sr++) {
+            const float *restrict w0 = spread + n0 * plane + (size_t)sr * lc;
+            const float *restrict srow = xp + (size_t)((base_r + sr) * 5 + dy) * pitch + (size_t)base_c * 40;
+            for (int sc = 0; sc < cols; sc++) {
+                const v8 *src = (const v8 *)(srow + (size_t)sc * 40);
+                const v8 s0 = src[0], s1 = src[1], s2 = src[2], s3 = src[3], s4 = src[4];
+                const float w = w0[sc];
+                a00 += w * s0, a01 += w * s1, a02 += w * s2, a03 += w * s3, a04 += w * s4;
+                if (NG > 1) {
+                    const float v = w0[plane + sc];
+                    a10 += v * s0, a11 += v * s1, a12 += v * s2, a13 += v * s3, a14 += v * s4;
+                }
+                if (NG > 2) {
+                    const float v = w0[2 * plane + sc];
+                    a20 += v * s0, a21 += v * s1, a22 += v * s2, a23 += v * s3, a24 += v * s4;
+                }
+                if (NG > 3) {
+                    const float v = w0[3 * plane + sc];
+                    a30 += v * s0, a31 += v * s1, a32 += v * s2, a33 += v * s3, a34 += v * s4;
+                }
+            }
+        }
+        v8 *out = (v8 *)(acc + ((size_t)dy * k + n0) * 40);
+        out[0] = a00, out[1] = a01, out[2] = a02, out[3] = a03, out[4] = a04;
+        if (NG > 1) out[5] = a10, out[6] = a11, out[7] = a12, out[8] = a13, out[9] = a14;
+        if (NG > 2) out[10] = a20, out[11] = a21, out[12] = a22, out[13] = a23, out[14] = a24;
+        if (NG > 3) out[15] = a30, out[16] = a31, out[17] = a32, out[18] = a33, out[19] = a34;
+    }
+}
+
+/* With 32 vector registers (AVX-512, or 32 x 128-bit on Arm) four neighbours' sums fit at once, else two. */
+#ifndef GATHER_GROUP
+#if defined(__AVX512F__) || defined(__aarch64__)
+#define GATHER_GROUP 4
+#else
+#define GATHER_GROUP 2
+#endif
+#endif
+
+static void gather_block_5x8(const params *P, const float *restrict xp, const float *restrict spread, int lr,
+                             int lc, int base_r, int base_c, float *restrict acc) {
+    const int k = P->k, bh = P->hp / 5, bw = P->wp / 5;
+    const int rows = lr < bh - base_r ? lr : bh - base_r, cols = lc < bw - base_c ? lc : bw - base_c;
+    int n0 = 0;
+    if (GATHER_GROUP >= 4)
+        for (; n0 + 4 <= k; n0 += 4) gather_group_5x8(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 4);
+    if (GATHER_GROUP >= 3)
+        for (; n0 + 3 <= k; n0 += 3) gather_group_5x8(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 3);
+    if (GATHER_GROUP >= 2)
+        for (; n0 + 2 <= k; n0 += 2) gather_group_5x8(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 2);
+    for (; n0 < k; n0++) gather_group_5x8(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 1);
+}
+#define HAVE_GATHER_5X8 1
+#endif
+
+static void unpack(const int64_t *ip, const float *fp, params *P) {
+    P->hp = (int)ip[P_HP];
+    P->wp = (int)ip[P_WP];
+    P->c = (int)ip[P_C];
+    P->e = (int)ip[P_E];
+    P->patch = (int)ip[P_PATCH];
+    P->s = (int)ip[P_STRIDE];
+    P->nb = P->patch / P->s;
+    P->nh = (int)ip[P_NH];
+    P->nw = (int)ip[P_NW];
+    P->wh = (int)ip[P_WH];
+    P->ww = (int)ip[P_WW];
+    P->window = (int)ip[P_WINDOW];
+    P->k = (int)ip[P_K];
+    P->has_norm = (int)ip[P_HAS_NORM];
+    P->update_alpha = (int)ip[P_UPDATE_ALPHA];
+    P->h = (int)ip[P_H];
+    P->w = (int)ip[P_W];
+    P->top = (int)ip[P_TOP];
+    P->left = (int)ip[P_LEFT];
+    P->norm_scale = fp[0];
+    P->norm_shift = fp[1];
+}
+
+/* Destination block rows [r0, r1) of one image. xp (hp, wp, C) and ep (hp, wp, E) padded, tg (nh, nw) the
+ * temperatures, out (h, w, (k + 1) C): concat(x, N_1 - x, ..., N_k - x) for the unpadded pixels of the band.
+ * Returns 0, or -1 when scratch memory could not be allocated, -2 for parameters it does not handle. */
+int n3_aggregate_band(const float *xp, const float *ep, const float *tg, float *out, const int64_t *ip,
+                      const float *fp, int r0, int r1) {
+    params P;
+    unpack(ip, fp, &P);
+    const int nb = P.nb, s = P.s, k = P.k, C = P.c, m_count = P.wh * P.ww;
+    if (P.patch % s != 0 || k < 1 || k > 64 || C < 1 || nb < 1) return -2;
+    const int lr = P.wh + nb - 1, lc = P.ww + nb - 1;
+    const size_t row_weights = (size_t)P.nw * k * m_count;
+    float *ring = malloc(sizeof(float) * row_weights * nb);
+    float *logits = malloc(sizeof(float) * m_count);
+    float *spread = malloc(sizeof(float) * (size_t)k * lr * lc);
+    float *acc = malloc(sizeof(float) * (size_t)s * s * k * C);
+    int *ring_row = malloc(sizeof(int) * nb);
+    const size_t bd_row = (size_t)(P.wp / s) * lr * lc;
+    float *bd_ring = malloc(sizeof(float) * bd_row * nb);
+    int *bd_row_of = malloc(sizeof(int) * nb);
+    float **bd = malloc(sizeof(float *) * nb);
+    if (!ring || !logits || !spread || !acc || !ring_row || !bd_ring || !bd_row_of || !bd) {
+        free(ring), free(logits), free(spread), free(acc), free(ring_row), free(bd_ring), free(bd_row_of), free(bd);
+        return -1;
+    }
+    for (int n = 0; n < nb; n++) ring_row[n] = bd_row_of[n] = -1;
+    const int bw = P.wp / s, out_ch = (k + 1) * C;
+    for (int R = r0; R < r1; R++) {
+        /* the query rows covering this block row: R - nb + 1 .. R (within the grid) */
+        for (int i = R - nb + 1; i <= R; i++) {
+            if (i < 0 || i >= P.nh || ring_row[i % nb] == i) continue;
+            for (int u = 0; u < nb; u++) { /* block rows i .. i + nb - 1 */
+                const int r = i + u;
+                bd[u] = bd_ring + (size_t)(r % nb) * bd_row;
+                if (bd_row_of[r % nb] != r) {
+                    block_row_distances(&P, ep, r, bd[u]);
+                    bd_row_of[r % nb] = r;
+                }
+            }
+            float *row = ring + (size_t)(i % nb) * row_weights;
+            for (int j = 0; j < P.nw; j++) query_weights(&P, bd, tg, i, j, row + (size_t)j * k * m_count, logits);
+            ring_row[i % nb] = i;
+        }
+        const int u0 = R - P.nh + 1 > 0 ? R - P.nh + 1 : 0, u1 = R < nb - 1 ? R : nb - 1;
+        int base_r = 1 << 30;
+        for (int u = u0; u <= u1; u++) {
+            const int v = window_start(R - u, P.window, P.wh, P.nh) + u;
+            if (v < base_r) base_r = v;
+        }
+        for (int Cb = 0; Cb < bw; Cb++) {
+            const int v0 = Cb - P.nw + 1 > 0 ? Cb - P.nw + 1 : 0, v1 = Cb < nb - 1 ? Cb : nb - 1;
+            int base_c = 1 << 30;
+            for (int v = v0; v <= v1; v++) {
+                const int st = window_start(Cb - v, P.window, P.ww, P.nw) + v;
+                if (st < base_c) base_c = st;
+            }
+            /* spread the covering queries' weights to source blocks: (k, lr, lc) */
+            memset(spread, 0, sizeof(float) * (size_t)k * lr * lc);
+            for (int u = u0; u <= u1; u++) {
+                const int i = R - u, or0 = window_start(i, P.window, P.wh, P.nh) + u - base_r;
+                const float *row = ring + (size_t)(i % nb) * row_weights;
+                for (int v = v0; v <= v1; v++) {
+                    const int j = Cb - v, oc0 = window_start(j, P.window, P.ww, P.nw) + v - base_c;
+                    const float *wq = row + (size_t)j * k * m_count;
+                    for (int n = 0; n < k; n++) {
+                        for (int a = 0; a < P.wh; a++) {
+                            float *dst = spread + ((size_t)n * lr + or0 + a) * lc + oc0;
+                            const float *src = wq + (size_t)n * m_count + (size_t)a * P.ww;
+                            for (int b = 0; b < P.ww; b++) dst[b] += src[b];
+                        }
+                    }
+                }
+            }
+#ifdef HAVE_GATHER_5X8
+            if (s == 5 && C == 8) {
+                gather_block_5x8(&P, xp, spread, lr, lc, base_r, base_c, acc);
+            } else
+#endif
+            {
+                memset(acc, 0, sizeof(float) * (size_t)s * s * k * C);
+                gather_block(&P, xp, spread, lr, lc, base_r, base_c, acc, s, C);
+            }
+            /* average over the covering patches, crop the padding, write concat(x, N_j - x) */
+            const float inv_count = 1.0f / (float)((u1 - u0 + 1) * (v1 - v0 + 1));
+            for (int dy = 0; dy < s; dy++) {
+                const int y = R * s + dy - P.top;
+                if (y < 0 || y >= P.h) continue;
+                for (int dx = 0; dx < s; dx++) {
+                    const int x = Cb * s + dx - P.left;
+                    if (x < 0 || x >= P.w) continue;
+                    const float *xv = xp + ((size_t)(R * s + dy) * P.wp + (size_t)Cb * s + dx) * C;
+                    float *o = out + ((size_t)y * P.w + x) * out_ch;
+                    const float *a = acc + (size_t)dy * k * s * C + (size_t)dx * C;
+                    for (int ch = 0; ch < C; ch++) o[ch] = xv[ch];
+                    for (int n = 0; n < k; n++)
+                        for (int ch = 0; ch < C; ch++)
+                            o[C + n * C + ch] = a[(size_t)n * s * C + ch] * inv_count - xv[ch];
+                }
+            }
+        }
+    }
+    free(ring), free(logits), free(spread), free(acc), free(ring_row), free(bd_ring), free(bd_row_of), free(bd);
+    return 0;
+}
+
+/* For the loader: the parameter layout this library was built with. */
+int n3_abi_version(void) { return 1000 + P_COUNT; }

@@ -1,0 +1,142 @@
+"""The fused C aggregation (n3cli.nn.native) against the PyTorch block path, and its fallback.
+
+Random inputs of many sizes (1×1, grids smaller than the window, clamped windows at every edge, long thin
+images), batch 2, with and without the distance norm, both updates, k = 1 / 3 / 7, the published layout
+(stride 5, 8 channels: the vectorised code) and others (generic code). The selection is well conditioned
+(moderate logit gaps), where float32 rounding moves the result by ~1e-6 of its scale on either path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from n3cli.nn import native
+from n3cli.nn.n3 import N3Aggregation2d
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the fused aggregation is not built")
+
+
+def _inputs(b: int, c: int, e: int, h: int, w: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, c, h, w, generator=g), 0.05 * torch.randn(b, e, h, w, generator=g),
+            0.3 * torch.randn(b, 1, h, w, generator=g)]
+
+
+def _both(agg: N3Aggregation2d, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        agg.native = False
+        expected = agg(*inputs)
+        agg.native = True
+        got = agg(*inputs)
+    return got, expected
+
+
+CASES = [  # (h, w), channels, embedding channels, k, options
+    ((1, 1), 8, 8, 7, {}),
+    ((3, 3), 8, 8, 7, {}),
+    ((9, 14), 8, 8, 7, {}),
+    ((12, 8), 8, 8, 3, {}),
+    ((37, 501), 8, 8, 7, {}),
+    ((80, 80), 8, 8, 7, {}),
+    ((96, 131), 8, 8, 7, {"update": "logits"}),
+    ((61, 45), 8, 8, 1, {}),
+    ((50, 77), 8, 8, 7, {"distance_norm": False}),
+    ((130, 97), 3, 4, 7, {}),
+    ((23, 31), 3, 4, 3, {"patch": 4, "stride": 2, "window": 5}),
+    ((23, 31), 2, 3, 3, {"patch": 6, "stride": 2, "window": 4}),
+]
+
+
+@needs_native
+@pytest.mark.parametrize(("size", "c", "e", "k", "options"), CASES)
+def test_native_matches_the_pytorch_block_path(size: tuple[int, int], c: int, e: int, k: int, options: dict) -> None:
+    torch.manual_seed(0)
+    agg = N3Aggregation2d(k=k, **options).eval()
+    if agg.bn is not None:
+        with torch.no_grad():
+            agg.bn.weight.fill_(0.6)
+            agg.bn.bias.fill_(-0.2)
+            agg.bn.running_mean.fill_(-2.0)
+            agg.bn.running_var.fill_(3.0)
+    got, expected = _both(agg, _inputs(2, c, e, *size, seed=size[0] * 1000 + size[1]))
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+@needs_native
+def test_native_runs_for_inference_only() -> None:
+    """With autograd (training, or inputs that need gradients) and for float64 the PyTorch path runs."""
+    agg = N3Aggregation2d(k=3).eval()
+    x, e, log_t = _inputs(1, 8, 8, 30, 30, seed=1)
+    assert agg._can_run_native(x, e, log_t) is False  # grad mode, parameters that need gradients
+    with torch.no_grad():
+        assert agg._can_run_native(x, e, log_t)
+        assert not agg._can_run_native(x.double(), e.double(), log_t.double())
+        agg.train()
+        assert not agg._can_run_native(x, e, log_t)  # the distance norm takes batch statistics in training
+
+
+@needs_native
+def test_native_result_does_not_depend_on_threads_or_bands() -> None:
+    """Bands recompute the query rows at their edges with the same arithmetic: bit-identical results."""
+    agg = N3Aggregation2d(k=7).eval()
+    inputs = _inputs(1, 8, 8, 203, 77, seed=2)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                outs.append(agg(*inputs))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+@needs_native
+def test_native_reports_progress() -> None:
+    agg = N3Aggregation2d(k=2).eval()
+    calls: list[tuple[int, int]] = []
+    with torch.inference_mode():
+        agg(*_inputs(2, 8, 8, 60, 45, seed=3), progress=lambda i, n: calls.append((i, n)))
+    assert calls and calls[-1][0] == calls[-1][1] and [i for i, _ in calls] == list(range(1, len(calls) + 1))
+
+
+@needs_native
+def test_shipped_model_same_output_with_native_aggregation() -> None:
+    from n3cli import api
+
+    net = api.load_model("n3net-nlf", "denoise", torch.device("cpu"), precision="fp32").model
+    aggs = [m for m in net.modules() if isinstance(m, N3Aggregation2d)]
+    g = torch.Generator().manual_seed(4)
+    y = (torch.rand(1, 1, 70, 90, generator=g) + 0.1 * torch.randn(1, 1, 70, 90, generator=g)).clamp(0, 1)
+    level = torch.tensor([[0.0, 0.01]])
+    outs = []
+    with torch.inference_mode():
+        for fused in (False, True):
+            for m in aggs:
+                m.native = fused
+            outs.append(net(y, level))
+    assert (outs[1] - outs[0]).abs().max().item() < 2e-5  # on [0, 1]; 8-bit steps are 4e-3
+
+
+def test_without_a_compiler_the_pytorch_path_runs(tmp_path) -> None:
+    """No compiler (and N3_NATIVE=0): library() is None, and the aggregation still works."""
+    code = ("import torch; from n3cli.nn import native; from n3cli.nn.n3 import N3Aggregation2d;"
+            "native._compilers = lambda: [];"
+            "assert native.library() is None;"
+            "a = N3Aggregation2d(k=2).eval();"
+            "out = a(torch.rand(1, 2, 20, 20), torch.rand(1, 3, 20, 20), torch.zeros(1, 1, 20, 20));"
+            "assert out.shape == (1, 6, 20, 20) and torch.isfinite(out).all(); print('ok')")
+    env = dict(os.environ, N3_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    env["N3_NATIVE"] = "0"
+    done = subprocess.run([sys.executable, "-c", "from n3cli.nn import native; print(native.library())"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "None", done.stderr
