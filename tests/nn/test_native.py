@@ -2,8 +2,9 @@
 
 Random inputs of many sizes (1×1, grids smaller than the window, clamped windows at every edge, long thin
 images), batch 2, with and without the distance norm, both updates, k = 1 / 3 / 7, the published layout
-(stride 5, 8 channels: the vectorised code) and others (generic code). The selection is well conditioned
-(moderate logit gaps), where float32 rounding moves the result by ~1e-6 of its scale on either path.
+(stride 5, 8 channels) and n3net-color's 11 channels (vectorised code) and others (generic code). The
+selection is well conditioned (moderate logit gaps), where float32 rounding moves the result by ~1e-6 of its
+scale on either path.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ CASES = [  # (h, w), channels, embedding channels, k, options
     ((61, 45), 8, 8, 1, {}),
     ((50, 77), 8, 8, 7, {"distance_norm": False}),
     ((130, 97), 3, 4, 7, {}),
+    ((71, 58), 11, 8, 7, {}),  # n3net-color's 11 channels (their own vectorised code)
+    ((9, 83), 11, 8, 3, {"update": "logits"}),
     ((23, 31), 3, 4, 3, {"patch": 4, "stride": 2, "window": 5}),
     ((23, 31), 2, 3, 3, {"patch": 6, "stride": 2, "window": 4}),
 ]
