@@ -381,6 +381,8 @@ class N3Aggregation2d(nn.Module):
         """The fused C kernel serves inference of the continuous selection on float32 CPU tensors."""
         if not self.native or self.method != "continuous" or (self.bn is not None and self.bn.training):
             return False
+        if not 1 <= self.k <= 64 or self.window < 1:  # the kernel's limits (k: its per-block scratch)
+            return False
         if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, e, log_t)):
             return False
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, e, log_t, *self.parameters())):

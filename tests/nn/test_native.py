@@ -143,3 +143,25 @@ def test_without_a_compiler_the_pytorch_path_runs(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", "from n3cli.nn import native; print(native.library())"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "None", done.stderr
+
+
+def test_outside_the_kernels_limits_the_pytorch_path_runs() -> None:
+    agg = N3Aggregation2d(k=65, window=5).eval()
+    x, e, log_t = _inputs(1, 2, 3, 20, 20, seed=5)
+    with torch.inference_mode():
+        assert not agg._can_run_native(x, e, log_t)
+        assert agg(x, e, log_t).shape == (1, 66 * 2, 20, 20)
+
+
+def test_a_broken_cached_library_is_rebuilt(tmp_path) -> None:
+    """A truncated file in the cache (an interrupted copy, a foreign build) is replaced, not a crash."""
+    env = dict(os.environ, N3_CACHE_DIR=str(tmp_path))
+    code = "from n3cli.nn import native; print(native.library() is not None)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if done.stdout.strip() != "True":
+        pytest.skip("no C compiler")
+    (built,) = (tmp_path / "native").glob("aggregate-*")
+    built.write_bytes(b"not a library")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr
+    assert built.stat().st_size > 1000

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -39,16 +40,21 @@ _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def _cpu_key() -> str:
-    """What the machine code depends on: architecture and (Linux) the CPU's feature flags."""
-    key = platform.machine()
+def _cpu_features() -> str | None:
+    """The CPU's feature flags (Linux /proc/cpuinfo), or None where they cannot be read."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                return key + line
+                return line
     except OSError:
         pass
-    return key + platform.processor()
+    return None
+
+
+def _arch_flags() -> list[str]:
+    """-march=native only where the cache key can name the CPU's features (a cached build must not meet a CPU without
+    the instructions it was compiled for); elsewhere a portable build."""
+    return ["-march=native"] if _cpu_features() is not None else []
 
 
 def _cache_dir() -> Path:
@@ -60,24 +66,35 @@ def _cache_dir() -> Path:
     return Path(user_cache_dir("n3")) / "native"
 
 
-def _compilers() -> list[str]:
-    names = [os.environ["CC"]] if os.environ.get("CC") else []
-    names += ["cc", "gcc", "clang"]
-    return [path for path in dict.fromkeys(shutil.which(n) for n in names) if path]
+def _compilers() -> list[list[str]]:
+    found: list[list[str]] = []
+    if os.environ.get("CC"):
+        cmd = shlex.split(os.environ["CC"])  # e.g. "ccache gcc"
+        if cmd and shutil.which(cmd[0]):
+            found.append(cmd)
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path and [path] not in found:
+            found.append([path])
+    return found
 
 
 def _build(target: Path) -> bool:
     """Compile aggregate.c to ``target`` (atomically); False when no compiler manages."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    arch_flags = _arch_flags()
     for cc in _compilers():
-        for arch in (["-march=native"], []):
+        for arch in ([arch_flags, []] if arch_flags else [[]]):
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
             os.close(fd)
             try:
-                done = subprocess.run([cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE)], capture_output=True,
+                done = subprocess.run([*cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE)], capture_output=True,
                                       timeout=_BUILD_SECONDS, check=False)
                 if done.returncode == 0:
                     os.replace(tmp, target)
+                    for old in target.parent.glob("aggregate-*"):  # builds of earlier versions (best effort)
+                        if old != target and old.suffix == target.suffix:
+                            old.unlink(missing_ok=True)
                     return True
             except (OSError, subprocess.SubprocessError):
                 pass
@@ -92,17 +109,30 @@ def library() -> ctypes.CDLL | None:
     """The compiled kernel, built on first call; None when disabled (``N3_NATIVE=0``) or impossible here."""
     if os.environ.get("N3_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
-    source = _SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_key().encode()).hexdigest()[:20]
     try:
-        target = _cache_dir() / f"aggregate-{digest}{'.dll' if os.name == 'nt' else '.so'}"
-        if not target.exists() and not _build(target):
-            return None
-        lib = ctypes.CDLL(str(target))
+        key = _SOURCE.read_bytes() + " ".join(_FLAGS + _arch_flags()).encode()
+        key += f"{platform.system()} {platform.machine()} {_cpu_features() or platform.processor()}".encode()
+        suffix = ".dll" if os.name == "nt" else ".so"
+        target = _cache_dir() / f"aggregate-{hashlib.sha256(key).hexdigest()[:20]}{suffix}"
+        for attempt in range(2):  # a cached file that does not load (truncated, foreign) is rebuilt once
+            if not target.exists() and not _build(target):
+                return None
+            try:
+                lib = _load(target)
+            except (OSError, AttributeError):
+                lib = None
+            if lib is not None or attempt:
+                return lib
+            target.unlink(missing_ok=True)
     except OSError:
-        return None
+        pass
+    return None
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    lib = ctypes.CDLL(str(path))
     if lib.n3_abi_version() != _ABI:
-        return None
+        raise OSError("stale native library")
     fn = lib.n3_aggregate_band
     fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
@@ -114,13 +144,22 @@ def available() -> bool:
 
 
 def _executor(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The worker pool for ``threads`` (a pool in use by another caller is never shut down: it is only replaced)."""
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size != threads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
             _pool, _pool_size = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="n3-native"), threads
         return _pool
+
+
+def _forget_pool() -> None:
+    """After fork(): the child has none of the parent's worker threads."""
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int, window: int, k: int,
@@ -169,7 +208,8 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
             if progress is not None:
                 progress(n + 1, len(jobs))
     else:
-        futures = [_executor(threads).submit(run, job) for job in jobs]
+        pool = _executor(threads)
+        futures = [pool.submit(run, job) for job in jobs]
         results = []
         for n, future in enumerate(concurrent.futures.as_completed(futures)):
             results.append(future.result())

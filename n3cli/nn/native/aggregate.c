@@ -187,7 +187,7 @@ static void query_weights(const params *P, float *const *bd, const float *tg, in
         for (int n = 0; n < k; n++) w[(size_t)n * m_count] = 1.0f;
         return;
     }
-    const float tiny = 2.3e-31f; /* float32 tiny^0.8: below it the others' sum has lost its precision */
+    const float tiny = 4.5308161e-31f; /* float32 tiny^0.8 (as knn.py): below it the others' sum lost precision */
     for (int n = 0; n < k; n++) {
         float *wn = w + (size_t)n * m_count;
         int top = -1;
@@ -416,7 +416,7 @@ static void unpack(const int64_t *ip, const float *fp, params *P) {
     P->e = (int)ip[P_E];
     P->patch = (int)ip[P_PATCH];
     P->s = (int)ip[P_STRIDE];
-    P->nb = P->patch / P->s;
+    P->nb = P->s > 0 ? P->patch / P->s : 0;
     P->nh = (int)ip[P_NH];
     P->nw = (int)ip[P_NW];
     P->wh = (int)ip[P_WH];
@@ -436,12 +436,20 @@ static void unpack(const int64_t *ip, const float *fp, params *P) {
 /* Destination block rows [r0, r1) of one image. xp (hp, wp, C) and ep (hp, wp, E) padded, tg (nh, nw) the
  * temperatures, out (h, w, (k + 1) C): concat(x, N_1 - x, ..., N_k - x) for the unpadded pixels of the band.
  * Returns 0, or -1 when scratch memory could not be allocated, -2 for parameters it does not handle. */
-int n3_aggregate_band(const float *xp, const float *ep, const float *tg, float *out, const int64_t *ip,
+#ifdef _WIN32
+#define N3_EXPORT __declspec(dllexport)
+#else
+#define N3_EXPORT
+#endif
+
+N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *tg, float *out, const int64_t *ip,
                       const float *fp, int r0, int r1) {
     params P;
     unpack(ip, fp, &P);
+    if (P.s < 1 || P.patch < P.s || P.patch % P.s != 0 || P.k < 1 || P.k > 64 || P.c < 1 || P.e < 1 || P.wh < 1 ||
+        P.ww < 1 || P.window < 1)
+        return -2;
     const int nb = P.nb, s = P.s, k = P.k, C = P.c, m_count = P.wh * P.ww;
-    if (P.patch % s != 0 || k < 1 || k > 64 || C < 1 || nb < 1) return -2;
     const int lr = P.wh + nb - 1, lc = P.ww + nb - 1;
     const size_t row_weights = (size_t)P.nw * k * m_count;
     float *ring = malloc(sizeof(float) * row_weights * nb);
@@ -540,4 +548,4 @@ int n3_aggregate_band(const float *xp, const float *ep, const float *tg, float *
 }
 
 /* For the loader: the parameter layout this library was built with. */
-int n3_abi_version(void) { return 1000 + P_COUNT; }
+N3_EXPORT int n3_abi_version(void) { return 1000 + P_COUNT; }
