@@ -74,27 +74,32 @@ def inference(sizes: list[str], repeat: int, precision: str = "fp32", old_block:
                   f"ratio to DnCNN-17 {sec / t['DnCNN-17']:.2f}", flush=True)
 
 
-def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3, precision: str = "fp32") -> None:
+def training_step(arch: str, reference: bool | None, precision: str = "fp32", batch: int = 16, patch: int = 80,
+                  in_planes: int = 3) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) of ``arch`` on a fixed random batch, as a callable."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, in_planes, patch, patch, generator=gen)
     target = torch.rand(batch, 1, patch, patch, generator=gen)
+    cfg = TrainConfig(out="-", data=[], arch=arch, optimizer="adamw", schedule="cosine")
+    model = build_model(cfg, in_planes)
+    dncnn_init(model, torch.Generator().manual_seed(0))
+    model = model.to(memory_format=torch.channels_last).train()
+    if reference is not None:
+        set_reference(model, reference)
+    opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
 
+    def step() -> None:
+        with autocast(precision, torch.device("cpu")):  # bf16: the local CNNs only, as n3 train runs them
+            loss = (model(x) - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def training(steps: int, batch: int = 16, patch: int = 80, in_planes: int = 3, precision: str = "fp32") -> None:
     def make(arch: str, reference: bool | None) -> Callable[[], None]:
-        cfg = TrainConfig(out="-", data=[], arch=arch, optimizer="adamw", schedule="cosine")
-        model = build_model(cfg, in_planes)
-        dncnn_init(model, torch.Generator().manual_seed(0))
-        model = model.to(memory_format=torch.channels_last).train()
-        if reference is not None:
-            set_reference(model, reference)
-        opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
-
-        def step() -> None:
-            with autocast(precision, torch.device("cpu")):  # bf16: the local CNNs only, as n3 train runs them
-                loss = (model(x) - target).square().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        return training_step(arch, reference, precision, batch, patch, in_planes)
 
     t = best_of({"DnCNN-17": make("dncnn", None), "N3Net (old block)": make("n3net", True),
                  "N3Net (new block)": make("n3net", False)}, steps)
