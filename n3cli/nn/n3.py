@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native
 from .knn import Selection, Update, select
 
 _NEG_INF = float("-inf")
@@ -59,6 +60,11 @@ class DistanceNorm(nn.BatchNorm1d):
 
     def __init__(self) -> None:
         super().__init__(1)
+
+    def eval_affine(self) -> tuple[Tensor, Tensor]:
+        """(scale, shift) of the running-statistics norm of distances: α = shift − scale · D for α = −D."""
+        scale = self.weight / torch.sqrt(self.running_var + self.eps)
+        return scale, self.bias - self.running_mean * scale
 
     def forward(self, alpha: Tensor, valid: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if not self.training:
@@ -387,46 +393,47 @@ class N3Aggregation2d(nn.Module):
             return False
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, e, log_t, *self.parameters())):
             return False
-        from . import native
-
         return native.available()
 
     def _forward_native(self, x: Tensor, e: Tensor, log_t: Tensor,
                         progress: Callable[[int, int], None] | None) -> Tensor:
         """The same aggregation as :meth:`_forward_blocks`, fused in C (:mod:`n3cli.nn.native`)."""
-        from . import native
-
         h, w = x.shape[-2:]
         p, s = self.patch, self.stride
-        top, bottom = _grid_padding(h, p, s)
-        left, right = _grid_padding(w, p, s)
+        pads = self._grid_pads(h, w)
+        top, bottom, left, right = pads
         pad = (0, 0, left, right, top, bottom)  # channels-last: (B, H, W, C)
         xp = F.pad(x.permute(0, 2, 3, 1), pad).contiguous()
         ep = F.pad(e.permute(0, 2, 3, 1), pad).contiguous()
-        nh, nw = (h + top + bottom - p) // s + 1, (w + left + right - p) // s + 1
-        tp = F.pad(log_t[:, 0], (left, right, top, bottom))
-        t_grid = (tp[:, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp().contiguous()
+        t_grid = self._temperatures(log_t, pads).contiguous()
         norm = None
         if self.bn is not None:
-            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-            shift = self.bn.bias - self.bn.running_mean * scale
+            scale, shift = self.bn.eval_affine()
             norm = (float(scale.float()), float(shift.float()))
         return native.aggregate(xp, ep, t_grid, patch=p, stride=s, window=self.window, k=self.k, norm=norm,
                                 update_alpha=self.update == "alpha", size=(h, w), offset=(top, left),
                                 progress=progress)
 
+    def _grid_pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """Zero padding (top, bottom, left, right) of an h × w image to whole patch strides."""
+        return (*_grid_padding(h, self.patch, self.stride), *_grid_padding(w, self.patch, self.stride))
+
+    def _temperatures(self, log_t: Tensor, pads: tuple[int, int, int, int]) -> Tensor:
+        """The temperature of every patch (B, nh, nw), taken at its pixel (p/2, 0) of the padded log-temperature."""
+        top, bottom, left, right = pads
+        h, w = log_t.shape[-2:]
+        p, s = self.patch, self.stride
+        nh, nw = (h + top + bottom - p) // s + 1, (w + left + right - p) // s + 1
+        tp = F.pad(log_t[:, 0], (left, right, top, bottom))
+        return (tp[:, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
+
     def _padded(self, x: Tensor, e: Tensor, log_t: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int, int, int]]:
         """Input and embedding zero-padded to whole patch strides, the temperature of every patch (B, nh, nw) and
-        the padding (top, bottom, left, right). A patch's temperature is taken at its pixel (p/2, 0)."""
-        h, w = x.shape[-2:]
-        p, s = self.patch, self.stride
-        top, bottom = _grid_padding(h, p, s)
-        left, right = _grid_padding(w, p, s)
+        the padding (top, bottom, left, right)."""
+        pads = self._grid_pads(*x.shape[-2:])
+        top, bottom, left, right = pads
         pad = (left, right, top, bottom)
-        xp, ep, tp = F.pad(x, pad), F.pad(e.contiguous(), pad), F.pad(log_t.contiguous(), pad)
-        nh, nw = (h + top + bottom - p) // s + 1, (w + left + right - p) // s + 1
-        t_grid = (tp[:, 0, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
-        return xp, ep, t_grid, (top, bottom, left, right)
+        return F.pad(x, pad), F.pad(e.contiguous(), pad), self._temperatures(log_t, pads), pads
 
     def _forward_reference(self, x: Tensor, e: Tensor, log_t: Tensor,
                            progress: Callable[[int, int], None] | None) -> Tensor:
@@ -599,8 +606,8 @@ class N3Aggregation2d(nn.Module):
     def _logits(self, dist: Tensor, valid: Tensor) -> Tensor:
         """α = -D (Eq. 4), through the distance norm when there is one; excluded candidates at -inf."""
         if self.bn is not None and not self.bn.training:  # the running-stats norm, in one pass
-            scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-            alpha = torch.addcmul(self.bn.bias - self.bn.running_mean * scale, dist, scale, value=-1.0)
+            scale, shift = self.bn.eval_affine()
+            alpha = torch.addcmul(shift, dist, scale, value=-1.0)
         elif self.bn is not None:
             alpha = self.bn(-dist, valid)  # normalised over the valid distances
         else:

@@ -19,6 +19,8 @@ import torch
 from n3cli.nn import native
 from n3cli.nn.n3 import N3Aggregation2d
 
+from .test_n3_blocks import fix_distance_norm
+
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the fused aggregation is not built")
 
 
@@ -60,12 +62,7 @@ CASES = [  # (h, w), channels, embedding channels, k, options
 def test_native_matches_the_pytorch_block_path(size: tuple[int, int], c: int, e: int, k: int, options: dict) -> None:
     torch.manual_seed(0)
     agg = N3Aggregation2d(k=k, **options).eval()
-    if agg.bn is not None:
-        with torch.no_grad():
-            agg.bn.weight.fill_(0.6)
-            agg.bn.bias.fill_(-0.2)
-            agg.bn.running_mean.fill_(-2.0)
-            agg.bn.running_var.fill_(3.0)
+    fix_distance_norm(agg)
     got, expected = _both(agg, _inputs(2, c, e, *size, seed=size[0] * 1000 + size[1]))
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -51,10 +51,10 @@ def _cpu_features() -> str | None:
     return None
 
 
-def _arch_flags() -> list[str]:
+def _arch_flags(features: str | None) -> list[str]:
     """-march=native only where the cache key can name the CPU's features (a cached build must not meet a CPU without
     the instructions it was compiled for); elsewhere a portable build."""
-    return ["-march=native"] if _cpu_features() is not None else []
+    return ["-march=native"] if features is not None else []
 
 
 def _cache_dir() -> Path:
@@ -79,10 +79,9 @@ def _compilers() -> list[list[str]]:
     return found
 
 
-def _build(target: Path) -> bool:
+def _build(target: Path, arch_flags: list[str]) -> bool:
     """Compile aggregate.c to ``target`` (atomically); False when no compiler manages."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    arch_flags = _arch_flags()
     for cc in _compilers():
         for arch in ([arch_flags, []] if arch_flags else [[]]):
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -110,12 +109,14 @@ def library() -> ctypes.CDLL | None:
     if os.environ.get("N3_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
-        key = _SOURCE.read_bytes() + " ".join(_FLAGS + _arch_flags()).encode()
-        key += f"{platform.system()} {platform.machine()} {_cpu_features() or platform.processor()}".encode()
+        features = _cpu_features()
+        arch_flags = _arch_flags(features)
+        key = _SOURCE.read_bytes() + " ".join(_FLAGS + arch_flags).encode()
+        key += f"{platform.system()} {platform.machine()} {features or platform.processor()}".encode()
         suffix = ".dll" if os.name == "nt" else ".so"
         target = _cache_dir() / f"aggregate-{hashlib.sha256(key).hexdigest()[:20]}{suffix}"
         for attempt in range(2):  # a cached file that does not load (truncated, foreign) is rebuilt once
-            if not target.exists() and not _build(target):
+            if not target.exists() and not _build(target, arch_flags):
                 return None
             try:
                 lib = _load(target)
@@ -202,19 +203,15 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
                                      ctypes.addressof(params), ctypes.addressof(floats), r0, r1)
 
     if threads == 1 or len(jobs) == 1:
-        results = []
-        for n, job in enumerate(jobs):
-            results.append(run(job))
-            if progress is not None:
-                progress(n + 1, len(jobs))
+        done: Iterable[int] = map(run, jobs)
     else:
         pool = _executor(threads)
-        futures = [pool.submit(run, job) for job in jobs]
-        results = []
-        for n, future in enumerate(concurrent.futures.as_completed(futures)):
-            results.append(future.result())
-            if progress is not None:
-                progress(n + 1, len(jobs))
+        done = (f.result() for f in concurrent.futures.as_completed([pool.submit(run, job) for job in jobs]))
+    results = []
+    for n, result in enumerate(done):
+        results.append(result)
+        if progress is not None:
+            progress(n + 1, len(jobs))
     if any(r == -1 for r in results):
         raise MemoryError("native N3 aggregation: out of memory for its scratch buffers")
     if any(r != 0 for r in results):
