@@ -20,6 +20,7 @@ import torch
 from n3cli.api import prepare_for_inference
 from n3cli.devices import cpu_name
 from n3cli.engine import autocast
+from n3cli.nn.n3 import N3Block2d
 from n3cli.nn.nets import N3Net, dncnn, n3net
 from n3cli.train.config import TrainConfig
 from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
@@ -75,8 +76,9 @@ def inference(sizes: list[str], repeat: int, precision: str = "fp32", old_block:
 
 
 def training_step(arch: str, reference: bool | None, precision: str = "fp32", batch: int = 16, patch: int = 80,
-                  in_planes: int = 3) -> Callable[[], None]:
-    """One training step (forward, backward, AdamW) of ``arch`` on a fixed random batch, as a callable."""
+                  in_planes: int = 3, bf16_cnns: bool = False) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) of ``arch`` on a fixed random batch, as a callable.
+    ``bf16_cnns``: the N3 blocks' embedding and temperature CNNs in bf16 too (``n3 train --set precision=bf16-all``)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, in_planes, patch, patch, generator=gen)
     target = torch.rand(batch, 1, patch, patch, generator=gen)
@@ -86,6 +88,9 @@ def training_step(arch: str, reference: bool | None, precision: str = "fp32", ba
     model = model.to(memory_format=torch.channels_last).train()
     if reference is not None:
         set_reference(model, reference)
+    for block in model.modules():
+        if isinstance(block, N3Block2d):
+            block.bf16_cnns_in_training = bf16_cnns
     opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
 
     def step() -> None:

@@ -3,7 +3,9 @@
 One training step (forward, backward, AdamW) of batch 16 × 80² with 3 input planes, as ``benchmarks/speed.py``
 times it: DnCNN-17, N3Net, and N3Net with each aggregation replaced by a stub of the same output shape that keeps
 the embedding and temperature networks in the graph (so their backward still runs): the step's floor however
-fast the aggregation's forward and backward. Alternating in one process, min of ``--steps`` after a warm-up.
+fast the aggregation's forward and backward. With ``--precision bf16`` also N3Net with the N3 blocks' embedding and
+temperature CNNs in bf16 (``n3 train --set precision=bf16-all``; by default they train in float32).
+Alternating in one process, min of ``--steps`` after a warm-up.
 Usage: python benchmarks/train_floor.py [--threads 2] [--steps 3] [--precision fp32]
 """
 
@@ -43,7 +45,10 @@ def main() -> None:
         finally:
             n3.N3Aggregation2d.forward = real_forward  # type: ignore[method-assign]
 
-    t = best_of({"DnCNN-17": dncnn, "N3Net": net, "N3Net, aggregation stubbed": with_stub}, args.steps)
+    runs = {"DnCNN-17": dncnn, "N3Net": net, "N3Net, aggregation stubbed": with_stub}
+    if args.precision == "bf16":  # n3 train --set precision=bf16-all
+        runs["N3Net, f_E / f_T in bf16"] = training_step("n3net", False, args.precision, bf16_cnns=True)
+    t = best_of(runs, args.steps)
     for name, sec in t.items():
         print(f"training step 16x80² {args.precision}: {name:28s} {sec:7.3f} s  ratio {sec / t['DnCNN-17']:.2f}")
     agg = t["N3Net"] - t["N3Net, aggregation stubbed"]

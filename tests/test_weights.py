@@ -156,10 +156,11 @@ def test_registry_api_matches_the_shipped_files() -> None:
 
 
 def test_vdsr_light_loads_through_the_registry_with_its_metrics() -> None:
-    from n3cli.weights import get_weights
+    from n3cli.weights import get_weights, manifest
 
     model, info = get_weights("vdsr-light").load()
-    assert info.name == "vdsr-light" and info.metrics["Set5/x2"]["psnr"] == 36.496
+    recorded = manifest()["models"]["vdsr-light"]["metrics"]["Set5/x2"]["psnr"]
+    assert info.name == "vdsr-light" and info.metrics["Set5/x2"]["psnr"] == recorded > 36
     assert model.config.arch == "vdsr" and not model.training
 
 

@@ -679,27 +679,27 @@ class N3Block2d(nn.Module):
             self.log_temperature = nn.Parameter(torch.zeros(()))
         self.n3aggregation = N3Aggregation2d(k, patch, stride, window, method, update, distance_norm,
                                              temperature_scale)
+        #: Train f_E and f_T in bf16 under bf16 autocast (``n3 train --set precision=bf16-all``) instead of float32.
+        #: Not part of the state dict.
+        self.bf16_cnns_in_training = False
 
     @property
     def out_channels(self) -> int:
         return (self.k + 1) * self.in_channels
 
     def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
-        """With autograd the whole block runs in float32 even under autocast: in bfloat16 the gradients of the embedding
-        and temperature networks lost their direction (cosine to float64 gradients on a training batch:
-        embedding 0.04, temperature -0.999; float32 0.49 and 0.998; local CNN layers 0.999 either way).
-        Those float32 figures predate :class:`DistanceNorm`'s float64 statistics, which brought the relative
-        error of the float32 gradients to 0.022 (embedding) and 0.0055 (log-temperature); see
-        ``benchmarks/n3_grad_precision.py``."""
+        """In inference the embedding and temperature CNNs follow the caller's precision like the other convolutions
+        (bf16 measured: docs/speed.md; fp16 not, so it keeps them in float32). With autograd they run in float32 even
+        under autocast unless :attr:`bf16_cnns_in_training`: in bf16 their gradients can lose their direction (cosine
+        to float64 gradients on a training batch of the colour model: embedding 0.45, temperature 0.14; float32 0.94
+        and 0.94; of a gray model 0.998 either way: docs/training.md, ``benchmarks/n3_cnn_precision.py``). The
+        aggregation always casts to float32 itself."""
         dev = x.device.type
         half = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev) and \
             torch.get_autocast_dtype(dev) == torch.float16
-        # Inference in fp32 or bf16: the embedding and temperature CNNs follow the caller's precision like the other
-        # convolutions (bf16 measured: docs/speed.md; fp16 not, so it keeps them in fp32); the aggregation casts to
-        # float32 itself.
         inputs = (x,) if guide is None else (x, guide)
-        ctx, tensors = (full_precision(*inputs) if torch.is_grad_enabled() or half
-                        else (contextlib.nullcontext(), list(inputs)))
+        fp32 = half or (torch.is_grad_enabled() and not self.bf16_cnns_in_training)
+        ctx, tensors = full_precision(*inputs) if fp32 else (contextlib.nullcontext(), list(inputs))
         with ctx:
             e, log_t = self._embed(tensors[0], tensors[1] if guide is not None else None)
             return self.n3aggregation(tensors[0], e, log_t)

@@ -19,7 +19,7 @@ LOSSES = ("mse", "nmse")
 #: (a channel whose ReLU went silent) by about the rate per step and zeroes it for good; sgd: VDSR's.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ARCHS = tuple(BUILDERS)
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "auto", "bf16-all")
 #: Settings a resumed run may change; the others define the run and stay as they were. ``noise`` may change only
 #: within one kind of task whose model takes the same planes (e.g. the mix of a ``real:...`` run).
 RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size", "noise")
@@ -54,7 +54,8 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     log_every: int = 10
     precise_bn: int = 40  # batches for recomputing BN statistics before each validation (0: off)
-    precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native) |
+    # bf16-all (bf16, the N3 blocks' embedding and temperature CNNs too: faster, but their gradients can go astray)
     loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance / bicubic input's MSE
     init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
     ema: float = 0.0  # decay per step of a moving average of the weights, validated and exportable (0: off)

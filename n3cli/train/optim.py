@@ -15,10 +15,11 @@ from .config import TrainConfig
 def autocast_for(precision: str, device: torch.device) -> torch.autocast | None:
     """The autocast context of a run's precision on ``device`` (None: full float32).
 
-    Only the local CNNs run in bfloat16: the N3 blocks stay float32 (their gradients went astray in bf16;
-    :meth:`n3cli.nn.n3.N3Block2d.forward`). Timings are in docs/training.md.
+    Only the local CNNs run in bfloat16: the N3 blocks stay float32 (their gradients can go astray in bf16;
+    :meth:`n3cli.nn.n3.N3Block2d.forward`); ``bf16-all`` runs their embedding and temperature CNNs in bf16 too (set
+    on the model by the trainer). Timings are in docs/training.md.
     """
-    use = precision == "bf16" or (precision == "auto" and native_bf16(device))
+    use = precision in ("bf16", "bf16-all") or (precision == "auto" and native_bf16(device))
     if not use or device.type not in ("cpu", "cuda"):
         return None
     return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -169,13 +169,23 @@ def test_n3_math_stays_float32_under_autocast(training: bool) -> None:
 
 
 def test_image_block_runs_in_float32_under_autocast() -> None:
-    """Embedding and temperature CNNs too: their bf16 gradients lost direction (see N3Block2d.forward)."""
+    """Embedding and temperature CNNs too, by default: their bf16 gradients can lose direction (see N3Block2d.forward);
+    ``bf16_cnns_in_training`` (``n3 train --set precision=bf16-all``) runs them in bf16, the aggregation in float32."""
     torch.manual_seed(0)
     block = N3Block2d(in_channels=4, k=2, embed_features=8, embed_channels=3).train()
     x = torch.randn(2, 4, 30, 30)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = block(x)
     torch.testing.assert_close(mixed, block(x), rtol=0, atol=0)
+    block.bf16_cnns_in_training = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e, log_t = block.embedcnn(x), block.tempcnn(x)
+        assert e.dtype == log_t.dtype == torch.bfloat16
+        mixed = block(x)
+    assert mixed.dtype == torch.float32 and mixed.requires_grad
+    torch.testing.assert_close(mixed, block.n3aggregation(x, e.float(), log_t.float()), rtol=0, atol=0)
+    mixed.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in block.embedcnn.parameters())
 
 
 def test_image_block_inference_runs_its_cnns_in_the_callers_precision() -> None:

@@ -42,10 +42,21 @@ def _cfg(tmp_path: Path, data: Path, *, out: str | None = None, **kw: object) ->
     return tiny_config(Path(out) if out else tmp_path / "run", data, **kw)
 
 
+@pytest.mark.parametrize("precision,expected", [("bf16", False), ("bf16-all", True), ("fp32", False)])
+def test_precision_bf16_all_runs_the_n3_cnns_in_bf16(tmp_path: Path, data: Path, precision: str,
+                                                     expected: bool) -> None:
+    from n3cli.nn.n3 import N3Block2d
+    from n3cli.train.trainer import Trainer
+
+    trainer = Trainer(_cfg(tmp_path, data, arch="n3net", noise="25", patch=32, precision=precision), resume=False)
+    flags = {m.bf16_cnns_in_training for m in trainer.model.modules() if isinstance(m, N3Block2d)}
+    assert flags == {expected}
+
+
 @pytest.mark.parametrize("arch,task,noise,precision", [
     ("n3net", "denoise", "25", "fp32"), ("n3net-light", "denoise", "nlf", "fp32"), ("dncnn", "denoise", "nlf", "fp32"),
     ("knn", "denoise", "15", "fp32"), ("n3net-sr", "sr", "25", "fp32"), ("vdsr", "sr", "25", "fp32"),
-    ("n3net", "denoise", "nlf", "bf16")])
+    ("n3net", "denoise", "nlf", "bf16"), ("n3net", "denoise", "nlf", "bf16-all")])
 def test_few_steps(tmp_path: Path, data: Path, arch: str, task: str, noise: str, precision: str) -> None:
     records: list[dict] = []
     cfg = _cfg(tmp_path, data, arch=arch, task=task, noise=noise, patch=36 if task == "sr" else 32,
