@@ -8,7 +8,8 @@ parameter group with the float64 one (cosine and relative error), for three ways
   themselves are computed in float32 from bf16 features), the aggregation in float32;
 * ``bf16-n3``: f_E and f_T wholly in bf16 (the embedding rounded to bf16), the aggregation in float32;
 
-plus plain float32 (``fp32``) for scale. Also times one training step (forward, backward) of each.
+plus plain float32 (``fp32``) for scale. Also times one training step (forward, backward) of each and gives its
+loss relative to the float64 one (does bf16 put a floor under the loss?).
 
     OMP_NUM_THREADS=1 python benchmarks/n3_cnn_precision.py runs/denoise-nlf-logits/last.pt
 """
@@ -70,7 +71,7 @@ def main() -> int:
 
     n3.N3Block2d.forward = forward  # type: ignore[method-assign]
 
-    def grads(mode: str) -> tuple[dict[str, Tensor], float]:
+    def grads(mode: str) -> tuple[dict[str, Tensor], float, float]:
         m = copy.deepcopy(model)
         dtype = torch.float64 if mode == "ref" else torch.float32
         m = m.to(dtype)
@@ -79,16 +80,18 @@ def main() -> int:
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode not in ("ref", "fp32")):
             out = m(*ins)
-        loss = ((out.float() - batch.target.to(out.device).float()).square().mean(dim=(1, 2, 3)) * weights).mean()
+        diff = out.double() - batch.target.double()
+        loss = (diff.square().mean(dim=(1, 2, 3)) * weights.double()).mean()
         loss.backward()
         took = time.perf_counter() - start
-        return {n: p.grad.double() for n, p in m.named_parameters() if p.grad is not None}, took
+        return {n: p.grad.double() for n, p in m.named_parameters() if p.grad is not None}, took, float(loss.detach())
 
-    ref, _ = grads("ref")
+    ref, _, ref_loss = grads("ref")
     groups = sorted({_group(n) for n in ref})
-    print(f"{'mode':12s} " + "  ".join(f"{g + ' cos':>10s} {g + ' rel':>10s}" for g in groups) + "   step (s)")
+    header = "  ".join(f"{g + ' cos':>10s} {g + ' rel':>10s}" for g in groups)
+    print(f"{'mode':12s} {header}   step (s)   loss / float64 loss")
     for mode in MODES:
-        g, took = grads(mode)
+        g, took, loss = grads(mode)
         cells = []
         for grp in groups:
             names = [n for n in ref if _group(n) == grp]
@@ -96,7 +99,7 @@ def main() -> int:
             b = torch.cat([g[n].flatten() for n in names])
             cos = float(a @ b / (a.norm() * b.norm()))
             cells.append(f"{cos:10.4f} {float((a - b).norm() / a.norm()):10.4f}")
-        print(f"{mode:12s} " + "  ".join(cells) + f"   {took:7.3f}")
+        print(f"{mode:12s} " + "  ".join(cells) + f"   {took:7.3f}   {loss / ref_loss:.6f}")
     return 0
 
 

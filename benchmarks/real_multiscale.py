@@ -7,7 +7,7 @@ denoising", IEEE TIP 2015), with D the blind colour model, ↓ a 2×2 mean and �
 * ``A``: D(x) + ↑(D(↓x) − ↓D(x))                (the fine result's coarse part taken from the coarse result)
 * ``B``: D(x − ↑↓x + ↑D(↓x))                     (the coarse part of x replaced by the denoised coarse image first)
 * ``C``: B, then A's correction
-* ``Bc``: B on the opponent chroma only (luma keeps its coarse part)
+* ``Bc``: B on the opponent chroma only (luma keeps its coarse part; coarser levels, if any, run plain B)
 
 followed by the number of scales (``B2``: two; ``1``: D alone). ``--set real``: the central 256² of the PolyU-val
 pairs, blind, as the training validation; ``--set gauss``: the first 8 CBSD68 images, clean and with i.i.d.
@@ -123,7 +123,9 @@ def main() -> None:
         out = {}
         for v in variants:
             name, levels = (v, 1) if v == "1" else (v[:-1], int(v[-1]))
-            y = _n(table.get(name, table["A"])(_t(noisy), levels))
+            if name not in table:
+                raise SystemExit(f"unknown variant {v!r}: 1 or A, B, C, Bc followed by the number of scales")
+            y = _n(table[name](_t(noisy), levels))
             out[v] = psnr(np.round(np.clip(y, 0, 1) * 255) / 255, clean)
         return out
 

@@ -186,6 +186,9 @@ def test_image_block_runs_in_float32_under_autocast() -> None:
     torch.testing.assert_close(mixed, block.n3aggregation(x, e.float(), log_t.float()), rtol=0, atol=0)
     mixed.square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in block.embedcnn.parameters())
+    with torch.autocast("cpu", dtype=torch.float16):  # fp16 (not measured): float32 whatever the flag
+        half = block(x)
+    torch.testing.assert_close(half, block(x), rtol=0, atol=0)
 
 
 def test_image_block_inference_runs_its_cnns_in_the_callers_precision() -> None:
