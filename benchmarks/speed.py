@@ -20,7 +20,7 @@ import torch
 from n3cli.api import prepare_for_inference
 from n3cli.devices import cpu_name
 from n3cli.engine import autocast
-from n3cli.nn.n3 import N3Block2d
+from n3cli.nn.n3 import set_bf16_cnns_in_training
 from n3cli.nn.nets import N3Net, dncnn, n3net
 from n3cli.train.config import TrainConfig
 from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
@@ -88,9 +88,7 @@ def training_step(arch: str, reference: bool | None, precision: str = "fp32", ba
     model = model.to(memory_format=torch.channels_last).train()
     if reference is not None:
         set_reference(model, reference)
-    for block in model.modules():
-        if isinstance(block, N3Block2d):
-            block.bf16_cnns_in_training = bf16_cnns
+    set_bf16_cnns_in_training(model, bf16_cnns)
     opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
 
     def step() -> None:

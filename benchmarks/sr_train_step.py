@@ -4,25 +4,23 @@ One training step (forward, backward, AdamW) of batch 16 × 40² luma under bf16
 ``precision = auto`` runs it) for: the light VDSR (depth 10, 32 features, BN), the light N3Net-SR (two VDSR blocks of
 depth 5, 32 features, one N3 block with f_E / f_T of 32 features), the same with its aggregation replaced by a
 stub that keeps f_E / f_T in the graph, and the same with f_E / f_T in bf16 (``precision = bf16-all``).
-Alternating, best of two rounds of ``--steps`` steps after a warm-up.
+Alternating (``speed.best_of``), best of two rounds of ``--steps`` steps after a warm-up round.
 Usage: python benchmarks/sr_train_step.py [--threads 1] [--steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
+from speed import best_of  # type: ignore[import-not-found]
 from torch import Tensor
+from train_floor import aggregation_stubbed  # type: ignore[import-not-found]
 
 from n3cli.devices import cpu_name
-from n3cli.nn import n3, nets
-
-
-def _stub(self: n3.N3Aggregation2d, x: Tensor, e: Tensor, log_t: Tensor, progress: object = None) -> Tensor:
-    return x.float().repeat(1, self.k + 1, 1, 1) + 0.0 * (e.float().mean() + log_t.float().mean())
+from n3cli.nn import nets
+from n3cli.nn.n3 import set_bf16_cnns_in_training
 
 
 def _step(model: torch.nn.Module, x: Tensor, y: Tensor) -> Callable[[], None]:
@@ -50,36 +48,25 @@ def main() -> None:
     vdsr = _step(nets.vdsr(depth=10, features=32, bn=True), x, y)
     n3sr = nets.n3net_sr(n_blocks=2, depth=5, features=32, embed_features=32)
     n3step = _step(n3sr, x, y)
-    real = n3.N3Aggregation2d.forward
-
-    def stubbed() -> None:
-        n3.N3Aggregation2d.forward = _stub  # type: ignore[method-assign]
-        try:
-            n3step()
-        finally:
-            n3.N3Aggregation2d.forward = real  # type: ignore[method-assign]
 
     def bf16_cnns() -> None:
-        blocks = [m for m in n3sr.modules() if isinstance(m, n3.N3Block2d)]
-        for b in blocks:
-            b.bf16_cnns_in_training = True
+        set_bf16_cnns_in_training(n3sr, True)
         try:
             n3step()
         finally:
-            for b in blocks:
-                b.bf16_cnns_in_training = False
+            set_bf16_cnns_in_training(n3sr, False)
 
-    runs = {"VDSR-light": vdsr, "N3Net-SR-light": n3step, "N3Net-SR-light, aggregation stubbed": stubbed,
+    runs = {"VDSR-light": vdsr, "N3Net-SR-light": n3step,
+            "N3Net-SR-light, aggregation stubbed": aggregation_stubbed(n3step),
             "N3Net-SR-light, f_E / f_T in bf16": bf16_cnns}
-    best = {name: float("inf") for name in runs}
-    for f in runs.values():
-        f()
-    for _ in range(2):
-        for name, f in runs.items():
-            start = time.perf_counter()
+
+    def steps(f: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
             for _ in range(args.steps):
                 f()
-            best[name] = min(best[name], (time.perf_counter() - start) / args.steps)
+        return run
+
+    best = {name: sec / args.steps for name, sec in best_of({n: steps(f) for n, f in runs.items()}, 2).items()}
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {args.threads} threads, bf16 autocast, batch 16 × 40²")
     for name, sec in best.items():
         print(f"{name:38s} {sec * 1e3:7.1f} ms  ratio {sec / best['VDSR-light']:.2f}")

@@ -12,6 +12,7 @@ Usage: python benchmarks/train_floor.py [--threads 2] [--steps 3] [--precision f
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 from speed import best_of, training_step  # type: ignore[import-not-found]
@@ -25,6 +26,18 @@ def _stub(self: n3.N3Aggregation2d, x: Tensor, e: Tensor, log_t: Tensor, progres
     return x.float().repeat(1, self.k + 1, 1, 1) + 0.0 * (e.float().mean() + log_t.float().mean())
 
 
+def aggregation_stubbed(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with every N3 aggregation replaced by :func:`_stub` while it runs."""
+    def run() -> None:
+        real = n3.N3Aggregation2d.forward
+        n3.N3Aggregation2d.forward = _stub  # type: ignore[method-assign]
+        try:
+            step()
+        finally:
+            n3.N3Aggregation2d.forward = real  # type: ignore[method-assign]
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -34,18 +47,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {args.threads} threads, {args.precision}")
-    real_forward = n3.N3Aggregation2d.forward
-    dncnn, net, stubbed = (training_step("dncnn", None, args.precision), training_step("n3net", False, args.precision),
-                           training_step("n3net", False, args.precision))
-
-    def with_stub() -> None:
-        n3.N3Aggregation2d.forward = _stub  # type: ignore[method-assign]
-        try:
-            stubbed()
-        finally:
-            n3.N3Aggregation2d.forward = real_forward  # type: ignore[method-assign]
-
-    runs = {"DnCNN-17": dncnn, "N3Net": net, "N3Net, aggregation stubbed": with_stub}
+    dncnn, net = training_step("dncnn", None, args.precision), training_step("n3net", False, args.precision)
+    stubbed = aggregation_stubbed(training_step("n3net", False, args.precision))
+    runs = {"DnCNN-17": dncnn, "N3Net": net, "N3Net, aggregation stubbed": stubbed}
     if args.precision == "bf16":  # n3 train --set precision=bf16-all
         runs["N3Net, f_E / f_T in bf16"] = training_step("n3net", False, args.precision, bf16_cnns=True)
     t = best_of(runs, args.steps)

@@ -641,6 +641,13 @@ class N3Aggregation2d(nn.Module):
         return result
 
 
+def set_bf16_cnns_in_training(model: nn.Module, enabled: bool) -> None:
+    """Set :attr:`N3Block2d.bf16_cnns_in_training` on every N3 block of ``model``."""
+    for block in model.modules():
+        if isinstance(block, N3Block2d):
+            block.bf16_cnns_in_training = enabled
+
+
 def conv_bn_relu_stack(in_channels: int, features: int, out_channels: int, depth: int = 3) -> nn.Sequential:
     """Tables 7/8: (depth-1) × [3×3 conv (no bias), BN, ReLU] then a 3×3 conv with bias."""
     layers: list[nn.Module] = []

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..atomic import write_text_atomic
 from ..errors import N3Error
-from ..nn.n3 import N3Block2d
+from ..nn.n3 import set_bf16_cnns_in_training
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .config import RESUME_SWITCHES, TrainConfig, coerce
@@ -225,9 +225,7 @@ class Trainer:
         self.gen = torch.Generator()
         self.gen.manual_seed(cfg.seed)
         model = build_model(cfg, self.task.in_planes, self.task.noise_inputs, self.task.channels)
-        for block in model.modules():
-            if isinstance(block, N3Block2d):
-                block.bf16_cnns_in_training = cfg.precision == "bf16-all"
+        set_bf16_cnns_in_training(model, cfg.precision == "bf16-all")
         dncnn_init(model, self.gen)
         self.gen.manual_seed(cfg.seed * 1000 + d.rank)  # then each rank draws its own crops
         if state is None and cfg.init:
