@@ -14,15 +14,20 @@ all-zero weight vectors (callers then fall back to the query itself).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+from . import native
 
 Selection = Literal["continuous", "hard", "concrete"]
 Update = Literal["alpha", "logits"]
 
 _NEG_INF = float("-inf")
+#: Run :func:`continuous_knn` on float32 CPU tensors through the C selection (:mod:`n3cli.nn.native`, forward and
+#: backward) where it could be built; False runs the PyTorch code (the reference the tests compare against).
+NATIVE = True
 
 
 def _divide(x: Tensor, t: Tensor | float) -> Tensor:
@@ -88,6 +93,14 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
         raise ValueError(f"k must be >= 1, got {k}")
     if update not in ("alpha", "logits"):
         raise ValueError(f"unknown update {update!r}; expected 'alpha' or 'logits'")
+    if _can_run_native(alpha, temperature, k):
+        *lead, m = alpha.shape
+        rows = alpha.reshape(-1, m).contiguous()
+        if isinstance(temperature, Tensor):
+            t = temperature.expand(*lead, 1).reshape(-1).contiguous()
+        else:
+            t = torch.full((rows.shape[0],), float(temperature))
+        return _NativeContinuousKnn.apply(rows, t, k, update == "alpha").view(*lead, k, m)
     if not (torch.is_grad_enabled() and (alpha.requires_grad or isinstance(temperature, Tensor)
                                          and temperature.requires_grad)):
         fast = _continuous_knn_no_grad(alpha, temperature, k, update)
@@ -103,6 +116,45 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
             if has_others is not None:  # a row whose only candidate was just taken has none left
                 logits = logits.masked_fill(~has_others, _NEG_INF)
     return torch.stack(weights, dim=-2)
+
+
+def _can_run_native(alpha: Tensor, temperature: Tensor | float, k: int) -> bool:
+    """The C selection serves float32 CPU logits with a float or a float32 CPU temperature per row (or broadcast)."""
+    if not NATIVE or alpha.device.type != "cpu" or alpha.dtype != torch.float32 or alpha.dim() < 1 or k > 64:
+        return False
+    if alpha.shape[-1] == 0 or alpha.numel() == 0:
+        return False
+    if isinstance(temperature, Tensor):
+        if temperature.device.type != "cpu" or temperature.dtype != torch.float32:
+            return False
+        lead = (*alpha.shape[:-1], 1)
+        try:
+            if torch.broadcast_shapes(temperature.shape, lead) != lead:
+                return False
+        except RuntimeError:
+            return False
+    return native.available()
+
+
+class _NativeContinuousKnn(torch.autograd.Function):
+    """:func:`continuous_knn` of rows (rows, m) at temperatures (rows,) in C, with the backward written out
+    (``aggregate.c``: n3_knn_forward / n3_knn_backward); in training it replaces about 50 autograd nodes per step
+    of Eqs. 8-10."""
+
+    @staticmethod
+    def forward(ctx: Any, alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) -> Tensor:
+        w, top, aux = native.knn_forward(alpha, temperature, k, update_alpha)
+        ctx.save_for_backward(w, top, aux, alpha, temperature)
+        ctx.update_alpha = update_alpha
+        return w
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        w, top, aux, alpha, temperature = ctx.saved_tensors
+        grad_alpha, grad_t = native.knn_backward(grad.float().contiguous(), w, top, aux, alpha, temperature,
+                                                 ctx.update_alpha)
+        return (grad_alpha if ctx.needs_input_grad[0] else None,
+                grad_t if ctx.needs_input_grad[1] else None, None, None)
 
 
 def _continuous_knn_no_grad(alpha: Tensor, temperature: Tensor | float, k: int, update: Update) -> Tensor | None:

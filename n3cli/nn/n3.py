@@ -267,6 +267,44 @@ class _Spread(torch.autograd.Function):
         return grad_weights, None, None
 
 
+class _SpreadWhole(torch.autograd.Function):
+    """:class:`_Spread` where every query's window is the whole region (the tile of training, when the window covers the
+    grid): weight (q, j, m) of query patch (i, c) for candidate (a, b) lands at destination (i + u, c + v) and source
+    (a + u, b + v), so each sub-block (u, v) is one strided view of the spread matrix to add the weights to, and the
+    backward the sum of the same views: no index, and rows of ww contiguous floats instead of scattered ones."""
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
+        ctx.shape = shape
+        tr, tc, k, wh, ww, nb = shape
+        spread = weights.new_zeros(weights.shape[0], (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1))
+        w = weights.view(weights.shape[0], tr, tc, k, wh, ww)
+        for view in _SpreadWhole.views(spread, shape):
+            view.add_(w)
+        return spread
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        views = _SpreadWhole.views(grad.contiguous(), ctx.shape)
+        out = views[0].clone(memory_format=torch.contiguous_format)
+        for view in views[1:]:
+            out.add_(view)
+        return out.view(grad.shape[0], -1), None
+
+    @staticmethod
+    def views(spread: Tensor, shape: tuple[int, int, int, int, int, int]) -> list[Tensor]:
+        """The nb² views (B, TR, TC, k, wh, ww) of the spread matrix (B, DH, DW, k, SH, SW) that sub-blocks (u, v)
+        add to."""
+        tr, tc, k, wh, ww, nb = shape
+        sw = ww + nb - 1
+        r2 = (wh + nb - 1) * sw
+        r1 = k * r2
+        r0 = (tc + nb - 1) * r1
+        size, strides = (spread.shape[0], tr, tc, k, wh, ww), (spread.stride(0), r0, r1, r2, sw, 1)
+        return [spread.as_strided(size, strides, spread.storage_offset() + u * r0 + v * r1 + u * sw + v)
+                for u in range(nb) for v in range(nb)]
+
+
 def _aggregate_translated(weights: Tensor, src: Tensor, nb: int) -> Tensor:
     """Eq. 11 per destination block for a tile whose queries' windows are their own translates (window of
     query i starts at region row i, same for columns: every tile away from the grid's edges), no autograd.
@@ -573,7 +611,7 @@ class N3Aggregation2d(nn.Module):
                 band_weights = torch.where(valid.any(-1)[..., None, None], band_weights,
                                            torch.ones_like(band_weights))
             start = 0
-            for (tc, rw, *_), (region_r, _, _, spread_index, group) in groups.items():
+            for (tc, rw, *_), (region_r, window_index, _, spread_index, group) in groups.items():
                 q, rh = tr * tc, region_r[1] - region_r[0]
                 # A few tiles at a time (see _SPREAD_TILES): their spread matrices (~1 MB per tile) stay in cache.
                 for j0 in range(0, len(group), _SPREAD_TILES):
@@ -588,7 +626,10 @@ class N3Aggregation2d(nn.Module):
                         out = _aggregate_translated(weights.view(b * n, tr, tc, k, wh, ww), src.contiguous(), nb)
                     else:
                         size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
-                        spread = _Spread.apply(weights, spread_index, size)
+                        if window_index is None:  # every window is the whole region (the tile of training)
+                            spread = _SpreadWhole.apply(weights, (tr, tc, k, wh, ww, nb))
+                        else:
+                            spread = _Spread.apply(weights, spread_index, size)
                         out = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b * n, -1, c * s * s)
                     out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
                     if single:
@@ -621,24 +662,56 @@ class N3Aggregation2d(nn.Module):
         s, k, nb = self.stride, self.k, self.patch // self.stride
         (nh, nw), (top, left) = grid, offset
         bh, bw = acc.shape[1], acc.shape[2]
-        hp, wp = bh * s, bw * s
         # Patches covering each block: nb per dimension inside, fewer at the grid's edges.
         cover_r = [min(u, nh - 1) - max(u - nb + 1, 0) + 1 for u in range(bh)]
         cover_c = [min(v, nw - 1) - max(v - nb + 1, 0) + 1 for v in range(bw)]
         inv_count = 1.0 / (torch.tensor(cover_r, dtype=x.dtype, device=x.device)[:, None]
                            * torch.tensor(cover_c, dtype=x.dtype, device=x.device)[None, :])
-        blocks = acc.view(b, bh, bw, k, c, s, s).permute(0, 3, 4, 1, 5, 2, 6)  # (B, k, C, bh, s, bw, s)
-        inv_count = inv_count.view(1, 1, 1, bh, 1, bw, 1)
-        if torch.is_grad_enabled() and acc.requires_grad:
-            volumes = (blocks * inv_count).reshape(b, k, c, hp, wp)
-            diffs = volumes[..., top: top + h, left: left + w] - x.unsqueeze(1)
-            return torch.cat([x, diffs.reshape(b, k * c, h, w)], dim=1)
-        # Without autograd: two passes over the output (averaging into pixel order, differences into place).
-        volumes = torch.mul(blocks, inv_count, out=acc.new_empty(b, k, c, bh, s, bw, s)).view(b, k, c, hp, wp)
+        return _BlocksToPixels.apply(acc.view(b, bh, bw, k, c, s, s), x, inv_count, (top, left))
+
+
+class _BlocksToPixels(torch.autograd.Function):
+    """concat(x, N_1 - x, ..., N_k - x) from the neighbour volumes summed per block, acc (B, bh, bw, k, C, s, s), and
+    the inverse count of patches covering each block (bh, bw), cropped at offset (top, left) to x's (B, C, H, W).
+
+    Two passes over the output each way (averaging into pixel order, differences into place; backward: the
+    differences' gradient summed for x, then averaged back into the block layout); autograd's version of the same
+    expressions took five, through permuted copies (docs/speed.md)."""
+
+    @staticmethod
+    def forward(ctx: Any, acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[int, int]) -> Tensor:
+        b, bh, bw, k, c, s, _ = acc.shape
+        h, w = x.shape[-2:]
+        top, left = offset
+        blocks = acc.permute(0, 3, 4, 1, 5, 2, 6)  # (B, k, C, bh, s, bw, s)
+        volumes = torch.mul(blocks, inv_count.view(1, 1, 1, bh, 1, bw, 1),
+                            out=acc.new_empty(b, k, c, bh, s, bw, s)).view(b, k, c, bh * s, bw * s)
         result = x.new_empty(b, (k + 1) * c, h, w)
         result[:, :c] = x
         torch.sub(volumes[..., top: top + h, left: left + w], x.unsqueeze(1), out=result[:, c:].view(b, k, c, h, w))
+        ctx.save_for_backward(inv_count)
+        ctx.shape, ctx.offset = acc.shape, offset
         return result
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        (inv_count,) = ctx.saved_tensors
+        b, bh, bw, k, c, s, _ = ctx.shape
+        top, left = ctx.offset
+        h, w = grad.shape[-2:]
+        g_diffs = grad[:, c:].view(b, k, c, h, w)
+        grad_x = grad[:, :c] - g_diffs.sum(1) if ctx.needs_input_grad[1] else None
+        grad_acc = None
+        if ctx.needs_input_grad[0]:
+            if (top, left, h, w) == (0, 0, bh * s, bw * s):
+                g_vol = g_diffs
+            else:  # the padding got no gradient
+                g_vol = grad.new_zeros(b, k, c, bh * s, bw * s)
+                g_vol[..., top: top + h, left: left + w] = g_diffs
+            grad_acc = grad.new_empty(b, bh, bw, k, c, s, s)
+            torch.mul(g_vol.view(b, k, c, bh, s, bw, s), inv_count.view(1, 1, 1, bh, 1, bw, 1),
+                      out=grad_acc.permute(0, 3, 4, 1, 5, 2, 6))
+        return grad_acc, grad_x, None, None
 
 
 def set_bf16_cnns_in_training(model: nn.Module, enabled: bool) -> None:

@@ -1,4 +1,5 @@
-"""The fused image N3 aggregation in C, for inference on the CPU (``aggregate.c``).
+"""The fused image N3 aggregation in C, for inference on the CPU, and the selection's forward and backward for
+training (``aggregate.c``).
 
 Eager PyTorch spends two thirds of the aggregation's time on element-wise passes it cannot fuse (the
 selection loop, the distance assembly, layout changes; ``docs/speed.md``). ``aggregate.c`` does the whole
@@ -30,7 +31,8 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
-_ABI = 1000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate()
+_ABI = 2000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present
+_KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
 _BUILD_SECONDS = 120
@@ -137,6 +139,11 @@ def _load(path: Path) -> ctypes.CDLL | None:
     fn = lib.n3_aggregate_band
     fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
+    i64, i32 = ctypes.c_int64, ctypes.c_int
+    lib.n3_knn_forward.argtypes = [ctypes.c_void_p] * 5 + [i64, i64, i64, i32, i32]
+    lib.n3_knn_forward.restype = i32
+    lib.n3_knn_backward.argtypes = [ctypes.c_void_p] * 8 + [i64, i64, i64, i32, i32]
+    lib.n3_knn_backward.restype = i32
     return lib
 
 
@@ -217,3 +224,50 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
     if any(r != 0 for r in results):
         raise ValueError("native N3 aggregation: unsupported parameters")
     return out.permute(0, 3, 1, 2)
+
+
+def _run_rows(call: Callable[[int, int], int], rows: int) -> None:
+    """call(r0, r1) on row ranges split among torch's threads; raises on a kernel's error code."""
+    threads = max(1, min(torch.get_num_threads(), rows // 64))
+    edges = [rows * i // threads for i in range(threads + 1)]
+    jobs = [(edges[i], edges[i + 1]) for i in range(threads) if edges[i + 1] > edges[i]]
+    if len(jobs) <= 1:
+        results = [call(*job) for job in jobs]
+    else:
+        pool = _executor(torch.get_num_threads())
+        results = [f.result() for f in [pool.submit(call, *job) for job in jobs]]
+    if any(r == -1 for r in results):
+        raise MemoryError("native selection: out of memory for its scratch buffers")
+    if any(r != 0 for r in results):
+        raise ValueError("native selection: unsupported parameters")
+
+
+def knn_forward(alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The continuous k-nearest-neighbour weights (rows, k, m) of logits alpha (rows, m) (-inf: excluded) at the
+    temperatures (rows,) (Eqs. 8-10), and what :func:`knn_backward` needs: the top candidate of every step
+    (rows, k) and three floats per row and step. Contiguous float32 CPU tensors."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native selection is not available")
+    rows, m = alpha.shape
+    w = torch.empty(rows, k, m)
+    top = torch.empty(rows, k, dtype=torch.int32)
+    aux = torch.empty(rows, k, _KNN_AUX)
+    _run_rows(lambda r0, r1: lib.n3_knn_forward(alpha.data_ptr(), temperature.data_ptr(), w.data_ptr(),
+                                                top.data_ptr(), aux.data_ptr(), r0, r1, m, k, update_alpha), rows)
+    return w, top, aux
+
+
+def knn_backward(grad_w: Tensor, w: Tensor, top: Tensor, aux: Tensor, alpha: Tensor, temperature: Tensor,
+                 update_alpha: bool) -> tuple[Tensor, Tensor]:
+    """The gradients of alpha (rows, m) and of the temperatures (rows,) from that of the weights (rows, k, m)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native selection is not available")
+    rows, k, m = w.shape
+    grad_alpha = torch.empty(rows, m)
+    grad_t = torch.empty(rows)
+    _run_rows(lambda r0, r1: lib.n3_knn_backward(grad_w.data_ptr(), w.data_ptr(), top.data_ptr(), aux.data_ptr(),
+                                                 alpha.data_ptr(), temperature.data_ptr(), grad_alpha.data_ptr(),
+                                                 grad_t.data_ptr(), r0, r1, m, k, update_alpha), rows)
+    return grad_alpha, grad_t

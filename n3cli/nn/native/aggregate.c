@@ -1,4 +1,5 @@
-/* The image N3 aggregation (paper Sec. 4, Eqs. 4 and 8-11) fused into one pass, for inference on the CPU.
+/* The image N3 aggregation (paper Sec. 4, Eqs. 4 and 8-11) fused into one pass, for inference on the CPU; and, at the
+ * end of the file, the continuous selection (Eqs. 8-10) of independent rows with its backward, for training.
  *
  * Plain C99 without any library headers beyond libc, compiled at first use by n3cli/nn/native.py and
  * called through ctypes. The arithmetic is that of N3Aggregation2d._forward_blocks (the Python reference):
@@ -547,5 +548,192 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
     return 0;
 }
 
-/* For the loader: the parameter layout this library was built with. */
-N3_EXPORT int n3_abi_version(void) { return 1000 + P_COUNT; }
+/* ---------------------------------------------------------------------------------------------------------------
+ * The continuous k-nearest-neighbour selection (Eqs. 8-10) of independent rows of logits, with its backward: the
+ * selection of training (N3Aggregation2d._forward_blocks, knn.continuous_knn under autograd), where the aggregation
+ * around it stays in PyTorch. Row r: alpha (m) with -inf for excluded candidates, temperature t > 0. z = alpha / t;
+ * step j: w = softmax(z) computed around the top candidate (as knn._softmax_and_log1m), then Eq. 9:
+ * z += log(1 - w) / t ("alpha" update) or z += log(1 - w) ("logits" update). Per step the forward keeps the top
+ * index and three floats (KNN_AUX): the others' sum of exp, log(1 - w_top), and the kind of step (KNN_NORMAL; KNN_EXACT:
+ * the others' sum underflowed and log(1 - w_top) came from their log-sum-exp; KNN_ALONE: no other candidate left).
+ * ------------------------------------------------------------------------------------------------------------- */
+enum { KNN_AUX = 3, KNN_NORMAL = 0, KNN_EXACT = 1, KNN_ALONE = 2 };
+
+/* One row forward: w (k, m) and top (k) (-1 where no candidate is left) and aux (k, KNN_AUX); z (m) scratch, or with
+ * zs != NULL the logits of every step are kept there (k, m) for the backward of a KNN_EXACT step. */
+static void knn_row_forward(const float *restrict alpha, float t, float *restrict w, int32_t *restrict top_out,
+                            float *restrict aux, float *restrict z, float *restrict zs, int m, int k, int update_alpha) {
+    const float tiny = 4.5308161e-31f; /* float32 tiny^0.8 (as knn.py): below it the others' sum lost precision */
+    for (int n = 0; n < m; n++) z[n] = alpha[n] / t;
+    memset(w, 0, sizeof(float) * (size_t)k * m);
+    memset(aux, 0, sizeof(float) * (size_t)k * KNN_AUX);
+    for (int j = 0; j < k; j++) top_out[j] = -1;
+    for (int j = 0; j < k; j++) {
+        if (zs) memcpy(zs + (size_t)j * m, z, sizeof(float) * m);
+        float *restrict wj = w + (size_t)j * m;
+        int top = -1;
+        float tv = -INFINITY;
+        for (int n = 0; n < m; n++)
+            if (z[n] > tv) tv = z[n], top = n;
+        if (top < 0) return; /* no candidate left: the remaining neighbours weigh nothing */
+        float others = 0.0f;
+        for (int n = 0; n < m; n++) {
+            const float p = n == top ? 0.0f : exp_nonpositive(z[n] - tv); /* Eq. 8 / 10 */
+            wj[n] = p;
+            others += p;
+        }
+        const float total = others + 1.0f;
+        for (int n = 0; n < m; n++) wj[n] = wj[n] / total;
+        top_out[j] = top;
+        float *a = aux + (size_t)j * KNN_AUX;
+        a[0] = others;
+        if (j + 1 < k) {
+            float log_others;
+            if (others >= tiny) {
+                log_others = logf(others);
+            } else { /* the others' weights underflow: their log-sum-exp, or none left */
+                float rest_max = -INFINITY;
+                for (int n = 0; n < m; n++)
+                    if (n != top && z[n] > rest_max) rest_max = z[n];
+                if (rest_max == -INFINITY) {
+                    for (int n = 0; n < m; n++) z[n] = -INFINITY;
+                    a[2] = KNN_ALONE;
+                    wj[top] = 1.0f / total;
+                    continue;
+                }
+                double sum = 0.0;
+                for (int n = 0; n < m; n++)
+                    if (n != top && z[n] != -INFINITY) sum += exp((double)z[n] - rest_max);
+                log_others = (rest_max - tv) + (float)log(sum);
+                a[2] = KNN_EXACT;
+            }
+            const float lrt = log_others - logf(total);
+            a[1] = lrt;
+            const float c = update_alpha ? t : 1.0f; /* Eq. 9 */
+            for (int n = 0; n < m; n++) z[n] += log_one_minus(wj[n]) / c;
+            z[top] = tv + lrt / c;
+        }
+        wj[top] = 1.0f / total;
+    }
+}
+
+/* sum_n g_n v_n where sum_n g_n = 0 holds in exact arithmetic (g the gradient of a row's logits: the selection does not
+ * change when they are shifted alike), taken as sum_n g_n (v_n - c) about the |g|-weighted mean c of v: the rounding
+ * error of each g_n is then multiplied by v_n - c, not by v_n (a dominant candidate's logit can be 1e5 from the
+ * others). Entries with g_n = 0 (v_n may be -inf there) are left out. */
+static float centred_dot(const float *restrict g, const float *restrict v, int m) {
+    float mass = 0.0f, first = 0.0f;
+    for (int n = 0; n < m; n++) {
+        if (g[n] == 0.0f) continue;
+        mass += fabsf(g[n]);
+        first += fabsf(g[n]) * v[n];
+    }
+    if (mass == 0.0f) return 0.0f;
+    const float centre = first / mass;
+    float dot = 0.0f;
+    for (int n = 0; n < m; n++)
+        if (g[n] != 0.0f) dot += g[n] * (v[n] - centre);
+    return dot;
+}
+
+/* One row backward: from gw (k, m), the gradient of the weights, to galpha (m) and the temperature's gradient. g (m)
+ * scratch; zs (k, m) scratch for rows with a KNN_EXACT step; scratch (k m + k KNN_AUX + m >= 3 m for k > 1) floats. Reverse steps j: with g the gradient of z^{j+1} and
+ * h = g / t ("alpha") or g ("logits") that of log(1 - w^j), r_n = w_n / (1 - w_n), S = sum_{n != top} h_n r_n,
+ * q_n = w_n / (1 - w_top) (the others' own softmax), D = sum_n G_n w_n:
+ *   non-top n: g_n += -h_n r_n + w_n (S + G_n - D) + h_top w_top q_n;  top: g_top += -h_top w_top + w_top (S + G_top - D)
+ * (d log(1 - w_m) / dz_n = -r_m (delta_mn - w_n), dw_m / dz_n = w_m (delta_mn - w_n)); z^1 = alpha / t at the end. */
+static float knn_row_backward(const float *restrict gw, const float *restrict w, const int32_t *restrict top,
+                              const float *restrict aux, const float *restrict alpha, float t, float *restrict galpha,
+                              float *restrict g, float *restrict zs, float *restrict scratch, int m, int k,
+                              int update_alpha) {
+    int exact = 0;
+    for (int j = 0; j < k; j++) exact |= aux[(size_t)j * KNN_AUX + 2] == KNN_EXACT;
+    if (exact) { /* the logits of every step again (the same arithmetic as the forward) */
+        int32_t top2[64];
+        float *w2 = scratch, *aux2 = scratch + (size_t)k * m, *z2 = aux2 + (size_t)k * KNN_AUX;
+        knn_row_forward(alpha, t, w2, top2, aux2, z2, zs, m, k, update_alpha);
+    }
+    memset(g, 0, sizeof(float) * m);
+    /* a step's weights with the top's zeroed, their odds w / (1 - w), log(1 - w) */
+    float *restrict wz = scratch, *restrict rr = scratch + m, *restrict ll = scratch + 2 * (size_t)m;
+    float dt = 0.0f;
+    for (int j = k - 1; j >= 0; j--) {
+        const int tp = top[j];
+        if (tp < 0) continue;
+        const float *restrict wj = w + (size_t)j * m, *restrict gj = gw + (size_t)j * m, *a = aux + (size_t)j * KNN_AUX;
+        const float wt = wj[tp];
+        memcpy(wz, wj, sizeof(float) * m);
+        wz[tp] = 0.0f;
+        const int kind = (int)a[2];
+        if (j + 1 == k || kind == KNN_ALONE) { /* no update after this step (or nothing left to update) */
+            float d = gj[tp] * wt;
+            for (int n = 0; n < m; n++) d += gj[n] * wz[n];
+            for (int n = 0; n < m; n++) g[n] += wz[n] * (gj[n] - d);
+            g[tp] += wt * (gj[tp] - d);
+            continue;
+        }
+        const float c = update_alpha ? 1.0f / t : 1.0f, g_top = g[tp], ht = g_top * c;
+        float d = gj[tp] * wt, s = 0.0f;
+        for (int n = 0; n < m; n++) { /* the top contributes 0 through wz (its terms are added separately) */
+            const float r = wz[n] / (1.0f - wz[n]);
+            rr[n] = r;
+            d += gj[n] * wz[n];
+            s += g[n] * r;
+        }
+        s *= c;
+        if (update_alpha) { /* z^{j+1} = z^j + log(1 - w^j) / t: -sum_n g_n log(1 - w_n) / t^2, about a centre */
+            for (int n = 0; n < m; n++) ll[n] = log_one_minus(wz[n]);
+            ll[tp] = a[1];
+            dt -= centred_dot(g, ll, m) / (t * t);
+        }
+        if (kind == KNN_EXACT) { /* q_n = exp(z_n - z_top - log(others)) */
+            const float *zj = zs + (size_t)j * m;
+            const float shift = zj[tp] + a[1] + logf(1.0f + a[0]);
+            for (int n = 0; n < m; n++) {
+                const float q = exp_nonpositive(zj[n] - shift);
+                g[n] += -g[n] * c * rr[n] + wz[n] * (s + gj[n] - d) + ht * wt * q;
+            }
+        } else {
+            const float coef = ht * wt * ((1.0f + a[0]) / a[0]); /* h_top w_top / (1 - w_top) */
+            for (int n = 0; n < m; n++) g[n] += -g[n] * c * rr[n] + wz[n] * (s + gj[n] - d + coef);
+        }
+        g[tp] = g_top - ht * wt + wt * (s + gj[tp] - d); /* the top candidate: the loop's value replaced */
+    }
+    for (int n = 0; n < m; n++) galpha[n] = g[n] / t;
+    return dt - centred_dot(g, alpha, m) / (t * t); /* z^1 = alpha / t */
+}
+/* Rows [r0, r1) of alpha (rows, m) with temperatures temp (rows): weights w (rows, k, m), top (rows, k) and aux
+ * (rows, k, KNN_AUX) for the backward. Returns 0, -1 without scratch memory, -2 for parameters it does not handle. */
+N3_EXPORT int n3_knn_forward(const float *alpha, const float *temp, float *w, int32_t *top, float *aux, int64_t r0,
+                             int64_t r1, int64_t m, int k, int update_alpha) {
+    if (k < 1 || k > 64 || m < 1) return -2;
+    float *z = malloc(sizeof(float) * (size_t)m);
+    if (!z) return -1;
+    for (int64_t r = r0; r < r1; r++)
+        knn_row_forward(alpha + r * m, temp[r], w + r * k * m, top + r * k, aux + r * k * KNN_AUX, z, NULL, (int)m, k,
+                        update_alpha);
+    free(z);
+    return 0;
+}
+
+/* The backward of n3_knn_forward for rows [r0, r1): from gw (rows, k, m) to galpha (rows, m) and gt (rows). */
+N3_EXPORT int n3_knn_backward(const float *gw, const float *w, const int32_t *top, const float *aux,
+                              const float *alpha, const float *temp, float *galpha, float *gt, int64_t r0, int64_t r1,
+                              int64_t m, int k, int update_alpha) {
+    if (k < 1 || k > 64 || m < 1) return -2;
+    float *g = malloc(sizeof(float) * (size_t)m);
+    float *zs = malloc(sizeof(float) * (size_t)k * m);
+    float *scratch = malloc(sizeof(float) * ((size_t)k * m + (size_t)k * KNN_AUX + (size_t)m));
+    if (!g || !zs || !scratch) {
+        free(g), free(zs), free(scratch);
+        return -1;
+    }
+    for (int64_t r = r0; r < r1; r++)
+        gt[r] = knn_row_backward(gw + r * k * m, w + r * k * m, top + r * k, aux + r * k * KNN_AUX, alpha + r * m,
+                                 temp[r], galpha + r * m, g, zs, scratch, (int)m, k, update_alpha);
+    free(g), free(zs), free(scratch);
+    return 0;
+}
+
+/* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions). */
+N3_EXPORT int n3_abi_version(void) { return 2000 + P_COUNT; }
