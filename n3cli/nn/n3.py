@@ -68,8 +68,8 @@ class DistanceNorm(nn.BatchNorm1d):
 
     def forward(self, alpha: Tensor, valid: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if not self.training:
-            scale = self.weight / torch.sqrt(self.running_var + self.eps)
-            return (alpha - self.running_mean) * scale + self.bias
+            scale, shift = self.eval_affine()
+            return torch.addcmul(shift, alpha, scale)
         mask = None if valid is None else valid.expand_as(alpha)
         flat = alpha.reshape(-1) if mask is None else alpha.masked_select(mask)
         x = flat.double()

@@ -637,8 +637,8 @@ static float centred_dot(const float *restrict g, const float *restrict v, int m
 }
 
 /* One row backward: from gw (k, m), the gradient of the weights, to galpha (m) and the temperature's gradient. g (m)
- * scratch; zs (k, m) scratch for rows with a KNN_EXACT step; scratch (k m + k KNN_AUX + m >= 3 m for k > 1) floats. Reverse steps j: with g the gradient of z^{j+1} and
- * h = g / t ("alpha") or g ("logits") that of log(1 - w^j), r_n = w_n / (1 - w_n), S = sum_{n != top} h_n r_n,
+ * scratch; zs (k, m) scratch for rows with a KNN_EXACT step; scratch (k m + k KNN_AUX + m >= 3 m for k > 1) floats.
+ * Reverse steps j: with g the gradient of z^{j+1} and h = g / t ("alpha") or g ("logits") that of log(1 - w^j), r_n = w_n / (1 - w_n), S = sum_{n != top} h_n r_n,
  * q_n = w_n / (1 - w_top) (the others' own softmax), D = sum_n G_n w_n:
  *   non-top n: g_n += -h_n r_n + w_n (S + G_n - D) + h_top w_top q_n;  top: g_top += -h_top w_top + w_top (S + G_top - D)
  * (d log(1 - w_m) / dz_n = -r_m (delta_mn - w_n), dw_m / dz_n = w_m (delta_mn - w_n)); z^1 = alpha / t at the end. */
@@ -690,7 +690,7 @@ static float knn_row_backward(const float *restrict gw, const float *restrict w,
             const float *zj = zs + (size_t)j * m;
             const float shift = zj[tp] + a[1] + logf(1.0f + a[0]);
             for (int n = 0; n < m; n++) {
-                const float q = exp_nonpositive(zj[n] - shift);
+                const float q = n == tp ? 0.0f : exp_nonpositive(zj[n] - shift); /* (the top's is replaced below) */
                 g[n] += -g[n] * c * rr[n] + wz[n] * (s + gj[n] - d) + ht * wt * q;
             }
         } else {
