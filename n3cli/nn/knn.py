@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import native
 
@@ -99,7 +100,7 @@ def continuous_knn(alpha: Tensor, temperature: Tensor | float, k: int, *,
         if isinstance(temperature, Tensor):
             t = temperature.expand(*lead, 1).reshape(-1).contiguous()
         else:
-            t = torch.full((rows.shape[0],), float(temperature))
+            t = torch.full((rows.shape[0],), float(temperature), dtype=torch.float32)
         return _NativeContinuousKnn.apply(rows, t, k, update == "alpha").view(*lead, k, m)
     if not (torch.is_grad_enabled() and (alpha.requires_grad or isinstance(temperature, Tensor)
                                          and temperature.requires_grad)):
@@ -149,6 +150,7 @@ class _NativeContinuousKnn(torch.autograd.Function):
         return w
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
         w, top, aux, alpha, temperature = ctx.saved_tensors
         grad_alpha, grad_t = native.knn_backward(grad.float().contiguous(), w, top, aux, alpha, temperature,

@@ -235,3 +235,24 @@ def test_native_selection_trains_like_the_pytorch_one() -> None:
     for got, expected in zip(results[1], results[0], strict=True):
         assert got is not None and expected is not None
         torch.testing.assert_close(got, expected, rtol=0, atol=2e-5 * expected.abs().max().item())
+
+
+@needs_native
+def test_native_selection_under_a_float64_default_dtype() -> None:
+    """float32 logits take the C selection whatever torch's default dtype is; its buffers stay float32."""
+    from n3cli.nn import knn
+
+    alpha = -torch.rand(5, 12, generator=torch.Generator().manual_seed(2))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = knn.continuous_knn(alpha, 0.1, 3)
+    finally:
+        torch.set_default_dtype(previous)
+    knn.NATIVE = False
+    try:
+        expected = knn.continuous_knn(alpha, 0.1, 3)
+    finally:
+        knn.NATIVE = True
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

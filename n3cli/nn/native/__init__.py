@@ -250,9 +250,9 @@ def knn_forward(alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) 
     if lib is None:
         raise RuntimeError("the native selection is not available")
     rows, m = alpha.shape
-    w = torch.empty(rows, k, m)
+    w = torch.empty(rows, k, m, dtype=torch.float32)
     top = torch.empty(rows, k, dtype=torch.int32)
-    aux = torch.empty(rows, k, _KNN_AUX)
+    aux = torch.empty(rows, k, _KNN_AUX, dtype=torch.float32)
     _run_rows(lambda r0, r1: lib.n3_knn_forward(alpha.data_ptr(), temperature.data_ptr(), w.data_ptr(),
                                                 top.data_ptr(), aux.data_ptr(), r0, r1, m, k, update_alpha), rows)
     return w, top, aux
@@ -265,8 +265,8 @@ def knn_backward(grad_w: Tensor, w: Tensor, top: Tensor, aux: Tensor, alpha: Ten
     if lib is None:
         raise RuntimeError("the native selection is not available")
     rows, k, m = w.shape
-    grad_alpha = torch.empty(rows, m)
-    grad_t = torch.empty(rows)
+    grad_alpha = torch.empty(rows, m, dtype=torch.float32)
+    grad_t = torch.empty(rows, dtype=torch.float32)
     _run_rows(lambda r0, r1: lib.n3_knn_backward(grad_w.data_ptr(), w.data_ptr(), top.data_ptr(), aux.data_ptr(),
                                                  alpha.data_ptr(), temperature.data_ptr(), grad_alpha.data_ptr(),
                                                  grad_t.data_ptr(), r0, r1, m, k, update_alpha), rows)

@@ -694,8 +694,8 @@ static float knn_row_backward(const float *restrict gw, const float *restrict w,
                 g[n] += -g[n] * c * rr[n] + wz[n] * (s + gj[n] - d) + ht * wt * q;
             }
         } else {
-            const float coef = ht * wt * ((1.0f + a[0]) / a[0]); /* h_top w_top / (1 - w_top) */
-            for (int n = 0; n < m; n++) g[n] += -g[n] * c * rr[n] + wz[n] * (s + gj[n] - d + coef);
+            const float inv_rest = (1.0f + a[0]) / a[0], hw = ht * wt; /* 1 / (1 - w_top); w_n / (1 - w_top) <= 1 */
+            for (int n = 0; n < m; n++) g[n] += -g[n] * c * rr[n] + wz[n] * (s + gj[n] - d) + hw * (wz[n] * inv_rest);
         }
         g[tp] = g_top - ht * wt + wt * (s + gj[tp] - d); /* the top candidate: the loop's value replaced */
     }
