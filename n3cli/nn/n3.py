@@ -625,10 +625,10 @@ class N3Aggregation2d(nn.Module):
                     if not weights.requires_grad and rh == tr + wh - 1 and rw == tc + ww - 1:
                         out = _aggregate_translated(weights.view(b * n, tr, tc, k, wh, ww), src.contiguous(), nb)
                     else:
-                        size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
                         if window_index is None:  # every window is the whole region (the tile of training)
                             spread = _SpreadWhole.apply(weights, (tr, tc, k, wh, ww, nb))
                         else:
+                            size = (tr + nb - 1) * (tc + nb - 1) * k * (rh + nb - 1) * (rw + nb - 1)
                             spread = _Spread.apply(weights, spread_index, size)
                         out = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b * n, -1, c * s * s)
                     out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block

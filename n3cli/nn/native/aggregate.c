@@ -155,16 +155,85 @@ static void block_row_distances(const params *P, const float *restrict ep, int r
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * The continuous k-nearest-neighbour selection (Eqs. 8-10) of one row of logits: the fused aggregation's
+ * (query_weights) and, with its backward (at the end of the file), that of training (knn.continuous_knn on float32 CPU
+ * tensors), where the aggregation around it stays in PyTorch. Row r: alpha (m) with -inf for excluded candidates, temperature t > 0. z = alpha / t;
+ * step j: w = softmax(z) computed around the top candidate (as knn._softmax_and_log1m), then Eq. 9:
+ * z += log(1 - w) / t ("alpha" update) or z += log(1 - w) ("logits" update). Per step the forward keeps the top
+ * index and three floats (KNN_AUX): the others' sum of exp, log(1 - w_top), and the kind of step (KNN_NORMAL; KNN_EXACT:
+ * the others' sum underflowed and log(1 - w_top) came from their log-sum-exp; KNN_ALONE: no other candidate left).
+ * ------------------------------------------------------------------------------------------------------------- */
+enum { KNN_AUX = 3, KNN_NORMAL = 0, KNN_EXACT = 1, KNN_ALONE = 2 };
+
+/* One row forward: w (k, m) and top (k) (-1 where no candidate is left) and aux (k, KNN_AUX); z (m) scratch, or with
+ * zs != NULL the logits of every step are kept there (k, m) for the backward of a KNN_EXACT step. */
+static void knn_row_forward(const float *restrict alpha, float t, float *restrict w, int32_t *restrict top_out,
+                            float *restrict aux, float *restrict z, float *restrict zs, int m, int k, int update_alpha) {
+    const float tiny = 4.5308161e-31f; /* float32 tiny^0.8 (as knn.py): below it the others' sum lost precision */
+    for (int n = 0; n < m; n++) z[n] = alpha[n] / t;
+    memset(w, 0, sizeof(float) * (size_t)k * m);
+    memset(aux, 0, sizeof(float) * (size_t)k * KNN_AUX);
+    for (int j = 0; j < k; j++) top_out[j] = -1;
+    for (int j = 0; j < k; j++) {
+        if (zs) memcpy(zs + (size_t)j * m, z, sizeof(float) * m);
+        float *restrict wj = w + (size_t)j * m;
+        int top = -1;
+        float tv = -INFINITY;
+        for (int n = 0; n < m; n++)
+            if (z[n] > tv) tv = z[n], top = n;
+        if (top < 0) return; /* no candidate left: the remaining neighbours weigh nothing */
+        float others = 0.0f;
+        for (int n = 0; n < m; n++) {
+            const float p = n == top ? 0.0f : exp_nonpositive(z[n] - tv); /* Eq. 8 / 10 */
+            wj[n] = p;
+            others += p;
+        }
+        const float total = others + 1.0f;
+        for (int n = 0; n < m; n++) wj[n] = wj[n] / total;
+        top_out[j] = top;
+        float *a = aux + (size_t)j * KNN_AUX;
+        a[0] = others;
+        if (j + 1 < k) {
+            float log_others;
+            if (others >= tiny) {
+                log_others = logf(others);
+            } else { /* the others' weights underflow: their log-sum-exp, or none left */
+                float rest_max = -INFINITY;
+                for (int n = 0; n < m; n++)
+                    if (n != top && z[n] > rest_max) rest_max = z[n];
+                if (rest_max == -INFINITY) {
+                    for (int n = 0; n < m; n++) z[n] = -INFINITY;
+                    a[2] = KNN_ALONE;
+                    wj[top] = 1.0f / total;
+                    continue;
+                }
+                double sum = 0.0;
+                for (int n = 0; n < m; n++)
+                    if (n != top && z[n] != -INFINITY) sum += exp((double)z[n] - rest_max);
+                log_others = (rest_max - tv) + (float)log(sum);
+                a[2] = KNN_EXACT;
+            }
+            const float lrt = log_others - logf(total);
+            a[1] = lrt;
+            const float c = update_alpha ? t : 1.0f; /* Eq. 9 */
+            for (int n = 0; n < m; n++) z[n] += log_one_minus(wj[n]) / c;
+            z[top] = tv + lrt / c;
+        }
+        wj[top] = 1.0f / total;
+    }
+}
+
 /* The k weight vectors (k, wh * ww) of query patch (i, j) over its window (Eqs. 4, 8-10). bd[u] holds the block
- * distances of block row i + u (block_row_distances). */
+ * distances of block row i + u (block_row_distances); alpha, z (wh * ww) and aux (k, KNN_AUX) are scratch. */
 static void query_weights(const params *P, float *const *bd, const float *tg, int i, int j, float *w,
-                          float *logits) {
+                          float *alpha, float *z, float *aux) {
     const int wh = P->wh, ww = P->ww, m_count = wh * ww, k = P->k, nb = P->nb;
     const int lr = wh + nb - 1, lc = ww + nb - 1;
     const int wr = window_start(i, P->window, wh, P->nh), wc = window_start(j, P->window, ww, P->nw);
     const int self = (i - wr) * ww + (j - wc);
     const float t = tg[(size_t)i * P->nw + j];
-    for (int m = 0; m < m_count; m++) logits[m] = 0.0f;
+    for (int m = 0; m < m_count; m++) alpha[m] = 0.0f;
     for (int u = 0; u < nb; u++) {
         const int row_off = wr - i - block_offset_lo(i + u, nb, P->window, wh, P->nh);
         for (int v = 0; v < nb; v++) {
@@ -172,70 +241,23 @@ static void query_weights(const params *P, float *const *bd, const float *tg, in
             const float *d = bd[u] + (size_t)(j + v) * lr * lc;
             for (int a = 0; a < wh; a++) {
                 const float *restrict src = d + (size_t)(row_off + a) * lc + col_off;
-                float *restrict dst = logits + (size_t)a * ww;
+                float *restrict dst = alpha + (size_t)a * ww;
                 for (int b = 0; b < ww; b++) dst[b] += src[b];
             }
         }
     }
-    for (int m = 0; m < m_count; m++) {
-        const float d = logits[m];
-        const float alpha = P->has_norm ? P->norm_shift - d * P->norm_scale : -d; /* Eq. 4, normed */
-        logits[m] = alpha / t;
+    for (int m = 0; m < m_count; m++) { /* Eq. 4, normed */
+        const float d = alpha[m];
+        alpha[m] = P->has_norm ? P->norm_shift - d * P->norm_scale : -d;
     }
-    logits[self] = -INFINITY;
-    memset(w, 0, sizeof(float) * (size_t)k * m_count);
+    alpha[self] = -INFINITY;
     if (m_count == 1) { /* no candidate at all: the query keeps itself as every neighbour */
+        memset(w, 0, sizeof(float) * (size_t)k * m_count);
         for (int n = 0; n < k; n++) w[(size_t)n * m_count] = 1.0f;
         return;
     }
-    const float tiny = 4.5308161e-31f; /* float32 tiny^0.8 (as knn.py): below it the others' sum lost precision */
-    for (int n = 0; n < k; n++) {
-        float *wn = w + (size_t)n * m_count;
-        int top = -1;
-        float top_value = -INFINITY;
-        for (int m = 0; m < m_count; m++) {
-            if (logits[m] > top_value) {
-                top_value = logits[m];
-                top = m;
-            }
-        }
-        if (top < 0) return; /* no candidate left: the remaining neighbours weigh nothing */
-        for (int m = 0; m < m_count; m++) wn[m] = exp_nonpositive(logits[m] - top_value); /* Eq. 8/10 */
-        wn[top] = 0.0f;
-        float others = 0.0f;
-        for (int m = 0; m < m_count; m++) others += wn[m];
-        const float total = others + 1.0f;
-        for (int m = 0; m < m_count; m++) wn[m] = wn[m] / total;
-        if (n + 1 < k) {
-            float log_others;
-            if (others >= tiny) {
-                log_others = logf(others);
-            } else { /* the others' weights underflow: their log-sum-exp, or none left */
-                float rest_max = -INFINITY;
-                for (int m = 0; m < m_count; m++)
-                    if (m != top && logits[m] > rest_max) rest_max = logits[m];
-                if (rest_max == -INFINITY) {
-                    for (int m = 0; m < m_count; m++) logits[m] = -INFINITY;
-                    wn[top] = 1.0f / total;
-                    continue;
-                }
-                double sum = 0.0;
-                for (int m = 0; m < m_count; m++)
-                    if (m != top && logits[m] != -INFINITY) sum += exp((double)logits[m] - rest_max);
-                log_others = (rest_max - top_value) + (float)log(sum);
-            }
-            const float log_rest_top = log_others - logf(total);
-            /* Eq. 9: alpha^{j+1} = alpha^j + log(1 - w^j); the logits are alpha / t ("logits" update: not divided) */
-            if (P->update_alpha) {
-                for (int m = 0; m < m_count; m++) logits[m] += log_one_minus(wn[m]) / t;
-                logits[top] = top_value + log_rest_top / t;
-            } else {
-                for (int m = 0; m < m_count; m++) logits[m] += log_one_minus(wn[m]);
-                logits[top] = top_value + log_rest_top;
-            }
-        }
-        wn[top] = 1.0f / total;
-    }
+    int32_t top[64];
+    knn_row_forward(alpha, t, w, top, aux, z, NULL, m_count, k, P->update_alpha);
 }
 
 /* Eq. 11 and the fold for one destination block: acc (s, k, s * C) (pixel row, neighbour, pixel cols x channels)
@@ -454,7 +476,8 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
     const int lr = P.wh + nb - 1, lc = P.ww + nb - 1;
     const size_t row_weights = (size_t)P.nw * k * m_count;
     float *ring = malloc(sizeof(float) * row_weights * nb);
-    float *logits = malloc(sizeof(float) * m_count);
+    float *alpha = malloc(sizeof(float) * m_count), *z = malloc(sizeof(float) * m_count);
+    float *aux = malloc(sizeof(float) * (size_t)k * KNN_AUX);
     float *spread = malloc(sizeof(float) * (size_t)k * lr * lc);
     float *acc = malloc(sizeof(float) * (size_t)s * s * k * C);
     int *ring_row = malloc(sizeof(int) * nb);
@@ -462,8 +485,8 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
     float *bd_ring = malloc(sizeof(float) * bd_row * nb);
     int *bd_row_of = malloc(sizeof(int) * nb);
     float **bd = malloc(sizeof(float *) * nb);
-    if (!ring || !logits || !spread || !acc || !ring_row || !bd_ring || !bd_row_of || !bd) {
-        free(ring), free(logits), free(spread), free(acc), free(ring_row), free(bd_ring), free(bd_row_of), free(bd);
+    if (!ring || !alpha || !z || !aux || !spread || !acc || !ring_row || !bd_ring || !bd_row_of || !bd) {
+        free(ring), free(alpha), free(z), free(aux), free(spread), free(acc), free(ring_row), free(bd_ring), free(bd_row_of), free(bd);
         return -1;
     }
     for (int n = 0; n < nb; n++) ring_row[n] = bd_row_of[n] = -1;
@@ -481,7 +504,7 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
                 }
             }
             float *row = ring + (size_t)(i % nb) * row_weights;
-            for (int j = 0; j < P.nw; j++) query_weights(&P, bd, tg, i, j, row + (size_t)j * k * m_count, logits);
+            for (int j = 0; j < P.nw; j++) query_weights(&P, bd, tg, i, j, row + (size_t)j * k * m_count, alpha, z, aux);
             ring_row[i % nb] = i;
         }
         const int u0 = R - P.nh + 1 > 0 ? R - P.nh + 1 : 0, u1 = R < nb - 1 ? R : nb - 1;
@@ -544,77 +567,9 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
             }
         }
     }
-    free(ring), free(logits), free(spread), free(acc), free(ring_row), free(bd_ring), free(bd_row_of), free(bd);
+    free(ring), free(alpha), free(z), free(aux), free(spread), free(acc), free(ring_row), free(bd_ring), free(bd_row_of),
+        free(bd);
     return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------------------------
- * The continuous k-nearest-neighbour selection (Eqs. 8-10) of independent rows of logits, with its backward: the
- * selection of training (N3Aggregation2d._forward_blocks, knn.continuous_knn under autograd), where the aggregation
- * around it stays in PyTorch. Row r: alpha (m) with -inf for excluded candidates, temperature t > 0. z = alpha / t;
- * step j: w = softmax(z) computed around the top candidate (as knn._softmax_and_log1m), then Eq. 9:
- * z += log(1 - w) / t ("alpha" update) or z += log(1 - w) ("logits" update). Per step the forward keeps the top
- * index and three floats (KNN_AUX): the others' sum of exp, log(1 - w_top), and the kind of step (KNN_NORMAL; KNN_EXACT:
- * the others' sum underflowed and log(1 - w_top) came from their log-sum-exp; KNN_ALONE: no other candidate left).
- * ------------------------------------------------------------------------------------------------------------- */
-enum { KNN_AUX = 3, KNN_NORMAL = 0, KNN_EXACT = 1, KNN_ALONE = 2 };
-
-/* One row forward: w (k, m) and top (k) (-1 where no candidate is left) and aux (k, KNN_AUX); z (m) scratch, or with
- * zs != NULL the logits of every step are kept there (k, m) for the backward of a KNN_EXACT step. */
-static void knn_row_forward(const float *restrict alpha, float t, float *restrict w, int32_t *restrict top_out,
-                            float *restrict aux, float *restrict z, float *restrict zs, int m, int k, int update_alpha) {
-    const float tiny = 4.5308161e-31f; /* float32 tiny^0.8 (as knn.py): below it the others' sum lost precision */
-    for (int n = 0; n < m; n++) z[n] = alpha[n] / t;
-    memset(w, 0, sizeof(float) * (size_t)k * m);
-    memset(aux, 0, sizeof(float) * (size_t)k * KNN_AUX);
-    for (int j = 0; j < k; j++) top_out[j] = -1;
-    for (int j = 0; j < k; j++) {
-        if (zs) memcpy(zs + (size_t)j * m, z, sizeof(float) * m);
-        float *restrict wj = w + (size_t)j * m;
-        int top = -1;
-        float tv = -INFINITY;
-        for (int n = 0; n < m; n++)
-            if (z[n] > tv) tv = z[n], top = n;
-        if (top < 0) return; /* no candidate left: the remaining neighbours weigh nothing */
-        float others = 0.0f;
-        for (int n = 0; n < m; n++) {
-            const float p = n == top ? 0.0f : exp_nonpositive(z[n] - tv); /* Eq. 8 / 10 */
-            wj[n] = p;
-            others += p;
-        }
-        const float total = others + 1.0f;
-        for (int n = 0; n < m; n++) wj[n] = wj[n] / total;
-        top_out[j] = top;
-        float *a = aux + (size_t)j * KNN_AUX;
-        a[0] = others;
-        if (j + 1 < k) {
-            float log_others;
-            if (others >= tiny) {
-                log_others = logf(others);
-            } else { /* the others' weights underflow: their log-sum-exp, or none left */
-                float rest_max = -INFINITY;
-                for (int n = 0; n < m; n++)
-                    if (n != top && z[n] > rest_max) rest_max = z[n];
-                if (rest_max == -INFINITY) {
-                    for (int n = 0; n < m; n++) z[n] = -INFINITY;
-                    a[2] = KNN_ALONE;
-                    wj[top] = 1.0f / total;
-                    continue;
-                }
-                double sum = 0.0;
-                for (int n = 0; n < m; n++)
-                    if (n != top && z[n] != -INFINITY) sum += exp((double)z[n] - rest_max);
-                log_others = (rest_max - tv) + (float)log(sum);
-                a[2] = KNN_EXACT;
-            }
-            const float lrt = log_others - logf(total);
-            a[1] = lrt;
-            const float c = update_alpha ? t : 1.0f; /* Eq. 9 */
-            for (int n = 0; n < m; n++) z[n] += log_one_minus(wj[n]) / c;
-            z[top] = tv + lrt / c;
-        }
-        wj[top] = 1.0f / total;
-    }
 }
 
 /* sum_n g_n v_n where sum_n g_n = 0 holds in exact arithmetic (g the gradient of a row's logits: the selection does not
@@ -638,8 +593,9 @@ static float centred_dot(const float *restrict g, const float *restrict v, int m
 
 /* One row backward: from gw (k, m), the gradient of the weights, to galpha (m) and the temperature's gradient. g (m)
  * scratch; zs (k, m) scratch for rows with a KNN_EXACT step; scratch (k m + k KNN_AUX + m >= 3 m for k > 1) floats.
- * Reverse steps j: with g the gradient of z^{j+1} and h = g / t ("alpha") or g ("logits") that of log(1 - w^j), r_n = w_n / (1 - w_n), S = sum_{n != top} h_n r_n,
- * q_n = w_n / (1 - w_top) (the others' own softmax), D = sum_n G_n w_n:
+ * Reverse steps j: with g the gradient of z^{j+1} and h = g / t ("alpha") or g ("logits") that of log(1 - w^j),
+ * r_n = w_n / (1 - w_n), S = sum_{n != top} h_n r_n, q_n = w_n / (1 - w_top) (the others' own softmax),
+ * D = sum_n G_n w_n:
  *   non-top n: g_n += -h_n r_n + w_n (S + G_n - D) + h_top w_top q_n;  top: g_top += -h_top w_top + w_top (S + G_top - D)
  * (d log(1 - w_m) / dz_n = -r_m (delta_mn - w_n), dw_m / dz_n = w_m (delta_mn - w_n)); z^1 = alpha / t at the end. */
 static float knn_row_backward(const float *restrict gw, const float *restrict w, const int32_t *restrict top,
