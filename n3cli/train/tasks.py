@@ -27,7 +27,7 @@ __all__ = ["SIGMA_MAX", "SR_SCALES"]  # re-exported: defined beside the noise mo
 class NoiseSpec:
     """``sigma``: fixed Gaussian σ (0-255 scale); else noise-level-conditional training.
 
-    Conditional: each sample is Gaussian (a = 0, σ ~ U(0, sigma_max)) with probability
+    Conditional: each sample is Gaussian (a = 0, σ ~ U(sigma_min, sigma_max)) with probability
     ``gaussian_fraction``, else Poisson-Gaussian noise on a raw-like image (Eq. 13) with an NLF
     drawn over the paper's ranges (:func:`n3cli.imaging.noise.sample_nlf`), clipped to [0, 1].
 
@@ -41,19 +41,33 @@ class NoiseSpec:
     sigma_max: float = SIGMA_MAX
     gaussian_fraction: float = 0.5
     camera: bool = False
+    sigma_min: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> NoiseSpec:
-        """'25' or 'gaussian:25' (fixed σ); 'nlf' or 'nlf:0.5' (conditional, Gaussian fraction);
-        'raw' (conditional, camera raw CFA planes only)."""
+        """'25' or 'gaussian:25' (fixed σ); 'nlf' or 'nlf:0.5' (conditional, Gaussian fraction), optionally with
+        the Gaussian σ's range: 'nlf:1,sigma=25' (always σ 25, the level given: a per-σ fine-tune of a
+        conditional model) or 'nlf:0.6,sigma=15-35'; 'raw' (conditional, camera raw CFA planes only)."""
         text = text.strip().lower()
         if text == "raw":
             return cls(None, gaussian_fraction=0.0, camera=True)
         if text.startswith("nlf"):
-            frac = float(text.split(":", 1)[1]) if ":" in text else 0.5
+            head, _, rng = text.partition(",")
+            frac = float(head.split(":", 1)[1]) if ":" in head else 0.5
             if not 0.0 <= frac <= 1.0:
                 raise ValueError(f"Gaussian fraction must be in [0, 1], got {frac}")
-            return cls(None, gaussian_fraction=frac)
+            lo, hi = 0.0, SIGMA_MAX
+            if rng:
+                key, _, value = rng.partition("=")
+                if key.strip() != "sigma" or not value:
+                    raise ValueError(f"expected sigma=S or sigma=LO-HI after the comma, got {rng!r}")
+                parts = value.split("-")
+                if len(parts) > 2:
+                    raise ValueError(f"expected sigma=S or sigma=LO-HI, got {rng!r}")
+                lo, hi = float(parts[0]), float(parts[-1])
+                if not 0.0 <= lo <= hi <= SIGMA_MAX:
+                    raise ValueError(f"sigma range must lie in [0, {SIGMA_MAX:g}] with LO <= HI, got {value}")
+            return cls(None, sigma_max=hi, gaussian_fraction=frac, sigma_min=lo)
         sigma = float(text.split(":", 1)[1] if text.startswith("gaussian") else text)
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
@@ -77,7 +91,7 @@ class NoiseSpec:
             return ("raw: CFA planes of raw-like images (Eq. 13), exact Poisson-Gaussian noise "
                     "(paper ranges), clipped")
         if self.conditional:
-            return (f"nlf: Gaussian σ~U(0,{self.sigma_max:g}) w.p. {self.gaussian_fraction:g}, "
+            return (f"nlf: Gaussian σ~U({self.sigma_min:g},{self.sigma_max:g}) w.p. {self.gaussian_fraction:g}, "
                     "else raw-like Poisson-Gaussian (paper ranges)")
         return f"gaussian sigma {self.sigma:g}"
 
@@ -107,7 +121,7 @@ def denoise_batch(clean: Tensor, spec: NoiseSpec, gen: torch.Generator) -> Batch
     if spec.camera:
         return camera_batch(clean, gen)
     gauss = torch.rand(n, generator=gen) < spec.gaussian_fraction
-    sigma = torch.rand(n, generator=gen) * spec.sigma_max
+    sigma = spec.sigma_min + torch.rand(n, generator=gen) * (spec.sigma_max - spec.sigma_min)
     a_raw, b_raw = noise.sample_nlf(n, gen)
     f_e = 1.25 + 8.75 * torch.rand(n, generator=gen)
     f_c = 0.25 + 0.75 * torch.rand(n, generator=gen)

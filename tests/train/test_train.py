@@ -145,6 +145,25 @@ def test_conditional_noise_batch() -> None:
     assert (x[~gauss, 0] >= 0).all() and (x[~gauss, 0] <= 1).all()  # raw-like samples are clipped
 
 
+def test_conditional_noise_with_a_sigma_range() -> None:
+    """'nlf:1,sigma=25': a conditional model fine-tuned at one Gaussian level, that level given (issue #51)."""
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(32, 1, 16, 16, generator=g)
+    x, levels, target = denoise_batch(clean, NoiseSpec.parse("nlf:1,sigma=25"), g)
+    assert (levels[:, 0] == 0).all()
+    torch.testing.assert_close(levels[:, 1], torch.full((32,), (25 / 255) ** 2))
+    torch.testing.assert_close(target, clean)
+    assert abs(float((x - clean).std()) * 255 - 25) < 1.0
+    spec = NoiseSpec.parse("nlf:0.6,sigma=15-35")
+    assert (spec.sigma_min, spec.sigma_max, spec.gaussian_fraction) == (15.0, 35.0, 0.6)
+    _, levels, _ = denoise_batch(clean, spec, g)
+    sigmas = levels[levels[:, 0] == 0, 1].sqrt() * 255
+    assert ((sigmas >= 15 - 1e-3) & (sigmas <= 35 + 1e-3)).all()
+    assert NoiseSpec.parse("nlf") == NoiseSpec(None)  # the default range is unchanged: σ ~ U(0, 75)
+    for bad in ("nlf:1,sigma=80", "nlf:1,sigma=30-20", "nlf:1,size=3", "nlf:1,sigma=", "nlf:1,sigma=1-2-3"):
+        with pytest.raises(ValueError):
+            NoiseSpec.parse(bad)
+
 def test_sr_batch_shapes() -> None:
     g = torch.Generator().manual_seed(0)
     x, levels, y = sr_batch(torch.rand(6, 1, 84, 84, generator=g), 80, g)
