@@ -42,7 +42,7 @@ class LocalBlock(nn.Module):
         self.skip = min(in_channels, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv2(self.layer1(torch.relu(self.conv1(x))))
+        y = self.conv2(self.layer1(torch.relu_(self.conv1(x))))  # in place: conv1's output is not kept
         if not self.residual:
             return y
         if self.skip == y.shape[1]:
