@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from n3cli import api
-from n3cli.devices import cpu_name
+from n3cli.devices import cpu_name, keep_freed_memory
 from n3cli.engine import autocast
 from n3cli.nn import n3, native
 from n3cli.nn.nets import dncnn
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    keep_freed_memory()  # as the n3 command runs (N3_MALLOC=system: malloc's defaults)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     cpu = torch.device("cpu")

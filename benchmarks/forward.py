@@ -24,8 +24,10 @@ def measure(arch: str, h: int, w: int, threads: int, repeat: int, query_tile: in
     import torch
 
     from n3cli.api import prepare_for_inference
+    from n3cli.devices import keep_freed_memory
     from n3cli.nn.nets import dncnn, n3net
 
+    keep_freed_memory()  # as the n3 command runs (N3_MALLOC=system: malloc's defaults)
     torch.set_num_threads(threads)
     model = (n3net() if arch == "n3net" else dncnn()).eval()
     if not plain:  # what n3 denoise runs: BN folded, channels-last

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from n3cli.api import prepare_for_inference
-from n3cli.devices import cpu_name
+from n3cli.devices import cpu_name, keep_freed_memory
 from n3cli.engine import autocast
 from n3cli.nn.n3 import set_bf16_cnns_in_training
 from n3cli.nn.nets import N3Net, dncnn, n3net
@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--train-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="arithmetic of the local CNNs in the training step (n3 train's auto is bf16 where native)")
     args = ap.parse_args()
+    keep_freed_memory()  # as the n3 command runs (N3_MALLOC=system: malloc's defaults)
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_name()}; torch {torch.__version__}; {args.threads} thread(s)", flush=True)
     for precision in args.precision if args.sizes else []:

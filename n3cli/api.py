@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .devices import kept_free_bytes
 from .devices import pick_device as _pick_device
 from .engine import autocast, resolve_precision
 from .errors import N3Error
@@ -100,12 +101,13 @@ def prepare_for_inference(model: N3Net, device: torch.device) -> N3Net:
 
 
 def available_memory() -> int:
-    """Bytes of memory available to this process (Linux: MemAvailable; else physical memory / 2)."""
+    """Bytes of memory available to this process (Linux: MemAvailable and what its malloc keeps free, see
+    :func:`~n3cli.devices.keep_freed_memory`; else physical memory / 2)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * 1024 + kept_free_bytes()
     except OSError:
         pass
     try:
