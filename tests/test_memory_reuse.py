@@ -26,6 +26,15 @@ print(int(kept), faults, kept_free_bytes())
 """
 
 
+def _small_pages() -> bool:
+    """Page faults count 4 KB pages unless transparent huge pages are always on (then a fault may map 2 MB)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as fh:
+            return "[always]" not in fh.read()
+    except OSError:
+        return True
+
+
 def _probe(mode: str, **env: str) -> tuple[int, int, int]:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
                          env={**os.environ, **env}).stdout.split()
@@ -39,9 +48,10 @@ def test_freed_tensors_are_reused_without_page_faults() -> None:
     assert free >= 256 << 20  # and the freed block counts as memory the process can use
     kept, faults, free = _probe("default")
     assert kept == 0 and free == 0
-    assert faults > 30000  # by default it is mapped and zeroed page by page again (49,152 pages of 4 KB)
+    # by default it is mapped and zeroed page by page again (49,152 pages of 4 KB)
+    assert faults > 30000 or not _small_pages()
 
 
 def test_malloc_defaults_kept_on_request() -> None:
     kept, faults, _ = _probe("keep", N3_MALLOC="system")
-    assert kept == 0 and faults > 30000
+    assert kept == 0 and (faults > 30000 or not _small_pages())
