@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 from pathlib import Path
@@ -59,6 +60,7 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _kept = False
 
 
+@functools.lru_cache(maxsize=1)
 def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
@@ -86,8 +88,8 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    # The pad: the heap grows by 64 MB more than asked, so a freed block at its top plus the pad takes the next
-    # block of the same size with its alignment (without it, 256 MB freed leaves 256 MB + 64 bytes short of one).
+    # The pad: the heap grows by 64 MB more than asked (fewer brk calls). A freed block is still not reused for a
+    # block of exactly its size (posix_memalign asks for a little more); smaller ones and merged neighbours reuse it.
     _kept = all(libc.mallopt(param, value) for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1),
                                                                 (_M_TOP_PAD, 64 << 20)))
     return _kept

@@ -164,6 +164,7 @@ def test_conditional_noise_with_a_sigma_range() -> None:
         with pytest.raises(ValueError):
             NoiseSpec.parse(bad)
 
+
 def test_sr_batch_shapes() -> None:
     g = torch.Generator().manual_seed(0)
     x, levels, y = sr_batch(torch.rand(6, 1, 84, 84, generator=g), 80, g)
