@@ -2,7 +2,8 @@
 
 For real noisy/clean pairs (``--real``, default PolyU-val: ``*_real.*`` / ``*_mean.*``) and for the camera noise
 ``n3 train --noise real`` simulates on clean images (``--clean``, default the first 12 of BSD200, 256² crops; the
-cameras drawn as training draws them, without and with in-camera noise reduction), prints the noise's standard
+cameras drawn as training draws them, without in-camera noise reduction, with the one-blur one and with the
+mixed-scale one), prints the noise's standard
 deviation per opponent channel (luma, red-blue, green-magenta; 0-255) and its normalised autocorrelation at
 horizontal lags 1, 2, 4 and the diagonal lag (1, 1), luma and first chroma channel.
 Usage: python benchmarks/noise_correlation.py [--real DIR] [--clean DIR] [--count 12]
@@ -56,15 +57,15 @@ def main() -> None:
     if real:
         summary(f"real pairs ({len(real)}, {args.real.name})", real)
     cleans = [read_image(f).pixels[:256, :256] for f in sorted(args.clean.iterdir())[: args.count]]
-    for nr in (0.0, 1.0):
+    for label, nr, mixed in (("without", 0.0, 0.0), ("with one-blur", 1.0, 0.0), ("with mixed-scale", 0.0, 1.0)):
         gen = torch.Generator().manual_seed(1)
         sim = []
         for clean in cleans:
-            cam = sample_camera(gen, nr_fraction=nr)
+            cam = sample_camera(gen, nr_fraction=nr, nr_mixed_fraction=mixed)
             noisy = camera_noisy(torch.from_numpy(clean.transpose(2, 0, 1).copy()), cam, gen)
             sim.append((noisy.numpy().transpose(1, 2, 0), clean))
-        summary(f"simulated camera noise, {'with' if nr else 'without'} in-camera noise reduction "
-                f"({len(sim)} crops of {args.clean.name})", sim)
+        summary(f"simulated camera noise, {label} in-camera noise reduction ({len(sim)} crops of {args.clean.name})",
+                sim)
 
 
 if __name__ == "__main__":

@@ -61,17 +61,23 @@ class Camera:
     sharpen: float = 0.0  #: unsharp-mask amount applied to the noise (in-camera sharpening), 0: none
     nr_luma: float = 0.0  #: in-camera noise reduction: Gaussian blur σ (pixels) of the noise's luma, 0: none
     nr_chroma: float = 0.0  #: ... and of its chroma (cameras smooth chroma noise hardest)
+    nr_keep_luma: float = 0.0  #: share of the luma noise's fine part (noise − its blur) the reduction keeps
+    nr_keep_chroma: float = 0.0  #: ... and of the chroma noise's
     jpeg_quality: int | None = None  #: None: no JPEG
 
 
 def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_fraction: float = 0.5,
-                  nr_fraction: float = 0.0) -> Camera:
+                  nr_fraction: float = 0.0, nr_mixed_fraction: float = 0.0) -> Camera:
     """A random camera over Brooks et al.'s ranges: a random convex mix of :data:`XYZ2CAMS`, red gain U(1.9, 2.4),
     blue gain U(1.5, 1.9), brightness gain 1/N(0.8, 0.1), NLF over :data:`SHOT_RANGE`; JPEG quality U(60, 100)
     with probability ``jpeg_fraction``, sharpening U(0, 1) with probability ``sharpen_fraction``; in-camera noise
     reduction with probability ``nr_fraction``: the noise's luma blurred by σ U(0.5, 2) px, its chroma by
-    U(1, 3) px."""
+    U(1, 3) px; otherwise, with probability ``nr_mixed_fraction``, a reduction that leaves noise of several scales
+    (:data:`NR_MIXED`): the noise's coarse part kept whole and a share of its fine part."""
     u = torch.rand(15, generator=gen, dtype=torch.float64).tolist()
+    mixed = None
+    if nr_mixed_fraction > 0:  # drawn only then, so that runs without it keep their random stream
+        mixed = torch.rand(5, generator=gen, dtype=torch.float64).tolist()
     z = torch.randn(2, generator=gen, dtype=torch.float64).tolist()
     mix = np.array(u[:4]) / sum(u[:4])
     xyz2cam = np.tensordot(mix, np.array(XYZ2CAMS), axes=1)
@@ -79,6 +85,12 @@ def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_frac
     rgb2cam = rgb2cam / rgb2cam.sum(axis=1, keepdims=True)
     log_a = math.log(SHOT_RANGE[0]) + u[4] * (math.log(SHOT_RANGE[1]) - math.log(SHOT_RANGE[0]))
     log_b = 2.18 * log_a + 1.20 + 0.26 * z[0]
+    if u[14] < nr_fraction:
+        reduction = {"nr_luma": 0.5 + 1.5 * u[12], "nr_chroma": 1.0 + 2.0 * u[13]}
+    elif mixed is not None and mixed[4] < nr_mixed_fraction:
+        reduction = {k: lo + (hi - lo) * v for (k, (lo, hi)), v in zip(NR_MIXED.items(), mixed, strict=False)}
+    else:
+        reduction = {}
     return Camera(
         rgb2cam=tuple(tuple(float(v) for v in row) for row in rgb2cam),
         rgb_gain=1.0 / max(0.8 + 0.1 * z[1], 0.5),
@@ -89,9 +101,16 @@ def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_frac
         demosaic=DEMOSAIC[min(int(u[7] * len(DEMOSAIC)), len(DEMOSAIC) - 1)],
         sharpen=u[8] if u[9] < sharpen_fraction else 0.0,
         jpeg_quality=60 + min(int(u[10] * 41), 40) if u[11] < jpeg_fraction else None,
-        nr_luma=0.5 + 1.5 * u[12] if u[14] < nr_fraction else 0.0,
-        nr_chroma=1.0 + 2.0 * u[13] if u[14] < nr_fraction else 0.0,
+        **reduction,
     )
+
+
+#: Ranges (uniform) of the mixed-scale in-camera noise reduction: blur σ (px) and the share of the fine part kept,
+#: luma and chroma. Chosen so that the simulated noise (after sharpening and JPEG) comes near real camera JPEG noise
+#: (PolyU-val, flat pixels: normalised luma autocorrelation 0.62 / 0.30 / 0.14 at lags 1 / 2 / 4 px, chroma 0.88 /
+#: 0.79 / 0.62; `benchmarks/noise_correlation.py`: 0.44 / 0.30 / 0.13 and 0.88 / 0.71 / 0.44 with these ranges,
+#: 0.54 / 0.32 / 0.09 and 0.91 / 0.72 / 0.36 with the one-blur reduction; docs/real-photos.md).
+NR_MIXED = {"nr_luma": (1.0, 2.5), "nr_keep_luma": (0.0, 0.25), "nr_chroma": (3.0, 6.0), "nr_keep_chroma": (0.0, 0.1)}
 
 
 # --- the camera pipeline, both ways (rgb: (3, H, W) in [0, 1]) ----------------------------------------------
@@ -182,12 +201,21 @@ _OPP = ((1 / math.sqrt(3),) * 3, (1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)),
         (1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)))
 
 
-def noise_reduction(noise: Tensor, luma: float, chroma: float) -> Tensor:
+def noise_reduction(noise: Tensor, luma: float, chroma: float, keep_luma: float = 0.0,
+                    keep_chroma: float = 0.0) -> Tensor:
     """In-camera noise reduction on a noise image (3, H, W): its luma blurred by σ ``luma``, its two chroma
-    channels by σ ``chroma`` (pixels). Applied to the noise only, it is an ideal NR that keeps every detail."""
+    channels by σ ``chroma`` (pixels), with the share ``keep_luma`` / ``keep_chroma`` of the fine part (noise − its
+    blur) added back. Applied to the noise only, it is an ideal NR that keeps every detail."""
     m = _matrix(_OPP, noise)
     o = torch.einsum("ij,jhw->ihw", m, noise)
-    parts = [o[:1] if luma <= 0 else _blur(o[:1], luma), o[1:] if chroma <= 0 else _blur(o[1:], chroma)]
+
+    def reduce(x: Tensor, sigma: float, keep: float) -> Tensor:
+        if sigma <= 0:
+            return x
+        coarse = _blur(x, sigma)
+        return coarse + keep * (x - coarse) if keep else coarse
+
+    parts = [reduce(o[:1], luma, keep_luma), reduce(o[1:], chroma, keep_chroma)]
     return torch.einsum("ji,jhw->ihw", m, torch.cat(parts))
 
 
@@ -221,12 +249,12 @@ def camera_noisy(clean: Tensor, cam: Camera, gen: torch.Generator) -> Tensor:
     read = torch.randn(raw.shape, generator=gen, dtype=raw.dtype) * math.sqrt(cam.b)
     diff = process(raw + shot + read, cam) - process(raw, cam)
     if cam.nr_luma or cam.nr_chroma:
-        diff = noise_reduction(diff, cam.nr_luma, cam.nr_chroma)
+        diff = noise_reduction(diff, cam.nr_luma, cam.nr_chroma, cam.nr_keep_luma, cam.nr_keep_chroma)
     if cam.sharpen:
         diff = _unsharp(diff, cam.sharpen)
     noisy = (clean + diff[:, :h, :w]).clamp(0, 1)
     return jpeg(noisy, cam.jpeg_quality) if cam.jpeg_quality is not None else noisy
 
 
-__all__ = ["DEMOSAIC", "RGB2XYZ", "SHOT_RANGE", "XYZ2CAMS", "Camera", "camera_noisy", "demosaic",
+__all__ = ["DEMOSAIC", "NR_MIXED", "RGB2XYZ", "SHOT_RANGE", "XYZ2CAMS", "Camera", "camera_noisy", "demosaic",
            "demosaicing_library", "jpeg", "mosaic", "noise_reduction", "process", "sample_camera", "unprocess"]

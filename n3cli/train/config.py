@@ -14,6 +14,8 @@ from ..errors import N3Error
 from ..nn.nets import BUILDERS, NetConfig
 
 LOSSES = ("mse", "nmse")
+#: The loss ``nmse``'s default floor: σ (0-255) added in quadrature to each sample's noise level.
+NMSE_FLOOR_SIGMA = 2.0
 #: adam: the paper's (L2 weight decay added to the gradient); adamw: decoupled weight decay (Loshchilov &
 #: Hutter): Adam normalises every gradient, so the L2 term alone moves a weight that gets little gradient
 #: (a channel whose ReLU went silent) by about the rate per step and zeroes it for good; sgd: VDSR's.
@@ -22,7 +24,7 @@ ARCHS = tuple(BUILDERS)
 PRECISIONS = ("fp32", "bf16", "auto", "bf16-all")
 #: Settings a resumed run may change; the others define the run and stay as they were. ``noise`` may change only
 #: within one kind of task whose model takes the same planes (e.g. the mix of a ``real:...`` run).
-RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size", "noise")
+RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size", "noise", "nmse_floor")
 #: Builder overrides (``model.KEY``): the fields of :class:`n3cli.nn.nets.NetConfig` a run may set.
 MODEL_KEYS = frozenset(NetConfig.__dataclass_fields__) - {"arch", "in_channels", "noise_inputs", "out_channels",
                                                           "extra"}
@@ -57,6 +59,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast; the N3 math stays float32) | auto (bf16 where native) |
     # bf16-all (bf16, the N3 blocks' embedding and temperature CNNs too: faster, but their gradients can go astray)
     loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance / bicubic input's MSE
+    nmse_floor: float = NMSE_FLOOR_SIGMA  # nmse: σ (0-255) added in quadrature to each sample's noise level (bounds
+    # the weight of nearly clean samples; for SR the same value as an error floor)
     init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
     ema: float = 0.0  # decay per step of a moving average of the weights, validated and exportable (0: off)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
@@ -76,6 +80,8 @@ class TrainConfig:
             raise N3Error(f"--ema must be a decay in [0, 1) (0: off), got {self.ema:g}")
         if not self.weight_decay >= 0:
             raise N3Error(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
+        if not self.nmse_floor > 0:
+            raise N3Error(f"nmse_floor must be a positive σ (0-255), got {self.nmse_floor:g}")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
 

@@ -18,6 +18,7 @@ from ..imaging.noise import SIGMA_MAX
 from ..imaging.resize import SR_SCALES, imresize
 from ..nn.nets import BLIND_CAPABLE, noise_planes
 from ..weights import NOISE_PLANE_NAMES, RGB_PLANES
+from .config import NMSE_FLOOR_SIGMA
 from .data import ImageBank
 
 __all__ = ["SIGMA_MAX", "SR_SCALES"]  # re-exported: defined beside the noise model and the resizer
@@ -150,11 +151,11 @@ def camera_batch(clean: Tensor, gen: torch.Generator) -> Batch:
 
 
 #: Noise-normalised loss: reference variance (σ 25) and floor (σ 2) of the per-sample weights, 0-1 scale.
-NMSE_REF, NMSE_FLOOR = (25.0 / 255.0) ** 2, (2.0 / 255.0) ** 2
+NMSE_REF, NMSE_FLOOR = (25.0 / 255.0) ** 2, (NMSE_FLOOR_SIGMA / 255.0) ** 2
 
 
-def sample_weights(levels: Tensor | None, target: Tensor, spec: NoiseSpec) -> Tensor:
-    """Per-sample loss weights of the noise-normalised MSE: ``NMSE_REF / (v + NMSE_FLOOR)`` with ``v``
+def sample_weights(levels: Tensor | None, target: Tensor, spec: NoiseSpec, floor: float = NMSE_FLOOR) -> Tensor:
+    """Per-sample loss weights of the noise-normalised MSE: ``NMSE_REF / (v + floor)`` with ``v``
     the sample's mean noise variance (a·x + b averaged over the clean target; ``levels`` the (N, 2) noise
     levels of a conditional batch). A sample's MSE then counts relative to its own noise level, so every
     noise level weighs about the same in dB instead of the high σ dominating a plain MSE."""
@@ -164,7 +165,7 @@ def sample_weights(levels: Tensor | None, target: Tensor, spec: NoiseSpec) -> Te
     else:
         ab = noise_planes(levels, target)[:, :, 0, 0].float().square()  # (a, b) as the input planes hold them
         v = noise.nlf_variance(target, ab[:, 0].view(n, 1, 1, 1), ab[:, 1].view(n, 1, 1, 1)).mean(dim=(1, 2, 3))
-    return NMSE_REF / (v + NMSE_FLOOR)
+    return NMSE_REF / (v + floor)
 
 
 def sr_crop_size(patch: int, scales: tuple[int, ...] = SR_SCALES) -> int:
@@ -193,13 +194,13 @@ def sr_batch(hr: Tensor, patch: int, gen: torch.Generator, scales: tuple[int, ..
 SR_NMSE_REF = 1e-3
 
 
-def sr_sample_weights(x: Tensor, target: Tensor) -> Tensor:
-    """Per-sample weights of the SR loss ``nmse``: ``SR_NMSE_REF / (e + NMSE_FLOOR)`` with ``e`` the bicubic
+def sr_sample_weights(x: Tensor, target: Tensor, floor: float = NMSE_FLOOR) -> Tensor:
+    """Per-sample weights of the SR loss ``nmse``: ``SR_NMSE_REF / (e + floor)`` with ``e`` the bicubic
     input's mean squared error against the target. Under a plain MSE the ×4 and ×3 samples, whose errors are
     largest, dominate the gradient and ×2 lags; relative to the input's own error every scale counts about
     alike in dB (docs/training.md)."""
     e = (x[:, :1].float() - target.float()).square().mean(dim=(1, 2, 3))
-    return SR_NMSE_REF / (e + NMSE_FLOOR)
+    return SR_NMSE_REF / (e + floor)
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -282,8 +283,9 @@ class Task:
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         raise NotImplementedError
 
-    def loss_weights(self, batch: Batch) -> Tensor:
-        """Per-sample weights of the noise-normalised loss (``loss = "nmse"``)."""
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+        """Per-sample weights of the noise-normalised loss (``loss = "nmse"``); ``floor``: the variance (0-1
+        scale) added to each sample's noise power, which bounds the weight of nearly clean samples."""
         raise NotImplementedError
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
@@ -308,8 +310,8 @@ class DenoiseTask(Task):
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         return denoise_batch(clean, self.spec, gen)
 
-    def loss_weights(self, batch: Batch) -> Tensor:
-        return sample_weights(batch.noise, batch.target, self.spec)
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+        return sample_weights(batch.noise, batch.target, self.spec, floor)
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
         """Gaussian noise at σ (the run's own, else ``val_sigma``), drawn from a seed fixed per image."""
@@ -358,8 +360,8 @@ class SRTask(Task):
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         return sr_batch(clean, self.patch, gen)
 
-    def loss_weights(self, batch: Batch) -> Tensor:
-        return sr_sample_weights(batch.x, batch.target)
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+        return sr_sample_weights(batch.x, batch.target, floor)
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
         """PSNR on Y, output rounded to 8 bit, ``scale`` pixels cropped, over the images and scales 2, 3, 4."""
@@ -393,17 +395,23 @@ def task_for(task: str, noise_text: str, patch: int) -> Task:
 
 # --- colour photos: Gaussian and real camera noise, with or without the level --------------------------------
 
+#: The keys of ``real:...`` and the :class:`RealSpec` fields they set.
+_REAL_KEYS = {"camera": "camera_fraction", "known": "known_fraction", "nr": "nr_fraction", "nrmix": "nr_mixed_fraction"}
+
+
 @dataclass(frozen=True)
 class RealSpec:
     """``noise = "real"``: a colour model for photos that also works blind. Each sample gets, with probability
     ``camera_fraction``, the noise of a simulated camera JPEG (:mod:`n3cli.imaging.camera`; no level given),
     else i.i.d. Gaussian noise σ ~ U(0, ``sigma_max``) on every channel, its level given with probability
-    ``known_fraction`` and withheld otherwise. Text: ``real`` or ``real:camera=0.5,known=0.5``."""
+    ``known_fraction`` and withheld otherwise. Text: ``real`` or ``real:camera=0.5,known=0.5`` (also ``nr=F``,
+    ``nrmix=F``: the shares of simulated cameras with in-camera noise reduction, one blur or mixed-scale)."""
 
     camera_fraction: float = 0.5
     known_fraction: float = 0.5
     sigma_max: float = SIGMA_MAX
     nr_fraction: float = 0.0  #: simulated cameras with in-camera noise reduction (validated worse so far)
+    nr_mixed_fraction: float = 0.0  #: of the others, those with the mixed-scale reduction (camera.NR_MIXED)
 
     @classmethod
     def parse(cls, text: str) -> RealSpec:
@@ -412,20 +420,22 @@ class RealSpec:
             return cls()
         head, _, rest = text.partition(":")
         if head != "real" or not rest:
-            raise ValueError("expected 'real' or 'real:camera=F,known=F,nr=F'")
+            raise ValueError("expected 'real' or 'real:camera=F,known=F,nr=F,nrmix=F'")
         values: dict[str, float] = {}
         for item in rest.split(","):
             key, _, value = item.partition("=")
-            if key.strip() not in ("camera", "known", "nr"):
-                raise ValueError(f"unknown key {key.strip()!r} (camera, known, nr)")
+            if key.strip() not in _REAL_KEYS:
+                raise ValueError(f"unknown key {key.strip()!r} ({', '.join(_REAL_KEYS)})")
             v = float(value)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{key.strip()} must be in [0, 1], got {v}")
-            values[f"{key.strip()}_fraction"] = v
+            values[_REAL_KEYS[key.strip()]] = v
         return cls(**values)
 
     def describe(self) -> str:
         nr = f", in-camera noise reduction w.p. {self.nr_fraction:g}" if self.nr_fraction else ""
+        if self.nr_mixed_fraction:
+            nr += f", mixed-scale noise reduction w.p. {self.nr_mixed_fraction:g}"
         return (f"real: camera-pipeline noise (Brooks et al. 2019, blind) w.p. {self.camera_fraction:g}{nr}, else "
                 f"Gaussian σ~U(0,{self.sigma_max:g}) on RGB, its level given w.p. {self.known_fraction:g}")
 
@@ -440,7 +450,8 @@ def real_batch(clean: Tensor, spec: RealSpec, gen: torch.Generator) -> Batch:
     sigma = torch.rand(n, generator=gen) * spec.sigma_max
     noisy = noise.add_gaussian(clean, sigma.view(n, 1, 1, 1), gen)
     for i in camera.nonzero().flatten().tolist():
-        noisy[i] = camera_noisy(clean[i], sample_camera(gen, nr_fraction=spec.nr_fraction), gen)
+        cam = sample_camera(gen, nr_fraction=spec.nr_fraction, nr_mixed_fraction=spec.nr_mixed_fraction)
+        noisy[i] = camera_noisy(clean[i], cam, gen)
     b = torch.where(known, (sigma / 255.0) ** 2, torch.zeros(n))
     levels = torch.stack([torch.zeros(n), b, known.float()], dim=1)
     return Batch(noisy, levels, clean)
@@ -463,11 +474,11 @@ class RealColorTask(Task):
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         return real_batch(clean, self.spec, gen)
 
-    def loss_weights(self, batch: Batch) -> Tensor:
-        """``NMSE_REF / (v + NMSE_FLOOR)`` with ``v`` the sample's measured noise power (camera noise has no
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+        """``NMSE_REF / (v + floor)`` with ``v`` the sample's measured noise power (camera noise has no
         single σ)."""
         v = (batch.x.float() - batch.target.float()).square().mean(dim=(1, 2, 3))
-        return NMSE_REF / (v + NMSE_FLOOR)
+        return NMSE_REF / (v + floor)
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
         """Real noisy/clean pairs (``*_real.*`` / ``*_mean.*``, e.g. PolyU-val) denoised blind, each pair's central

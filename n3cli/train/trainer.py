@@ -284,7 +284,8 @@ class Trainer:
             pred = self.net(*batch.inputs)
         err = (pred.float() - batch.target).square()
         if cfg.loss == "nmse":  # every noise level (sr: every scale) weighs alike, in dB
-            objective = (err.mean(dim=(1, 2, 3)) * self.task.loss_weights(batch)).mean()
+            floor = (cfg.nmse_floor / 255.0) ** 2
+            objective = (err.mean(dim=(1, 2, 3)) * self.task.loss_weights(batch, floor)).mean()
         else:
             objective = err.mean()
         self.opt.zero_grad(set_to_none=True)

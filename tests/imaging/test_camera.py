@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -78,3 +80,37 @@ def test_noise_reduction_removes_fine_noise_and_keeps_its_mean() -> None:
     assert torch.allclose(camera.noise_reduction(noise, 0.0, 0.0), noise, atol=1e-6)
     grey = noise.mean(0, keepdim=True).expand(3, -1, -1)  # pure luma noise: the chroma blur leaves it
     assert torch.allclose(camera.noise_reduction(grey, 0.0, 3.0), grey, atol=1e-6)
+
+
+def test_mixed_noise_reduction_keeps_a_share_of_the_fine_noise() -> None:
+    """keep = 0 is the plain blur, keep = 1 the noise itself; in between the fine part scales by keep while the
+    coarse part stays whole."""
+    g = _gen(8)
+    noise = torch.randn(3, 64, 64, generator=g) * 0.02
+    blur = camera.noise_reduction(noise, 2.0, 3.0)
+    assert torch.allclose(camera.noise_reduction(noise, 2.0, 3.0, 0.0, 0.0), blur)
+    assert torch.allclose(camera.noise_reduction(noise, 2.0, 3.0, 1.0, 1.0), noise, atol=1e-6)
+    half = camera.noise_reduction(noise, 2.0, 3.0, 0.5, 0.5)
+    assert torch.allclose(half - blur, 0.5 * (noise - blur), atol=1e-6)
+
+
+def test_mixed_noise_reduction_cameras() -> None:
+    """nr_mixed_fraction = 1: every camera gets the mixed-scale reduction within NR_MIXED; 0: the random stream
+    (and so every camera of a run without it) is what it was."""
+    g = _gen(9)
+    for _ in range(30):
+        cam = camera.sample_camera(g, nr_mixed_fraction=1.0)
+        for field, (lo, hi) in camera.NR_MIXED.items():
+            assert lo <= getattr(cam, field) <= hi
+    assert camera.sample_camera(_gen(10)) == camera.sample_camera(_gen(10), nr_mixed_fraction=0.0)
+    plain = camera.sample_camera(_gen(11), nr_fraction=1.0, nr_mixed_fraction=1.0)  # the one-blur reduction wins
+    assert 0.5 <= plain.nr_luma <= 2.0 and plain.nr_keep_luma == 0.0
+    # the simulated noise with it is coarse: luma autocorrelation at lag 2 px well above the unreduced noise's
+    clean = torch.full((3, 96, 96), 0.4)
+    def lag2(cam: camera.Camera) -> float:
+        d = camera.camera_noisy(clean, cam, _gen(12)) - clean
+        y = d.mean(0) - d.mean()
+        return float((y[:, 2:] * y[:, :-2]).mean() / (y * y).mean())
+    base = camera.sample_camera(_gen(13), jpeg_fraction=0.0, sharpen_fraction=0.0)
+    mixed = dataclasses.replace(base, nr_luma=2.0, nr_keep_luma=0.3, nr_chroma=3.0)
+    assert lag2(mixed) > lag2(base) + 0.15

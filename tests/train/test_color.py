@@ -22,6 +22,8 @@ def test_real_spec_text() -> None:
     assert RealSpec.parse("real:camera=0.25,known=1") == RealSpec(camera_fraction=0.25, known_fraction=1.0)
     assert RealSpec.parse("real:nr=0.8").nr_fraction == 0.8
     assert "noise reduction" in RealSpec(nr_fraction=0.8).describe()
+    assert RealSpec.parse("real:nrmix=0.6").nr_mixed_fraction == 0.6
+    assert "mixed-scale" in RealSpec(nr_mixed_fraction=0.6).describe()
     for bad in ("real:camera=2", "real:foo=0.1", "real:"):
         with pytest.raises(ValueError):
             RealSpec.parse(bad)

@@ -287,6 +287,10 @@ def test_noise_normalised_weights() -> None:
     assert float(w2[1] / w2[0]) == pytest.approx(((50 / 255) ** 2 + NMSE_FLOOR) / ((25 / 255) ** 2 + NMSE_FLOOR))
     fixed = sample_weights(None, clean[:4], NoiseSpec(25.0))
     assert torch.allclose(fixed, torch.full((4,), NMSE_REF / (NMSE_REF + NMSE_FLOOR)))
+    # a higher floor (nmse_floor) bounds the weight of nearly clean samples: σ 0 weighs as σ = the floor
+    floor = (10 / 255) ** 2
+    clean_w = sample_weights(torch.tensor([noise.sigma_to_nlf(0.0)]), clean[:1], spec, floor)
+    assert float(clean_w[0]) == pytest.approx(NMSE_REF / floor, rel=1e-4)
 
 
 def test_sr_weights_count_every_scale_alike() -> None:
@@ -320,6 +324,10 @@ def test_noise_normalised_loss_runs_and_switches_on_resume(tmp_path: Path, data:
                  on_log=records.append)
     state = load(last)
     assert state["step"] == 4 and state["train_config"]["loss"] == "nmse"
+    last = train(_cfg(tmp_path, data, noise="nlf", steps=5, val=None), resume=True, nmse_floor=10)
+    assert load(last)["train_config"]["nmse_floor"] == 10.0
+    with pytest.raises(N3Error, match="nmse_floor"):
+        train(_cfg(tmp_path / "z", data, loss="nmse", nmse_floor=0))
     assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
 
 
