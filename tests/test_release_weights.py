@@ -15,7 +15,8 @@ import pytest
 from .conftest import REPO, tiny_nlf_weights
 
 RESULTS = {"n3net-nlf": ["n3net-Set12", "n3net-BSD68"], "n3net-raw": ["raw-Set12"],
-           "vdsr-light": ["sr-Set5", "sr-Set14"], "n3net-color": ["real-PolyU-val", "n3net-color-CBSD68"]}
+           "vdsr-light": ["sr-Set5", "sr-Set14"], "n3net-color": ["real-PolyU-val", "n3net-color-CBSD68",
+                                                                         "n3net-color-Kodak24"]}
 
 
 @pytest.fixture(scope="module")
