@@ -36,6 +36,7 @@ from scipy.ndimage import shift as nd_shift
 
 from n3cli import api
 from n3cli.bench.datasets import real_pairs
+from n3cli.bench.run import quantize8
 from n3cli.devices import cpu_name
 from n3cli.imaging.color import opponent2rgb, rgb2opponent
 from n3cli.imaging.io import read_image
@@ -51,10 +52,6 @@ def bands(x: np.ndarray) -> list[np.ndarray]:
     x = x - x.mean()
     coarse, mid = gaussian_filter(x, 4), gaussian_filter(x, 1)
     return [coarse, mid - coarse, x - mid]
-
-
-def to8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0, 1) * 255) / 255
 
 
 def steepness(ref_luma: np.ndarray) -> np.ndarray:
@@ -81,11 +78,13 @@ def explained_at_edges(noise: np.ndarray, ref_luma: np.ndarray, edge: np.ndarray
     return float(1 - ((y - x @ coef) ** 2).mean() / ((y - y.mean()) ** 2).mean())
 
 
-def aligned_psnrs(noisy: np.ndarray, out: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, float]:
-    """PSNR of the noisy photo and the output, as given and shifted onto the reference (8 px border cut)."""
+def aligned_psnrs(noisy: np.ndarray, out: np.ndarray, ref: np.ndarray, noisy_luma: np.ndarray,
+                  ref_luma: np.ndarray) -> tuple[float, float, float, float]:
+    """PSNR of the noisy photo and the output, as given and shifted onto the reference (8 px border cut); the
+    shift is the one between the lumas."""
     from skimage.registration import phase_cross_correlation
 
-    move, _, _ = phase_cross_correlation(rgb2opponent(ref)[..., 0], rgb2opponent(noisy)[..., 0], upsample_factor=20)
+    move, _, _ = phase_cross_correlation(ref_luma, noisy_luma, upsample_factor=20)
 
     def shifted(x: np.ndarray) -> np.ndarray:
         return np.stack([nd_shift(x[..., k], move, order=3, mode="nearest") for k in range(3)], -1)[8:-8, 8:-8]
@@ -120,8 +119,9 @@ def main() -> None:
     mixed: dict[str, list[float]] = {"blind": [], **{k: [] for k in swaps}}
     for noisy_path, ref_path in pairs:
         noisy, ref = read_image(noisy_path).pixels[..., :3], read_image(ref_path).pixels[..., :3]
-        out = to8(api.denoise(noisy, None, model=restorer))
-        o_noisy, o_out, o_ref = (rgb2opponent(v) * 255 for v in (noisy, out, ref))
+        out = quantize8(api.denoise(noisy, None, model=restorer))
+        p_noisy, p_out, p_ref = (rgb2opponent(v) for v in (noisy, out, ref))  # opponent planes in [0, 1]
+        o_noisy, o_out, o_ref = p_noisy * 255, p_out * 255, p_ref * 255
         n, r = o_noisy - o_ref, o_noisy - o_out
         for ch in range(3):
             for b, (nb, rb) in enumerate(zip(bands(n[..., ch]), bands(r[..., ch]), strict=True)):
@@ -133,13 +133,13 @@ def main() -> None:
             flat_edge[i] += [n[..., 0][m].var(), (err[m] ** 2).mean()]
         flat_corr.append(masked_autocorrelation(n[..., 0], flat))
         explained.append(explained_at_edges(n[..., 0], o_ref[..., 0], edge))
-        psnrs.append(aligned_psnrs(noisy, out, ref))
+        psnrs.append(aligned_psnrs(noisy, out, ref, p_noisy[..., 0], p_ref[..., 0]))
         mixed["blind"].append(psnr(out, ref))
         for part, level in swaps.items():
-            mix = rgb2opponent(out)
+            mix = p_out.copy()
             for ch in (0,) if part == "luma" else (1, 2):
-                mix[..., ch] = api.denoise(rgb2opponent(noisy)[..., ch], level, model=gray)
-            mixed[part].append(psnr(to8(opponent2rgb(mix)), ref))
+                mix[..., ch] = api.denoise(p_noisy[..., ch], level, model=gray)
+            mixed[part].append(psnr(quantize8(opponent2rgb(mix)), ref))
     energy /= len(pairs)
     flat_edge /= len(pairs)
 

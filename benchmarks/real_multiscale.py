@@ -31,6 +31,7 @@ from torch import Tensor
 
 from n3cli import api
 from n3cli.bench.datasets import real_pairs
+from n3cli.bench.run import quantize8
 from n3cli.imaging.color import opponent2rgb, rgb2opponent
 from n3cli.imaging.io import read_image
 from n3cli.imaging.metrics import psnr
@@ -126,7 +127,7 @@ def main() -> None:
             if name not in table:
                 raise SystemExit(f"unknown variant {v!r}: 1 or A, B, C, Bc followed by the number of scales")
             y = _n(table[name](_t(noisy), levels))
-            out[v] = psnr(np.round(np.clip(y, 0, 1) * 255) / 255, clean)
+            out[v] = psnr(quantize8(y), clean)
         return out
 
     if args.set == "real":

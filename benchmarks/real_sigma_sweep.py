@@ -19,6 +19,7 @@ import torch
 
 from n3cli import api
 from n3cli.bench.datasets import real_pairs
+from n3cli.bench.run import quantize8
 from n3cli.devices import cpu_name
 from n3cli.imaging.color import rgb2opponent
 from n3cli.imaging.io import read_image
@@ -63,7 +64,7 @@ def main() -> None:
         for name, level in levels:
             mode = "opponent" if restorer.info.channels == 1 else "auto"
             out = api.denoise(noisy, level, model=restorer, color=mode)  # type: ignore[arg-type]
-            scores[name].append(psnr(np.round(np.clip(out, 0, 1) * 255) / 255, clean))
+            scores[name].append(psnr(quantize8(out), clean))
     print("true noise std (opponent luma / chroma 1 / chroma 2, 0-255):",
           " / ".join(f"{v:.2f}" for v in np.mean(stds, axis=0)))
     for name, vals in scores.items():

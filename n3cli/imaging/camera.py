@@ -88,7 +88,7 @@ def sample_camera(gen: torch.Generator, jpeg_fraction: float = 0.7, sharpen_frac
     if u[14] < nr_fraction:
         reduction = {"nr_luma": 0.5 + 1.5 * u[12], "nr_chroma": 1.0 + 2.0 * u[13]}
     elif mixed is not None and mixed[4] < nr_mixed_fraction:
-        reduction = {k: lo + (hi - lo) * v for (k, (lo, hi)), v in zip(NR_MIXED.items(), mixed, strict=False)}
+        reduction = {k: lo + (hi - lo) * v for (k, (lo, hi)), v in zip(NR_MIXED.items(), mixed[:4], strict=True)}
     else:
         reduction = {}
     return Camera(
