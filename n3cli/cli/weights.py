@@ -78,6 +78,9 @@ def export_cmd(
                                             "(0: keep the running averages).")] = 100,
     ema: Annotated[bool, typer.Option("--ema", help="Export the run's moving average of the weights "
                                       "(n3 train --ema) instead of its last weights.")] = False,
+    bn_noise: Annotated[str | None, typer.Option(
+        "--bn-noise", help="Draw the BN calibration batches with this training noise of the run's kind instead of "
+        "the run's own (e.g. real:camera=1 for a blind model meant for camera photos).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
@@ -88,6 +91,6 @@ def export_cmd(
     if ship or default:
         raise N3Error(f"--ship/--default were removed: n3 never writes into the installed package; {RELEASE_STEP}")
     set_threads(threads)
-    model, info = export_run(run, name, precise_bn=precise_bn, ema=ema)
+    model, info = export_run(run, name, precise_bn=precise_bn, ema=ema, bn_noise=bn_noise)
     save_weights(output, model, info, overwrite=force)
     err_console.print(f"wrote {output}: {json.dumps(info.training)}")

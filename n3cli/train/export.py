@@ -5,21 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import N3Error
 from ..nn.nets import N3Net, build
 from ..weights import ModelInfo, WeightsError
 from .checkpoint import load
 from .config import TrainConfig
 from .optim import optimizer_name
 from .precise_bn import recalibrate_bn
-from .tasks import Task
+from .tasks import Task, same_kind
 from .trainer import calibration_inputs, run_task, training_bank
 
 
-def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool = False) -> tuple[N3Net, ModelInfo]:
+def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool = False,
+               bn_noise: str | None = None) -> tuple[N3Net, ModelInfo]:
     """Model and facts of a training checkpoint, ready to save as safetensors.
 
     ``precise_bn``: recompute the BN statistics from this many batches drawn from the run's training
     data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages.
+    ``bn_noise``: draw those batches with this training noise (of the run's kind) instead of the run's own,
+    e.g. only simulated camera noise for a blind model meant for camera photos.
     ``ema``: export the run's moving average of the weights (``ema`` setting) instead of its last
     weights; its BN statistics must then be recomputed (``precise_bn`` > 0).
     """
@@ -36,10 +40,14 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool 
         model.load_state_dict(state["ema" if ema else "model"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
+    calibration = tcfg if bn_noise is None else _calibration_config(tcfg, task, bn_noise, precise_bn)
     if precise_bn > 0:
-        _recalibrate(model, tcfg, precise_bn)
+        _recalibrate(model, calibration, precise_bn)
+    training = _training_facts(state, tcfg, task, precise_bn, ema)
+    if bn_noise is not None:
+        training["precise_bn_noise"] = run_task(calibration).describe()
     info = ModelInfo(name=name, task=task.name, planes=task.plane_names,
-                     sigma=task.sigma, training=_training_facts(state, tcfg, task, precise_bn, ema),
+                     sigma=task.sigma, training=training,
                      description=f"{tcfg.arch}{_overrides(tcfg.model)} trained with n3 train")
     return model.eval(), info
 
@@ -66,6 +74,20 @@ def _training_facts(state: dict[str, Any], cfg: TrainConfig, task: Task, precise
 def _overrides(model: dict[str, Any]) -> str:
     """' (depth 10, features 32, bn True)' for a run's builder overrides, '' for the paper's defaults."""
     return " (" + ", ".join(f"{k} {v}" for k, v in sorted(model.items())) + ")" if model else ""
+
+
+def _calibration_config(tcfg: TrainConfig, task: Task, bn_noise: str, precise_bn: int) -> TrainConfig:
+    """The run's settings with the noise of the BN calibration batches swapped for ``bn_noise``."""
+    if precise_bn <= 0:
+        raise WeightsError("--bn-noise needs --precise-bn > 0: it says which batches recompute the BN statistics")
+    try:
+        cfg = tcfg.with_overrides(noise=bn_noise)
+        other = run_task(cfg)
+    except (N3Error, ValueError) as exc:
+        raise WeightsError(f"--bn-noise: {exc}") from None
+    if tcfg.task == "sr" or not same_kind(task, other):
+        raise WeightsError(f"--bn-noise {bn_noise!r} is not a noise of the run's kind ({tcfg.noise!r})")
+    return cfg
 
 
 def _recalibrate(model: N3Net, tcfg: TrainConfig, batches: int) -> None:

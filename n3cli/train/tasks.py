@@ -377,6 +377,12 @@ class SRTask(Task):
         return None
 
 
+def same_kind(a: Task, b: Task) -> bool:
+    """Whether two training noises are of one kind: the same model planes, channels and validation (the noise a
+    resumed run may switch to, or the BN calibration batches of an export may be drawn with)."""
+    return (type(a), a.plane_names, a.channels, a.sigma) == (type(b), b.plane_names, b.channels, b.sigma)
+
+
 def task_for(task: str, noise_text: str, patch: int) -> Task:
     """The task object of a run's ``task``, ``noise`` and ``patch`` settings."""
     if task == "sr":

@@ -30,7 +30,7 @@ from .health import revive_silent_channels, silent_fraction
 from .optim import autocast_for, dncnn_init, learning_rate, make_optimizer, optimizer_name, param_groups
 from .precise_bn import recalibrate_bn
 from .runlog import trim_to_step
-from .tasks import Batch, Task, Validation, task_for
+from .tasks import Batch, Task, Validation, same_kind, task_for
 from .widen import color_from_gray
 
 #: Training batches whose gradients set the Adam second moments of revived channels (``revive``).
@@ -123,8 +123,7 @@ def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[s
         old_task, new_task = task_for(cfg.task, cfg.noise, cfg.patch), task_for(cfg.task, str(switches["noise"]),
                                                                                cfg.patch)
         # the model's planes and the validation (hence the run's best score) must stay as they were
-        if cfg.task == "sr" or (type(old_task), old_task.plane_names, old_task.channels, old_task.sigma) != \
-                (type(new_task), new_task.plane_names, new_task.channels, new_task.sigma):
+        if cfg.task == "sr" or not same_kind(old_task, new_task):
             raise N3Error(f"--resume can change the noise only within its kind (same model planes, same "
                           f"validation): not {cfg.noise!r} to {switches['noise']!r}")
     new_opt, old_opt = switches.get("optimizer"), optimizer_name(cfg)
