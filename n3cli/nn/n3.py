@@ -72,6 +72,8 @@ class DistanceNorm(nn.BatchNorm1d):
             return torch.addcmul(shift, alpha, scale)
         mask = None if valid is None else valid.expand_as(alpha)
         flat = alpha.reshape(-1) if mask is None else alpha.masked_select(mask)
+        if flat.numel() == 0:  # no candidate at all (an input smaller than a patch): nothing to normalise or count
+            return alpha
         x = flat.double()
         mean, var = x.mean(), x.var(unbiased=False)
         if self.track_running_stats:
