@@ -80,7 +80,8 @@ def export_cmd(
                                       "(n3 train --ema) instead of its last weights.")] = False,
     bn_noise: Annotated[str | None, typer.Option(
         "--bn-noise", help="Draw the BN calibration batches with this training noise of the run's kind instead of "
-        "the run's own (e.g. real:camera=1 for a blind model meant for camera photos).")] = None,
+        "the run's own (e.g. real:camera=0.8,known=0.5 for a real:camera=0.5 run); for a blind model it sets how "
+        "much noise is removed (docs/real-photos.md).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
