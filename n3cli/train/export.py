@@ -23,7 +23,7 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool 
     ``precise_bn``: recompute the BN statistics from this many batches drawn from the run's training
     data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages.
     ``bn_noise``: draw those batches with this training noise (of the run's kind) instead of the run's own,
-    e.g. only simulated camera noise for a blind model meant for camera photos.
+    e.g. a larger share of simulated camera photos (for a blind model this sets how much noise it removes).
     ``ema``: export the run's moving average of the weights (``ema`` setting) instead of its last
     weights; its BN statistics must then be recomputed (``precise_bn`` > 0).
     """
@@ -85,7 +85,7 @@ def _calibration_config(tcfg: TrainConfig, task: Task, bn_noise: str, precise_bn
         other = run_task(cfg)
     except (N3Error, ValueError) as exc:
         raise WeightsError(f"--bn-noise: {exc}") from None
-    if tcfg.task == "sr" or not same_kind(task, other):
+    if not same_kind(task, other):
         raise WeightsError(f"--bn-noise {bn_noise!r} is not a noise of the run's kind ({tcfg.noise!r})")
     return cfg
 

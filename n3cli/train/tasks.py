@@ -379,7 +379,10 @@ class SRTask(Task):
 
 def same_kind(a: Task, b: Task) -> bool:
     """Whether two training noises are of one kind: the same model planes, channels and validation (the noise a
-    resumed run may switch to, or the BN calibration batches of an export may be drawn with)."""
+    resumed run may switch to, or the BN calibration batches of an export may be drawn with). Super-resolution
+    has no noise to switch: never."""
+    if isinstance(a, SRTask) or isinstance(b, SRTask):
+        return False
     return (type(a), a.plane_names, a.channels, a.sigma) == (type(b), b.plane_names, b.channels, b.sigma)
 
 

@@ -123,7 +123,7 @@ def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[s
         old_task, new_task = task_for(cfg.task, cfg.noise, cfg.patch), task_for(cfg.task, str(switches["noise"]),
                                                                                cfg.patch)
         # the model's planes and the validation (hence the run's best score) must stay as they were
-        if cfg.task == "sr" or not same_kind(old_task, new_task):
+        if not same_kind(old_task, new_task):
             raise N3Error(f"--resume can change the noise only within its kind (same model planes, same "
                           f"validation): not {cfg.noise!r} to {switches['noise']!r}")
     new_opt, old_opt = switches.get("optimizer"), optimizer_name(cfg)

@@ -233,7 +233,6 @@ def test_distance_norm_is_batchnorm_over_the_valid_entries(momentum: float | Non
     assert ours.num_batches_tracked == ref.num_batches_tracked == 2
 
 
-
 def test_distance_norm_without_valid_entries_keeps_its_statistics() -> None:
     """An input smaller than a patch has no candidate: the training norm passes it through and counts nothing
     (the empty mean and variance were NaN and stuck in the running statistics for good)."""
@@ -241,9 +240,8 @@ def test_distance_norm_without_valid_entries_keeps_its_statistics() -> None:
 
     norm = DistanceNorm()
     alpha = torch.randn(1, 1, 1)
-    for valid in (torch.zeros(1, 1, 1, dtype=torch.bool), None):
-        out = norm(alpha[:, :0] if valid is None else alpha, valid)
-        assert out.shape == (alpha[:, :0] if valid is None else alpha).shape
+    for inputs, valid in ((alpha, torch.zeros(1, 1, 1, dtype=torch.bool)), (alpha[:, :0], None)):
+        assert norm(inputs, valid).shape == inputs.shape
     assert torch.equal(norm.running_mean, torch.zeros(1)) and torch.equal(norm.running_var, torch.ones(1))
     assert norm.num_batches_tracked == 0
     torch.testing.assert_close(norm(alpha, torch.zeros(1, 1, 1, dtype=torch.bool)), alpha)
