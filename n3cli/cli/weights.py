@@ -74,8 +74,9 @@ def export_cmd(
     ship: Annotated[bool, typer.Option("--ship", hidden=True)] = False,  # removed: refused with the release step
     default: Annotated[bool, typer.Option("--default", hidden=True)] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    precise_bn: Annotated[int, typer.Option(help="Training batches used to recompute the BN statistics "
-                                            "(0: keep the running averages).")] = 100,
+    precise_bn: Annotated[int | None, typer.Option(help="Training batches used to recompute the BN statistics "
+                                                   "(0: keep the running averages; default 100, 0 for a run with "
+                                                   "fixed statistics, freeze_bn).")] = None,
     ema: Annotated[bool, typer.Option("--ema", help="Export the run's moving average of the weights "
                                       "(n3 train --ema) instead of its last weights.")] = False,
     bn_noise: Annotated[str | None, typer.Option(

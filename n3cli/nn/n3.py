@@ -60,6 +60,14 @@ class DistanceNorm(nn.BatchNorm1d):
 
     def __init__(self) -> None:
         super().__init__(1)
+        #: Normalise with the running statistics in training mode too, and never update them (frozen BN while
+        #: fine-tuning: :mod:`n3cli.train.frozen_bn`). Not part of the state dict.
+        self.frozen = False
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether forward normalises by the statistics of its input (training mode, not frozen)."""
+        return self.training and not self.frozen
 
     def eval_affine(self) -> tuple[Tensor, Tensor]:
         """(scale, shift) of the running-statistics norm of distances: α = shift − scale · D for α = −D."""
@@ -67,7 +75,7 @@ class DistanceNorm(nn.BatchNorm1d):
         return scale, self.bias - self.running_mean * scale
 
     def forward(self, alpha: Tensor, valid: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        if not self.training:
+        if not self.batch_statistics:
             scale, shift = self.eval_affine()
             return torch.addcmul(shift, alpha, scale)
         mask = None if valid is None else valid.expand_as(alpha)
@@ -425,7 +433,7 @@ class N3Aggregation2d(nn.Module):
 
     def _can_run_native(self, x: Tensor, e: Tensor, log_t: Tensor) -> bool:
         """The fused C kernel serves inference of the continuous selection on float32 CPU tensors."""
-        if not self.native or self.method != "continuous" or (self.bn is not None and self.bn.training):
+        if not self.native or self.method != "continuous" or (self.bn is not None and self.bn.batch_statistics):
             return False
         if not 1 <= self.k <= 64 or self.window < 1:  # the kernel's limits (k: its per-block scratch)
             return False
@@ -648,7 +656,7 @@ class N3Aggregation2d(nn.Module):
 
     def _logits(self, dist: Tensor, valid: Tensor) -> Tensor:
         """α = -D (Eq. 4), through the distance norm when there is one; excluded candidates at -inf."""
-        if self.bn is not None and not self.bn.training:  # the running-stats norm, in one pass
+        if self.bn is not None and not self.bn.batch_statistics:  # the running-stats norm, in one pass
             scale, shift = self.bn.eval_affine()
             alpha = torch.addcmul(shift, dist, scale, value=-1.0)
         elif self.bn is not None:

@@ -62,6 +62,7 @@ class TrainConfig:
     nmse_floor: float = NMSE_FLOOR_SIGMA  # nmse: σ (0-255) added in quadrature to each sample's noise level (bounds
     # the weight of nearly clean samples; for SR the same value as an error floor)
     init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
+    freeze_bn: bool = False  # train with the BN statistics of the --init weights, fixed (n3cli.train.frozen_bn)
     ema: float = 0.0  # decay per step of a moving average of the weights, validated and exportable (0: off)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 

@@ -15,23 +15,26 @@ from .precise_bn import recalibrate_bn
 from .tasks import Task, same_kind
 from .trainer import calibration_inputs, run_task, training_bank
 
+#: Calibration batches of an export when none are given (a run that kept its BN statistics fixed: none).
+DEFAULT_PRECISE_BN = 100
 
-def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool = False,
+
+def export_run(checkpoint_path: Path, name: str, precise_bn: int | None = 0, ema: bool = False,
                bn_noise: str | None = None) -> tuple[N3Net, ModelInfo]:
     """Model and facts of a training checkpoint, ready to save as safetensors.
 
     ``precise_bn``: recompute the BN statistics from this many batches drawn from the run's training
-    data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages.
+    data (:mod:`n3cli.train.precise_bn`) instead of keeping the running averages (None: 100, or 0 for a run
+    with fixed statistics).
     ``bn_noise``: draw those batches with this training noise (of the run's kind) instead of the run's own,
     e.g. a larger share of simulated camera photos (for a blind model this sets how much noise it removes).
     ``ema``: export the run's moving average of the weights (``ema`` setting) instead of its last
-    weights; its BN statistics must then be recomputed (``precise_bn`` > 0).
+    weights; its BN statistics must then be recomputed (``precise_bn`` > 0), unless the run kept them fixed
+    (``freeze_bn``: then they are the model's and ``precise_bn`` is refused).
     """
     state = load(Path(checkpoint_path))
     if ema and "ema" not in state:
         raise WeightsError(f"{checkpoint_path} holds no weight average (train with --ema to keep one)")
-    if ema and precise_bn <= 0:
-        raise WeightsError("--ema needs --precise-bn > 0: the BN statistics of averaged weights must be recomputed")
     try:
         tcfg = TrainConfig.from_dict(state["train_config"])
         task = run_task(tcfg)
@@ -40,6 +43,13 @@ def export_run(checkpoint_path: Path, name: str, precise_bn: int = 0, ema: bool 
         model.load_state_dict(state["ema" if ema else "model"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise WeightsError(f"{checkpoint_path} is not an n3 training checkpoint ({exc})") from None
+    if precise_bn is None:
+        precise_bn = 0 if tcfg.freeze_bn else DEFAULT_PRECISE_BN
+    if tcfg.freeze_bn and precise_bn > 0:
+        raise WeightsError(f"{checkpoint_path} was trained with fixed BN statistics (freeze_bn): they are part of "
+                           "the model; export without --precise-bn")
+    if ema and precise_bn <= 0 and not tcfg.freeze_bn:
+        raise WeightsError("--ema needs --precise-bn > 0: the BN statistics of averaged weights must be recomputed")
     calibration = tcfg if bn_noise is None else _calibration_config(tcfg, task, bn_noise, precise_bn)
     if precise_bn > 0:
         _recalibrate(model, calibration, precise_bn)
@@ -66,6 +76,8 @@ def _training_facts(state: dict[str, Any], cfg: TrainConfig, task: Task, precise
     }
     if ema:  # the exported weights are the average, over about 1 / (1 - decay) steps
         training["weights"] = f"moving average, decay {cfg.ema:g}, {int(state.get('ema_updates', 0))} updates"
+    if cfg.freeze_bn:
+        training["bn_statistics"] = "fixed during training (freeze_bn): those of the init weights"
     if cfg.init:  # fine-tuned: the steps and hours above are this run's own, on top of those weights
         training["init"] = cfg.init
     return training

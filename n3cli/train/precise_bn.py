@@ -14,13 +14,15 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from .frozen_bn import is_frozen
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, inputs: Iterable[Tensor | tuple[Tensor, ...]]) -> int:
     """Replace every BN layer's running mean/variance by their average over ``inputs`` (train-mode
     forward passes, equal weight per batch; a tuple holds forward's arguments, e.g. ``(x, noise)``);
-    parameters are untouched. Returns the batch count."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    parameters and frozen layers (:mod:`n3cli.train.frozen_bn`) are untouched. Returns the batch count."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not is_frozen(m)]
     batches = iter(inputs)
     first = next(batches, None)
     if not bns or first is None:  # nothing to do, or no data: keep the statistics as they are

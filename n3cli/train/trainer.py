@@ -26,6 +26,7 @@ from . import checkpoint
 from .config import RESUME_SWITCHES, TrainConfig, coerce
 from .data import ImageBank
 from .ema import WeightAverage
+from .frozen_bn import freeze_batchnorm
 from .health import revive_silent_channels, silent_fraction
 from .optim import autocast_for, dncnn_init, learning_rate, make_optimizer, optimizer_name, param_groups
 from .precise_bn import recalibrate_bn
@@ -229,6 +230,8 @@ class Trainer:
         self.gen.manual_seed(cfg.seed * 1000 + d.rank)  # then each rank draws its own crops
         if state is None and cfg.init:
             load_initial_weights(model, Path(cfg.init))
+        if cfg.freeze_bn:  # before the optimizer and the weight average take the parameters
+            freeze_batchnorm(model)
         self.model = model.to(self.device).to(memory_format=torch.channels_last)  # faster convolutions
         self.opt = make_optimizer(cfg, param_groups(self.model, cfg.weight_decay))
         self.progress = Progress()
@@ -321,7 +324,7 @@ class Trainer:
         """PSNR of a copy of ``net`` with precise BN statistics (the run's own state is untouched)."""
         assert self.validation is not None
         probe = copy.deepcopy(net)
-        if self.cfg.precise_bn > 0:
+        if self.cfg.precise_bn > 0 and not self.cfg.freeze_bn:  # frozen statistics are the model's own
             inputs = calibration_inputs(self.cfg, self.bank, self.cfg.precise_bn)
             recalibrate_bn(probe, (tuple(t.to(self.device) for t in x) for x in inputs))
         return self.validation(probe, self.device), probe
@@ -345,7 +348,7 @@ class Trainer:
         record: dict[str, Any] = {"step": p.step, "val_psnr": candidates[0][0]}
         if self.averager is not None:
             record.update(val_psnr_ema=candidates[1][0], ema_decay=round(self.averager.current_decay(), 6))
-        self.log({**record, "task": cfg.task, "precise_bn": cfg.precise_bn,
+        self.log({**record, "task": cfg.task, "precise_bn": 0 if cfg.freeze_bn else cfg.precise_bn,
                   "silent_channels": round(silent_fraction(candidates[0][1], probe_in), 4),
                   **self.validation.fields})
         top, top_probe = max(candidates, key=lambda c: c[0])
