@@ -83,6 +83,8 @@ class TrainConfig:
             raise N3Error(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
         if not self.nmse_floor > 0:
             raise N3Error(f"nmse_floor must be a positive σ (0-255), got {self.nmse_floor:g}")
+        if self.freeze_bn and not self.init:
+            raise N3Error("freeze_bn keeps the BN statistics of the init weights: give --set init=WEIGHTS")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from n3cli.errors import N3Error
 from n3cli.nn.n3 import DistanceNorm
 from n3cli.nn.nets import n3net
 from n3cli.train.checkpoint import load
@@ -70,6 +71,8 @@ def test_frozen_run_keeps_its_init_statistics(tmp_path: Path, data: Path) -> Non
     assert "fixed" in info.training["bn_statistics"]
     with pytest.raises(WeightsError, match="freeze_bn"):
         export_run(last, "x", precise_bn=2)
+    with pytest.raises(N3Error, match="init"):
+        tiny_config(tmp_path / "no-init", data, freeze_bn=True).validate()
     plain = train(tiny_config(tmp_path / "plain", data, steps=1, val=None, ema=0.9))
     with pytest.raises(WeightsError, match="precise-bn"):  # an unfrozen run's average still needs its statistics
         export_run(plain, "x", ema=True)
