@@ -66,6 +66,11 @@ class TrainConfig:
     ema: float = 0.0  # decay per step of a moving average of the weights, validated and exportable (0: off)
     model: dict[str, Any] = field(default_factory=dict)  # builder overrides
 
+    @property
+    def validation_bn_batches(self) -> int:
+        """Batches that recompute the BN statistics before each validation: none where they are fixed (freeze_bn)."""
+        return 0 if self.freeze_bn else self.precise_bn
+
     def validate(self) -> None:
         """Name the first bad setting (before any run folder is looked at)."""
         choices = {"task": ("denoise", "sr"), "arch": ARCHS, "schedule": ("paper", "cosine"),

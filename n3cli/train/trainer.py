@@ -324,8 +324,8 @@ class Trainer:
         """PSNR of a copy of ``net`` with precise BN statistics (the run's own state is untouched)."""
         assert self.validation is not None
         probe = copy.deepcopy(net)
-        if self.cfg.precise_bn > 0 and not self.cfg.freeze_bn:  # frozen statistics are the model's own
-            inputs = calibration_inputs(self.cfg, self.bank, self.cfg.precise_bn)
+        if self.cfg.validation_bn_batches > 0:
+            inputs = calibration_inputs(self.cfg, self.bank, self.cfg.validation_bn_batches)
             recalibrate_bn(probe, (tuple(t.to(self.device) for t in x) for x in inputs))
         return self.validation(probe, self.device), probe
 
@@ -348,7 +348,7 @@ class Trainer:
         record: dict[str, Any] = {"step": p.step, "val_psnr": candidates[0][0]}
         if self.averager is not None:
             record.update(val_psnr_ema=candidates[1][0], ema_decay=round(self.averager.current_decay(), 6))
-        self.log({**record, "task": cfg.task, "precise_bn": 0 if cfg.freeze_bn else cfg.precise_bn,
+        self.log({**record, "task": cfg.task, "precise_bn": cfg.validation_bn_batches,
                   "silent_channels": round(silent_fraction(candidates[0][1], probe_in), 4),
                   **self.validation.fields})
         top, top_probe = max(candidates, key=lambda c: c[0])
