@@ -405,7 +405,8 @@ def task_for(task: str, noise_text: str, patch: int) -> Task:
 # --- colour photos: Gaussian and real camera noise, with or without the level --------------------------------
 
 #: The keys of ``real:...`` and the :class:`RealSpec` fields they set.
-_REAL_KEYS = {"camera": "camera_fraction", "known": "known_fraction", "nr": "nr_fraction", "nrmix": "nr_mixed_fraction"}
+_REAL_KEYS = {"camera": "camera_fraction", "known": "known_fraction", "nr": "nr_fraction", "nrmix": "nr_mixed_fraction",
+              "blindmax": "blind_sigma_max"}
 
 
 @dataclass(frozen=True)
@@ -414,13 +415,17 @@ class RealSpec:
     ``camera_fraction``, the noise of a simulated camera JPEG (:mod:`n3cli.imaging.camera`; no level given),
     else i.i.d. Gaussian noise σ ~ U(0, ``sigma_max``) on every channel, its level given with probability
     ``known_fraction`` and withheld otherwise. Text: ``real`` or ``real:camera=0.5,known=0.5`` (also ``nr=F``,
-    ``nrmix=F``: the shares of simulated cameras with in-camera noise reduction, one blur or mixed-scale)."""
+    ``nrmix=F``: the shares of simulated cameras with in-camera noise reduction, one blur or mixed-scale;
+    ``blindmax=S``: the Gaussian samples whose level is withheld draw σ ~ U(0, S) instead, S in [0, 75])."""
 
     camera_fraction: float = 0.5
     known_fraction: float = 0.5
     sigma_max: float = SIGMA_MAX
     nr_fraction: float = 0.0  #: simulated cameras with in-camera noise reduction (validated worse so far)
     nr_mixed_fraction: float = 0.0  #: of the others, those with the mixed-scale reduction (camera.NR_MIXED)
+    #: largest σ of the Gaussian samples whose level is withheld (the CLI serves a colour image blind only when its
+    #: fine-scale noise is weak, see ``api.FINE_NOISE_LIMIT``; stronger Gaussian noise goes to the gray model)
+    blind_sigma_max: float = SIGMA_MAX
 
     @classmethod
     def parse(cls, text: str) -> RealSpec:
@@ -429,15 +434,16 @@ class RealSpec:
             return cls()
         head, _, rest = text.partition(":")
         if head != "real" or not rest:
-            raise ValueError("expected 'real' or 'real:camera=F,known=F,nr=F,nrmix=F'")
+            raise ValueError("expected 'real' or 'real:camera=F,known=F,nr=F,nrmix=F,blindmax=S'")
         values: dict[str, float] = {}
         for item in rest.split(","):
             key, _, value = item.partition("=")
             if key.strip() not in _REAL_KEYS:
                 raise ValueError(f"unknown key {key.strip()!r} ({', '.join(_REAL_KEYS)})")
             v = float(value)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{key.strip()} must be in [0, 1], got {v}")
+            top = SIGMA_MAX if key.strip() == "blindmax" else 1.0
+            if not 0.0 <= v <= top:
+                raise ValueError(f"{key.strip()} must be in [0, {top:g}], got {v}")
             values[_REAL_KEYS[key.strip()]] = v
         return cls(**values)
 
@@ -445,8 +451,10 @@ class RealSpec:
         nr = f", in-camera noise reduction w.p. {self.nr_fraction:g}" if self.nr_fraction else ""
         if self.nr_mixed_fraction:
             nr += f", mixed-scale noise reduction w.p. {self.nr_mixed_fraction:g}"
+        blind = (f" (σ~U(0,{self.blind_sigma_max:g}) when withheld)" if self.blind_sigma_max < self.sigma_max
+                 else "")
         return (f"real: camera-pipeline noise (Brooks et al. 2019, blind) w.p. {self.camera_fraction:g}{nr}, else "
-                f"Gaussian σ~U(0,{self.sigma_max:g}) on RGB, its level given w.p. {self.known_fraction:g}")
+                f"Gaussian σ~U(0,{self.sigma_max:g}) on RGB, its level given w.p. {self.known_fraction:g}{blind}")
 
 
 def real_batch(clean: Tensor, spec: RealSpec, gen: torch.Generator) -> Batch:
@@ -457,6 +465,8 @@ def real_batch(clean: Tensor, spec: RealSpec, gen: torch.Generator) -> Batch:
     camera = torch.rand(n, generator=gen) < spec.camera_fraction
     known = (torch.rand(n, generator=gen) < spec.known_fraction) & ~camera
     sigma = torch.rand(n, generator=gen) * spec.sigma_max
+    if spec.blind_sigma_max < spec.sigma_max:  # the same draws, scaled: runs without the cap are unchanged
+        sigma = torch.where(known | camera, sigma, sigma * (spec.blind_sigma_max / spec.sigma_max))
     noisy = noise.add_gaussian(clean, sigma.view(n, 1, 1, 1), gen)
     for i in camera.nonzero().flatten().tolist():
         cam = sample_camera(gen, nr_fraction=spec.nr_fraction, nr_mixed_fraction=spec.nr_mixed_fraction)

@@ -24,7 +24,10 @@ def test_real_spec_text() -> None:
     assert "noise reduction" in RealSpec(nr_fraction=0.8).describe()
     assert RealSpec.parse("real:nrmix=0.6").nr_mixed_fraction == 0.6
     assert "mixed-scale" in RealSpec(nr_mixed_fraction=0.6).describe()
-    for bad in ("real:camera=2", "real:foo=0.1", "real:"):
+    assert RealSpec.parse("real:blindmax=5").blind_sigma_max == 5.0
+    assert "when withheld" in RealSpec(blind_sigma_max=5.0).describe()
+    assert "withheld" not in RealSpec().describe()
+    for bad in ("real:camera=2", "real:foo=0.1", "real:", "real:blindmax=80", "real:blindmax=-1"):
         with pytest.raises(ValueError):
             RealSpec.parse(bad)
     with pytest.raises(N3Error, match="--noise"):
@@ -48,6 +51,19 @@ def test_real_batches_mix_camera_and_gaussian_noise_with_levels_given_or_not() -
     assert torch.allclose(measured, sigma, rtol=0.15, atol=0.5)
     w = task.loss_weights(batch)
     assert w.shape == (64,) and bool((w > 0).all())
+
+
+def test_blindmax_caps_only_the_gaussian_samples_whose_level_is_withheld() -> None:
+    clean = torch.rand(256, 3, 16, 16) * 0.6 + 0.2
+    spec = RealSpec(camera_fraction=0.0, known_fraction=0.5)
+    plain = RealColorTask(spec).batch(clean, torch.Generator().manual_seed(3))
+    capped = RealColorTask(RealSpec(camera_fraction=0.0, known_fraction=0.5, blind_sigma_max=5.0)).batch(
+        clean, torch.Generator().manual_seed(3))
+    known = plain.noise[:, 2] == 1
+    assert torch.equal(capped.noise, plain.noise)  # the same draws: levels and which are given
+    assert torch.equal(capped.x[known], plain.x[known])
+    sd = ((capped.x - clean)[~known].flatten(1).std(dim=1) * 255)
+    assert float(sd.max()) < 5.5 and float(((plain.x - clean)[~known].flatten(1).std(dim=1) * 255).max()) > 20
 
 
 def _pairs(folder: Path, n: int = 2) -> Path:
