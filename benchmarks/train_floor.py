@@ -5,7 +5,7 @@ times it: DnCNN-17, N3Net, and N3Net with each aggregation replaced by a stub of
 the embedding and temperature networks in the graph (so their backward still runs): the step's floor however
 fast the aggregation's forward and backward. With ``--precision bf16`` also N3Net with the N3 blocks' embedding and
 temperature CNNs in bf16 (``n3 train --set precision=bf16-all``; by default they train in float32).
-Alternating in one process, min of ``--steps`` after a warm-up.
+Alternating in one process, min of ``--steps`` after a warm-up; freed memory kept for reuse, as ``n3 train`` runs.
 Usage: python benchmarks/train_floor.py [--threads 2] [--steps 3] [--precision fp32]
 """
 
@@ -18,7 +18,7 @@ import torch
 from speed import best_of, training_step  # type: ignore[import-not-found]
 from torch import Tensor
 
-from n3cli.devices import cpu_name
+from n3cli.devices import cpu_name, keep_freed_memory
 from n3cli.nn import n3
 
 
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
+    keep_freed_memory()  # as the n3 command trains (N3_MALLOC=system: malloc's defaults)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {args.threads} threads, {args.precision}")
