@@ -574,6 +574,7 @@ class N3Aggregation2d(nn.Module):
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
         nb = p // s
+        channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         x = x.contiguous()
         xp, ep, t_grid, (top, bottom, left, right) = self._padded(x, e, log_t)
         hp, wp = h + top + bottom, w + left + right
@@ -652,7 +653,7 @@ class N3Aggregation2d(nn.Module):
             if progress is not None:
                 progress(i + 1, len(bands))
         assert acc is not None
-        return self._blocks_to_pixels(acc, x, (nh, nw), (top, left))
+        return self._blocks_to_pixels(acc, x, (nh, nw), (top, left), channels_last)
 
     def _logits(self, dist: Tensor, valid: Tensor) -> Tensor:
         """α = -D (Eq. 4), through the distance norm when there is one; excluded candidates at -inf."""
@@ -665,9 +666,11 @@ class N3Aggregation2d(nn.Module):
             alpha = -dist
         return alpha.masked_fill(~valid, _NEG_INF)
 
-    def _blocks_to_pixels(self, acc: Tensor, x: Tensor, grid: tuple[int, int], offset: tuple[int, int]) -> Tensor:
+    def _blocks_to_pixels(self, acc: Tensor, x: Tensor, grid: tuple[int, int], offset: tuple[int, int],
+                          channels_last: bool = False) -> Tensor:
         """The neighbour volumes summed per block, (B, bh, bw, k, C·s²), averaged over the patches covering each
-        block and cropped back to pixels: concat(x, N_1 - x, ..., N_k - x)."""
+        block and cropped back to pixels: concat(x, N_1 - x, ..., N_k - x), in channels-last memory where the
+        block input came so (the layout the next convolution reads, and its gradient arrives in)."""
         b, c, h, w = x.shape
         s, k, nb = self.stride, self.k, self.patch // self.stride
         (nh, nw), (top, left) = grid, offset
@@ -677,7 +680,7 @@ class N3Aggregation2d(nn.Module):
         cover_c = [min(v, nw - 1) - max(v - nb + 1, 0) + 1 for v in range(bw)]
         inv_count = 1.0 / (torch.tensor(cover_r, dtype=x.dtype, device=x.device)[:, None]
                            * torch.tensor(cover_c, dtype=x.dtype, device=x.device)[None, :])
-        return _BlocksToPixels.apply(acc.view(b, bh, bw, k, c, s, s), x, inv_count, (top, left))
+        return _BlocksToPixels.apply(acc.view(b, bh, bw, k, c, s, s), x, inv_count, (top, left), channels_last)
 
 
 class _BlocksToPixels(torch.autograd.Function):
@@ -689,14 +692,16 @@ class _BlocksToPixels(torch.autograd.Function):
     expressions took five, through permuted copies (docs/speed.md)."""
 
     @staticmethod
-    def forward(ctx: Any, acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[int, int]) -> Tensor:
+    def forward(ctx: Any, acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[int, int],
+                channels_last: bool = False) -> Tensor:
         b, bh, bw, k, c, s, _ = acc.shape
         h, w = x.shape[-2:]
         top, left = offset
         blocks = acc.permute(0, 3, 4, 1, 5, 2, 6)  # (B, k, C, bh, s, bw, s)
         volumes = torch.mul(blocks, inv_count.view(1, 1, 1, bh, 1, bw, 1),
                             out=acc.new_empty(b, k, c, bh, s, bw, s)).view(b, k, c, bh * s, bw * s)
-        result = x.new_empty(b, (k + 1) * c, h, w)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        result = torch.empty(b, (k + 1) * c, h, w, dtype=x.dtype, device=x.device, memory_format=layout)
         result[:, :c] = x
         torch.sub(volumes[..., top: top + h, left: left + w], x.unsqueeze(1), out=result[:, c:].view(b, k, c, h, w))
         ctx.save_for_backward(inv_count)
@@ -704,12 +709,12 @@ class _BlocksToPixels(torch.autograd.Function):
         return result
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:  # type: ignore[override]
         (inv_count,) = ctx.saved_tensors
         b, bh, bw, k, c, s, _ = ctx.shape
         top, left = ctx.offset
         h, w = grad.shape[-2:]
-        g_diffs = grad[:, c:].view(b, k, c, h, w)
+        g_diffs = grad[:, c:].reshape(b, k, c, h, w)  # a view for NCHW and channels-last gradients
         grad_x = grad[:, :c] - g_diffs.sum(1) if ctx.needs_input_grad[1] else None
         grad_acc = None
         if ctx.needs_input_grad[0]:
@@ -721,7 +726,7 @@ class _BlocksToPixels(torch.autograd.Function):
             grad_acc = grad.new_empty(b, bh, bw, k, c, s, s)
             torch.mul(g_vol.view(b, k, c, bh, s, bw, s), inv_count.view(1, 1, 1, bh, 1, bw, 1),
                       out=grad_acc.permute(0, 3, 4, 1, 5, 2, 6))
-        return grad_acc, grad_x, None, None
+        return grad_acc, grad_x, None, None, None
 
 
 def set_bf16_cnns_in_training(model: nn.Module, enabled: bool) -> None:

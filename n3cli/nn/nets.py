@@ -175,7 +175,7 @@ class N3Net(nn.Module):
             y = block(y)
             if i < len(self.nls):
                 y = self.nls[i](y, guide)
-                if channels_last:  # the aggregation works in NCHW; hand the convolutions NHWC again
+                if channels_last:  # a no-op but for the reference aggregation (the others keep channels-last)
                     y = y.contiguous(memory_format=torch.channels_last)
         return y
 

@@ -118,6 +118,30 @@ def test_block_with_cnns_matches_the_reference_under_autocast() -> None:
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5 * outs[0].abs().max().item())
 
 
+@pytest.mark.parametrize("size", [(80, 80), (37, 51), (12, 30)])
+def test_training_output_follows_a_channels_last_input_exactly(size: tuple[int, int]) -> None:
+    """A channels-last block input (the local blocks' layout) gives a channels-last output, so the next convolution
+    reads it without a copy; values and gradients are those of the NCHW input's."""
+    torch.manual_seed(0)
+    block = N3Block2d(in_channels=4, k=3, embed_features=8, embed_channels=4).double().train()
+    x = torch.randn(2, 4, *size, dtype=torch.float64)
+    g = torch.randn(2, 16, *size, dtype=torch.float64)
+    runs = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        leaf = x.clone(memory_format=layout).requires_grad_()
+        block.zero_grad(set_to_none=True)
+        out = block(leaf)
+        out.backward(g.clone(memory_format=layout))
+        assert out.is_contiguous(memory_format=layout)
+        runs.append((out.detach(), leaf.grad, [q.grad for q in block.parameters()]))
+    (out0, gx0, gp0), (out1, gx1, gp1) = runs
+    torch.testing.assert_close(out1, out0, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-9, atol=1e-9 * gx0.abs().max().item())
+    scale = max(b.abs().max().item() for b in gp0)  # some true gradients are 0 (a bias before a BN): rounding there
+    for a, b in zip(gp1, gp0, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * scale)
+
+
 def test_progress_is_reported_per_band_of_query_tiles() -> None:
     agg = N3Aggregation2d(k=2, query_tile=4).eval()
     agg.native = False  # the PyTorch block path (the fused one: tests/nn/test_native.py)
