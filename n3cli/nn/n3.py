@@ -481,7 +481,7 @@ class N3Aggregation2d(nn.Module):
         pads = self._grid_pads(*x.shape[-2:])
         top, bottom, left, right = pads
         pad = (left, right, top, bottom)
-        return F.pad(x, pad), F.pad(e.contiguous(), pad), self._temperatures(log_t, pads), pads
+        return F.pad(x, pad), F.pad(e, pad), self._temperatures(log_t, pads), pads
 
     def _forward_reference(self, x: Tensor, e: Tensor, log_t: Tensor,
                            progress: Callable[[int, int], None] | None) -> Tensor:
@@ -489,7 +489,7 @@ class N3Aggregation2d(nn.Module):
         whole patches per neighbour, F.fold back to pixels."""
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
-        x = x.contiguous()  # unfold/fold are fastest in NCHW
+        x, e = x.contiguous(), e.contiguous()  # unfold/fold are fastest in NCHW
         xp, ep, t_grid, (top, bottom, left, right) = self._padded(x, e, log_t)
         hp, wp = h + top + bottom, w + left + right
         nh, nw = t_grid.shape[-2:]
@@ -574,16 +574,19 @@ class N3Aggregation2d(nn.Module):
         b, c, h, w = x.shape
         p, s, k = self.patch, self.stride, self.k
         nb = p // s
+        # A channels-last input (the local blocks' layout) stays so: the block rows below are copies in either case,
+        # and the output and the gradients handed back keep the layout the convolutions use.
         channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        x = x.contiguous()
+        if not channels_last:
+            x = x.contiguous()
         xp, ep, t_grid, (top, bottom, left, right) = self._padded(x, e, log_t)
         hp, wp = h + top + bottom, w + left + right
         nh, nw = t_grid.shape[-2:]
         bh, bw = hp // s, wp // s  # blocks: nh + nb - 1, nw + nb - 1
         wh, ww = min(self.window, nh), min(self.window, nw)
         # (B, bh, bw, C·s²): the value blocks, one row per block
-        xb = xp.view(b, c, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, c * s * s)
-        eb = ep.view(b, -1, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, -1)
+        xb = xp.reshape(b, c, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, c * s * s)
+        eb = ep.reshape(b, -1, bh, s, bw, s).permute(0, 2, 4, 1, 3, 5).reshape(b, bh, bw, -1)
         # In training, one tile spans the whole grid: batch statistics of the distance norm then
         # cover every distance, as in a whole-image forward pass.
         qt = max(nh, nw) if self.training else self.query_tile
@@ -644,7 +647,7 @@ class N3Aggregation2d(nn.Module):
                         out = spread.view(b * n, -1, (rh + nb - 1) * (rw + nb - 1)) @ src.reshape(b * n, -1, c * s * s)
                     out = out.view(b, n, tr + nb - 1, tc + nb - 1, k, c * s * s)  # Eq. 11, per destination block
                     if single:
-                        acc = out[:, 0]
+                        acc = out.squeeze(1)  # a view both ways (indexing would zero-fill a copy in backward)
                         continue
                     if acc is None:
                         acc = out.new_zeros(b, bh, bw, k, c * s * s)
