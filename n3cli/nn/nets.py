@@ -41,17 +41,13 @@ class LocalBlock(nn.Module):
         self.residual = residual
         self.skip = min(in_channels, out_channels)
 
-    def forward(self, x: Tensor, head: Tensor | None = None) -> Tensor:
-        """``head``: x's leading channels as a tensor of their own, where the caller has one (after an N3 block, its
-        input: concat(x, N_1 - x, ...) starts with it); the residual then reads them there, and its gradient does not
-        take a zero-filled copy of the whole wide input."""
+    def forward(self, x: Tensor) -> Tensor:
         y = self.conv2(self.layer1(torch.relu_(self.conv1(x))))  # in place: conv1's output is not kept
         if not self.residual:
             return y
-        skip = x[:, : self.skip] if head is None or head.shape[1] < self.skip else head[:, : self.skip]
         if self.skip == y.shape[1]:
-            return y + skip
-        return torch.cat([y[:, : self.skip] + skip, y[:, self.skip:]], dim=1)
+            return y + x[:, : self.skip]
+        return torch.cat([y[:, : self.skip] + x[:, : self.skip], y[:, self.skip:]], dim=1)
 
 
 #: Keys of configurations stored by earlier versions that no setting reads any more (``block``: the local block's
@@ -174,13 +170,11 @@ class N3Net(nn.Module):
         guide = x[:, :1] if self.config.embedding == "input" else None
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 or \
             self.blocks[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
-        y, head = x, None
+        y = x
         for i, block in enumerate(self.blocks):
-            y = block(y, head)
+            y = block(y)
             if i < len(self.nls):
-                head = y  # the N3 block's output starts with its input (Fig. 2a)
                 y = self.nls[i](y, guide)
-                head = head.to(y.dtype)  # as the output holds it (float32 under bf16 autocast)
                 if channels_last:  # a no-op but for the reference aggregation (the others keep channels-last)
                     y = y.contiguous(memory_format=torch.channels_last)
         return y
