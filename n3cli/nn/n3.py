@@ -575,7 +575,7 @@ class N3Aggregation2d(nn.Module):
         p, s, k = self.patch, self.stride, self.k
         nb = p // s
         # A channels-last input (the local blocks' layout) stays so: the block rows below are copies in either case,
-        # and the output and the gradients handed back keep the layout the convolutions use.
+        # and the output keeps the layout the next convolution reads.
         channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         if not channels_last:
             x = x.contiguous()
