@@ -11,6 +11,8 @@ SIZES="${SIZES:-481x321 1024x1024 4096x4096}"
 # shellcheck disable=SC2086
 python benchmarks/speed.py --threads "$THREADS" --sizes $SIZES --precision fp32 bf16 --no-old-block --repeat 2 \
     --steps 3 --train-precision fp32 bf16
+# One untiled pass per model and size, each in its own process, for the peak memory: with malloc's defaults, since
+# with freed memory kept (as the n3 command runs, which tiles) N3Net's untiled 4096² pass outgrows 24 GB.
 # shellcheck disable=SC2086
-python benchmarks/forward.py --threads "$THREADS" --sizes $SIZES --repeat 1
+N3_MALLOC=system python benchmarks/forward.py --threads "$THREADS" --sizes $SIZES --repeat 1
 python benchmarks/end_to_end.py --threads "$THREADS"
