@@ -34,8 +34,7 @@ from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
 def nets_at(rev: str, folder: Path) -> ModuleType:
     """``n3cli.nn.nets`` as of git revision ``rev``, importable as ``n3nn_<rev>.nets``."""
     name = "n3nn_" + "".join(ch if ch.isalnum() else "_" for ch in rev)
-    root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                               check=True).stdout.strip())
+    root = Path(__file__).resolve().parents[1]  # the checkout this script belongs to, wherever it is run from
     blob = subprocess.run(["git", "archive", rev, "n3cli/nn"], cwd=root, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         tar.extractall(folder, filter="data")

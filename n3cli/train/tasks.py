@@ -427,6 +427,10 @@ class RealSpec:
     #: fine-scale noise is weak, see ``api.FINE_NOISE_LIMIT``; stronger Gaussian noise goes to the gray model)
     blind_sigma_max: float = SIGMA_MAX
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.blind_sigma_max <= self.sigma_max:
+            raise ValueError(f"blindmax must be in [0, {self.sigma_max:g}], got {self.blind_sigma_max:g}")
+
     @classmethod
     def parse(cls, text: str) -> RealSpec:
         text = text.strip().lower()

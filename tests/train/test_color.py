@@ -25,6 +25,9 @@ def test_real_spec_text() -> None:
     assert RealSpec.parse("real:nrmix=0.6").nr_mixed_fraction == 0.6
     assert "mixed-scale" in RealSpec(nr_mixed_fraction=0.6).describe()
     assert RealSpec.parse("real:blindmax=5").blind_sigma_max == 5.0
+    assert [RealSpec.parse(f"real:blindmax={v}").blind_sigma_max for v in (0, 75)] == [0.0, 75.0]
+    with pytest.raises(ValueError, match="blindmax"):
+        RealSpec(blind_sigma_max=80.0)
     assert "when withheld" in RealSpec(blind_sigma_max=5.0).describe()
     assert "withheld" not in RealSpec().describe()
     for bad in ("real:camera=2", "real:foo=0.1", "real:", "real:blindmax=80", "real:blindmax=-1"):
