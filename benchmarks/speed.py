@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 
@@ -33,17 +34,23 @@ def set_reference(model: torch.nn.Module, reference: bool) -> None:
             m.reference = reference
 
 
-def best_of(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
-    """Runs each function once to warm up, then ``repeat`` rounds alternating them; min seconds of each."""
+def times_of(fns: dict[str, Callable[[], None]], repeat: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Runs each function ``warmup`` times, then ``repeat`` rounds alternating them; the seconds of every timed run."""
     for fn in fns.values():
-        fn()
+        for _ in range(warmup):
+            fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: min(ts) for name, ts in times.items()}
+    return times
+
+
+def best_of(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+    """Runs each function once to warm up, then ``repeat`` rounds alternating them; min seconds of each."""
+    return {name: min(ts) for name, ts in times_of(fns, repeat).items()}
 
 
 def inference(sizes: list[str], repeat: int, precision: str = "fp32", old_block: bool = True) -> None:
@@ -76,14 +83,16 @@ def inference(sizes: list[str], repeat: int, precision: str = "fp32", old_block:
 
 
 def training_step(arch: str, reference: bool | None, precision: str = "fp32", batch: int = 16, patch: int = 80,
-                  in_planes: int = 3, bf16_cnns: bool = False) -> Callable[[], None]:
+                  in_planes: int = 3, bf16_cnns: bool = False, nets: ModuleType | None = None) -> Callable[[], None]:
     """One training step (forward, backward, AdamW) of ``arch`` on a fixed random batch, as a callable.
-    ``bf16_cnns``: the N3 blocks' embedding and temperature CNNs in bf16 too (``n3 train --set precision=bf16-all``)."""
+    ``bf16_cnns``: the N3 blocks' embedding and temperature CNNs in bf16 too (``n3 train --set precision=bf16-all``).
+    ``nets``: a module whose builder ``arch`` makes the model (another revision's ``n3cli.nn.nets``:
+    ``benchmarks/train_ab.py``) instead of the run's ``build_model``."""
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, in_planes, patch, patch, generator=gen)
     target = torch.rand(batch, 1, patch, patch, generator=gen)
     cfg = TrainConfig(out="-", data=[], arch=arch, optimizer="adamw", schedule="cosine")
-    model = build_model(cfg, in_planes)
+    model = build_model(cfg, in_planes) if nets is None else getattr(nets, arch)(in_channels=in_planes)
     dncnn_init(model, torch.Generator().manual_seed(0))
     model = model.to(memory_format=torch.channels_last).train()
     if reference is not None:

@@ -18,17 +18,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from speed import times_of, training_step  # type: ignore[import-not-found]
 
 from n3cli.devices import cpu_name, keep_freed_memory
-from n3cli.nn import nets
-from n3cli.train.config import TrainConfig
-from n3cli.train.optim import dncnn_init, make_optimizer, param_groups
 
 
 def nets_at(rev: str, folder: Path) -> ModuleType:
@@ -43,21 +39,6 @@ def nets_at(rev: str, folder: Path) -> ModuleType:
     return importlib.import_module(f"{name}.nets")
 
 
-def training_step(module: ModuleType, arch: str, x: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
-    cfg = TrainConfig(out="-", data=[], arch=arch, optimizer="adamw", schedule="cosine")
-    model = getattr(module, arch)(in_channels=x.shape[1])
-    dncnn_init(model, torch.Generator().manual_seed(0))
-    model = model.to(memory_format=torch.channels_last).train()
-    opt = make_optimizer(cfg, param_groups(model, cfg.weight_decay))
-
-    def step() -> None:
-        loss = (model(x) - target).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", required=True, help="git revision to compare with (e.g. HEAD~1)")
@@ -67,22 +48,11 @@ def main() -> None:
     keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    gen = torch.Generator().manual_seed(0)
-    x, target = torch.rand(16, 3, 80, 80, generator=gen), torch.rand(16, 1, 80, 80, generator=gen)
     with tempfile.TemporaryDirectory() as tmp:
         old = nets_at(args.against, Path(tmp))
-        fns = {"DnCNN-17": training_step(nets, "dncnn", x, target),
-               "N3Net, this checkout": training_step(nets, "n3net", x, target),
-               f"N3Net, {args.against}": training_step(old, "n3net", x, target)}
-        for fn in fns.values():
-            fn()
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(args.rounds):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
+        fns = {"DnCNN-17": training_step("dncnn", None), "N3Net, this checkout": training_step("n3net", None),
+               f"N3Net, {args.against}": training_step("n3net", None, nets=old)}
+        times = times_of(fns, args.rounds, warmup=2)
     print(f"CPU {cpu_name()}, torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds")
     base_med, base_min = statistics.median(times["DnCNN-17"]), min(times["DnCNN-17"])
     for name, ts in times.items():
