@@ -576,7 +576,7 @@ class N3Aggregation2d(nn.Module):
         nb = p // s
         # A channels-last input (the local blocks' layout) stays so: the block rows below are copies in either case,
         # and the output keeps the layout the next convolution reads.
-        channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         if not channels_last:
             x = x.contiguous()
         xp, ep, t_grid, (top, bottom, left, right) = self._padded(x, e, log_t)
@@ -673,7 +673,7 @@ class N3Aggregation2d(nn.Module):
                           channels_last: bool = False) -> Tensor:
         """The neighbour volumes summed per block, (B, bh, bw, k, C·s²), averaged over the patches covering each
         block and cropped back to pixels: concat(x, N_1 - x, ..., N_k - x), in channels-last memory where the
-        block input came so (the layout the next convolution reads, and its gradient arrives in)."""
+        block input came so (the layout the next convolution reads)."""
         b, c, h, w = x.shape
         s, k, nb = self.stride, self.k, self.patch // self.stride
         (nh, nw), (top, left) = grid, offset

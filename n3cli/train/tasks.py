@@ -445,9 +445,8 @@ class RealSpec:
             if key.strip() not in _REAL_KEYS:
                 raise ValueError(f"unknown key {key.strip()!r} ({', '.join(_REAL_KEYS)})")
             v = float(value)
-            top = SIGMA_MAX if key.strip() == "blindmax" else 1.0
-            if not 0.0 <= v <= top:
-                raise ValueError(f"{key.strip()} must be in [0, {top:g}], got {v}")
+            if key.strip() != "blindmax" and not 0.0 <= v <= 1.0:  # a σ: checked with the spec (__post_init__)
+                raise ValueError(f"{key.strip()} must be in [0, 1], got {v}")
             values[_REAL_KEYS[key.strip()]] = v
         return cls(**values)
 
