@@ -24,7 +24,8 @@ ARCHS = tuple(BUILDERS)
 PRECISIONS = ("fp32", "bf16", "auto", "bf16-all")
 #: Settings a resumed run may change; the others define the run and stay as they were. ``noise`` may change only
 #: within one kind of task whose model takes the same planes (e.g. the mix of a ``real:...`` run).
-RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size", "noise", "nmse_floor")
+RESUME_SWITCHES = ("steps", "precision", "lr", "loss", "optimizer", "ema", "batch_size", "noise", "nmse_floor",
+                   "nmse_blind_floor")
 #: Builder overrides (``model.KEY``): the fields of :class:`n3cli.nn.nets.NetConfig` a run may set.
 MODEL_KEYS = frozenset(NetConfig.__dataclass_fields__) - {"arch", "in_channels", "noise_inputs", "out_channels",
                                                           "extra"}
@@ -61,6 +62,8 @@ class TrainConfig:
     loss: str = "mse"  # mse (paper) | nmse: each sample's MSE relative to its noise variance / bicubic input's MSE
     nmse_floor: float = NMSE_FLOOR_SIGMA  # nmse: σ (0-255) added in quadrature to each sample's noise level (bounds
     # the weight of nearly clean samples; for SR the same value as an error floor)
+    nmse_blind_floor: float | None = None  # nmse, noise=real: the floor of the samples whose level the model is not
+    # given (camera and blind Gaussian); None: nmse_floor
     init: str | None = None  # start a new run from these weights (a run's .pt checkpoint or a .safetensors file)
     freeze_bn: bool = False  # train with the BN statistics of the --init weights, fixed (n3cli.train.frozen_bn)
     ema: float = 0.0  # decay per step of a moving average of the weights, validated and exportable (0: off)
@@ -88,6 +91,11 @@ class TrainConfig:
             raise N3Error(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
         if not self.nmse_floor > 0:
             raise N3Error(f"nmse_floor must be a positive σ (0-255), got {self.nmse_floor:g}")
+        if self.nmse_blind_floor is not None:
+            if not self.nmse_blind_floor > 0:
+                raise N3Error(f"nmse_blind_floor must be a positive σ (0-255), got {self.nmse_blind_floor:g}")
+            if not self.noise.strip().lower().startswith("real"):
+                raise N3Error("nmse_blind_floor applies to --noise real runs (the only ones with blind samples)")
         if self.freeze_bn and not self.init:
             raise N3Error("freeze_bn keeps the BN statistics of the init weights: give --set init=WEIGHTS")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:

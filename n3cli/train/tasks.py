@@ -283,9 +283,10 @@ class Task:
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         raise NotImplementedError
 
-    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR, blind_floor: float | None = None) -> Tensor:
         """Per-sample weights of the noise-normalised loss (``loss = "nmse"``); ``floor``: the variance (0-1
-        scale) added to each sample's noise power, which bounds the weight of nearly clean samples."""
+        scale) added to each sample's noise power, which bounds the weight of nearly clean samples;
+        ``blind_floor``: the same for the samples whose level the model is not given (None: ``floor``)."""
         raise NotImplementedError
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
@@ -310,7 +311,7 @@ class DenoiseTask(Task):
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         return denoise_batch(clean, self.spec, gen)
 
-    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR, blind_floor: float | None = None) -> Tensor:
         return sample_weights(batch.noise, batch.target, self.spec, floor)
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
@@ -360,7 +361,7 @@ class SRTask(Task):
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         return sr_batch(clean, self.patch, gen)
 
-    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR, blind_floor: float | None = None) -> Tensor:
         return sr_sample_weights(batch.x, batch.target, floor)
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
@@ -496,11 +497,16 @@ class RealColorTask(Task):
     def batch(self, clean: Tensor, gen: torch.Generator) -> Batch:
         return real_batch(clean, self.spec, gen)
 
-    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR) -> Tensor:
+    def loss_weights(self, batch: Batch, floor: float = NMSE_FLOOR, blind_floor: float | None = None) -> Tensor:
         """``NMSE_REF / (v + floor)`` with ``v`` the sample's measured noise power (camera noise has no
-        single σ)."""
+        single σ); the samples trained blind (level withheld: ``noise[:, 2] == 0``) add ``blind_floor`` instead
+        where it is given."""
         v = (batch.x.float() - batch.target.float()).square().mean(dim=(1, 2, 3))
-        return NMSE_REF / (v + floor)
+        if blind_floor is None:
+            return NMSE_REF / (v + floor)
+        assert batch.noise is not None
+        floors = torch.where(batch.noise[:, 2].to(v.device) > 0, floor, blind_floor)
+        return NMSE_REF / (v + floors)
 
     def validation(self, folder: str, limit: int, val_sigma: float) -> Validation:
         """Real noisy/clean pairs (``*_real.*`` / ``*_mean.*``, e.g. PolyU-val) denoised blind, each pair's central

@@ -287,7 +287,8 @@ class Trainer:
         err = (pred.float() - batch.target).square()
         if cfg.loss == "nmse":  # every noise level (sr: every scale) weighs alike, in dB
             floor = (cfg.nmse_floor / 255.0) ** 2
-            objective = (err.mean(dim=(1, 2, 3)) * self.task.loss_weights(batch, floor)).mean()
+            blind = None if cfg.nmse_blind_floor is None else (cfg.nmse_blind_floor / 255.0) ** 2
+            objective = (err.mean(dim=(1, 2, 3)) * self.task.loss_weights(batch, floor, blind)).mean()
         else:
             objective = err.mean()
         self.opt.zero_grad(set_to_none=True)

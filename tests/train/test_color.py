@@ -114,3 +114,19 @@ def test_a_colour_model_starts_as_the_gray_model_on_gray_images() -> None:
     light = n3net_light(in_channels=1, depth=3, features=8, embed_features=8)  # not conditional
     with pytest.raises(ValueError, match="gray noise-level-conditional"):
         color_from_gray(light.state_dict(), color)
+
+
+def test_blind_floor_changes_only_the_weights_of_samples_trained_blind() -> None:
+    from n3cli.train.tasks import NMSE_REF
+
+    task = RealColorTask(RealSpec(camera_fraction=0.0, known_fraction=0.5))
+    batch = task.batch(torch.rand(64, 3, 16, 16) * 0.6 + 0.2, torch.Generator().manual_seed(1))
+    known = batch.noise[:, 2] == 1
+    assert known.any() and (~known).any()
+    floor, blind = (10 / 255) ** 2, (25 / 255) ** 2
+    plain, floored = task.loss_weights(batch, floor), task.loss_weights(batch, floor, blind)
+    assert torch.equal(floored[known], plain[known])
+    v = (batch.x - batch.target).square().mean(dim=(1, 2, 3))
+    assert torch.allclose(floored[~known], NMSE_REF / (v[~known] + blind))
+    assert bool((floored[~known] < plain[~known]).all())  # a higher floor: every blind sample weighs less
+    assert torch.equal(task.loss_weights(batch, floor, None), plain)

@@ -328,6 +328,10 @@ def test_noise_normalised_loss_runs_and_switches_on_resume(tmp_path: Path, data:
     assert load(last)["train_config"]["nmse_floor"] == 10.0
     with pytest.raises(N3Error, match="nmse_floor"):
         train(_cfg(tmp_path / "z", data, loss="nmse", nmse_floor=0))
+    with pytest.raises(N3Error, match="nmse_blind_floor applies to --noise real"):  # no sample is trained blind
+        train(_cfg(tmp_path / "z", data, loss="nmse", nmse_blind_floor=25))
+    with pytest.raises(N3Error, match="nmse_blind_floor must be"):
+        train(_cfg(tmp_path / "z", data, noise="real", loss="nmse", nmse_blind_floor=0))
     assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
 
 
