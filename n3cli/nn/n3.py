@@ -277,6 +277,15 @@ class _Spread(torch.autograd.Function):
         return grad_weights, None, None
 
 
+#: Build the training tile's spread matrix (:class:`_SpreadWhole`) with the C kernel (:mod:`n3cli.nn.native`) where it
+#: could be built; False runs the PyTorch code (the reference the tests compare against).
+NATIVE_SPREAD = True
+
+
+def _native_float32(t: Tensor) -> bool:
+    return NATIVE_SPREAD and t.device.type == "cpu" and t.dtype == torch.float32 and native.available()
+
+
 class _SpreadWhole(torch.autograd.Function):
     """:class:`_Spread` where every query's window is the whole region (the tile of training, when the window covers the
     grid): weight (q, j, m) of query patch (i, c) for candidate (a, b) lands at destination (i + u, c + v) and source
@@ -286,6 +295,8 @@ class _SpreadWhole(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
         ctx.shape = shape
+        if _native_float32(weights):  # the same sums in one pass (n3_spread_whole_forward)
+            return native.spread_whole(weights.contiguous(), shape)
         tr, tc, k, wh, ww, nb = shape
         spread = weights.new_zeros(weights.shape[0], (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1))
         w = weights.view(weights.shape[0], tr, tc, k, wh, ww)
@@ -295,6 +306,8 @@ class _SpreadWhole(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        if _native_float32(grad):
+            return native.spread_whole_backward(grad.contiguous(), ctx.shape), None
         views = _SpreadWhole.views(grad.contiguous(), ctx.shape)
         out = views[0].clone(memory_format=torch.contiguous_format)
         for view in views[1:]:

@@ -256,3 +256,46 @@ def test_native_selection_under_a_float64_default_dtype() -> None:
         knn.NATIVE = True
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(15, 15, 7, 15, 15, 2), (1, 1, 1, 1, 1, 2), (4, 3, 2, 5, 6, 3), (3, 5, 7, 3, 5, 1)])
+def test_native_spread_matrix_is_the_pytorch_one_bit_for_bit(shape: tuple[int, int, int, int, int, int],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training tile's spread matrix (n3._SpreadWhole) and its backward in C: the same sums in the same order."""
+    from n3cli.nn import n3
+
+    tr, tc, k, wh, ww, nb = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    w = torch.randn(3, tr * tc * k * wh * ww, generator=g).requires_grad_()
+    results = []
+    for fused in (False, True):
+        monkeypatch.setattr(n3, "NATIVE_SPREAD", fused)
+        out = n3._SpreadWhole.apply(w, shape)
+        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        (grad,) = torch.autograd.grad(out, w, probe)
+        results.append((out, grad))
+    (out0, grad0), (out1, grad1) = results
+    assert torch.equal(out1, out0) and torch.equal(grad1, grad0)
+    assert out0.abs().sum() > 0 and grad0.abs().sum() > 0
+
+
+@needs_native
+def test_training_step_is_the_same_with_the_native_spread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole N3 block's output and gradients in training, through the C spread matrix and the PyTorch one."""
+    from n3cli.nn import n3
+
+    torch.manual_seed(0)
+    block = n3.N3Block2d(in_channels=3, k=2).train()
+    x = torch.rand(2, 3, 40, 35)
+    results = []
+    for fused in (False, True):
+        monkeypatch.setattr(n3, "NATIVE_SPREAD", fused)
+        xi = x.clone().requires_grad_()
+        out = block(xi)
+        out.square().sum().backward()
+        results.append((out.detach(), xi.grad, [p.grad.clone() for p in block.parameters() if p.grad is not None]))
+        block.zero_grad()
+    (o0, gx0, gp0), (o1, gx1, gp1) = results
+    assert torch.equal(o1, o0) and torch.equal(gx1, gx0)
+    assert len(gp0) == len(gp1) > 0 and all(torch.equal(a, b) for a, b in zip(gp1, gp0, strict=True))

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
-_ABI = 2000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present
+_ABI = 3000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
+# 3000: and n3_spread_whole_*
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -144,6 +145,9 @@ def _load(path: Path) -> ctypes.CDLL | None:
     lib.n3_knn_forward.restype = i32
     lib.n3_knn_backward.argtypes = [ctypes.c_void_p] * 8 + [i64, i64, i64, i32, i32]
     lib.n3_knn_backward.restype = i32
+    for fn in (lib.n3_spread_whole_forward, lib.n3_spread_whole_backward):
+        fn.argtypes = [ctypes.c_void_p] * 2 + [i64, i64] + [i32] * 6
+        fn.restype = i32
     return lib
 
 
@@ -226,9 +230,10 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
     return out.permute(0, 3, 1, 2)
 
 
-def _run_rows(call: Callable[[int, int], int], rows: int) -> None:
-    """call(r0, r1) on row ranges split among torch's threads; raises on a kernel's error code."""
-    threads = max(1, min(torch.get_num_threads(), rows // 64))
+def _run_rows(call: Callable[[int, int], int], rows: int, min_rows: int = 64) -> None:
+    """call(r0, r1) on row ranges of at least ``min_rows`` split among torch's threads; raises on a kernel's error
+    code."""
+    threads = max(1, min(torch.get_num_threads(), rows // min_rows))
     edges = [rows * i // threads for i in range(threads + 1)]
     jobs = [(edges[i], edges[i + 1]) for i in range(threads) if edges[i + 1] > edges[i]]
     if len(jobs) <= 1:
@@ -271,3 +276,31 @@ def knn_backward(grad_w: Tensor, w: Tensor, top: Tensor, aux: Tensor, alpha: Ten
                                                  alpha.data_ptr(), temperature.data_ptr(), grad_alpha.data_ptr(),
                                                  grad_t.data_ptr(), r0, r1, m, k, update_alpha), rows)
     return grad_alpha, grad_t
+
+
+def spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
+    """The block spread matrix (B, DH·DW·k·SH·SW) of weights (B, tr·tc·k·wh·ww), shape (tr, tc, k, wh, ww, nb), of
+    training tiles whose windows are the whole region (``n3._SpreadWhole``; n3_spread_whole_forward). Contiguous
+    float32 CPU tensors."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native spread is not available")
+    tr, tc, k, wh, ww, nb = shape
+    b = weights.shape[0]
+    spread = torch.empty(b, (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1), dtype=torch.float32)
+    _run_rows(lambda r0, r1: lib.n3_spread_whole_forward(weights.data_ptr(), spread.data_ptr(), r0, r1, *shape),
+              b * (tr + nb - 1), min_rows=4)
+    return spread
+
+
+def spread_whole_backward(grad: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
+    """The gradient (B, tr·tc·k·wh·ww) of :func:`spread_whole`'s weights from that of its matrix (contiguous)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native spread is not available")
+    tr, tc, k, wh, ww, nb = shape
+    b = grad.shape[0]
+    out = torch.empty(b, tr * tc * k * wh * ww, dtype=torch.float32)
+    _run_rows(lambda r0, r1: lib.n3_spread_whole_backward(grad.data_ptr(), out.data_ptr(), r0, r1, *shape),
+              b * tr, min_rows=4)
+    return out

@@ -691,5 +691,68 @@ N3_EXPORT int n3_knn_backward(const float *gw, const float *w, const int32_t *to
     return 0;
 }
 
-/* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions). */
-N3_EXPORT int n3_abi_version(void) { return 2000 + P_COUNT; }
+/* The block spread matrix of training tiles whose every window is the whole region (n3._SpreadWhole), rows
+ * [r0, r1) of (B, DH): from the weights w (B, tr, tc, k, wh, ww), spread (B, DH, DW, k, SH, SW) with DH = tr + nb - 1,
+ * DW = tc + nb - 1, SH = wh + nb - 1, SW = ww + nb - 1 and
+ *   spread[b, di, dj, n, sa, sb] = sum over sub-blocks (u, v) of w[b, di - u, dj - v, n, sa - u, sb - v]
+ * (the terms whose indices lie in w), added in the order (u, v) = (0, 0), (0, 1), ..., as the PyTorch path adds its
+ * strided views: the same floats. One pass writing the matrix instead of a zero fill and nb^2 passes over it. */
+N3_EXPORT int n3_spread_whole_forward(const float *w, float *spread, int64_t r0, int64_t r1, int tr, int tc, int k,
+                                      int wh, int ww, int nb) {
+    if (tr < 1 || tc < 1 || k < 1 || wh < 1 || ww < 1 || nb < 1) return -2;
+    const int dh = tr + nb - 1, dw = tc + nb - 1, sh = wh + nb - 1, sw = ww + nb - 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / dh;
+        const int di = (int)(r % dh);
+        for (int dj = 0; dj < dw; dj++)
+            for (int n = 0; n < k; n++)
+                for (int sa = 0; sa < sh; sa++) {
+                    float *restrict o = spread + ((((b * dh + di) * dw + dj) * k + n) * sh + sa) * sw;
+                    memset(o, 0, sizeof(float) * (size_t)sw);
+                    for (int u = 0; u < nb; u++) {
+                        const int i = di - u, a = sa - u;
+                        if (i < 0 || i >= tr || a < 0 || a >= wh) continue;
+                        for (int v = 0; v < nb; v++) {
+                            const int c = dj - v;
+                            if (c < 0 || c >= tc) continue;
+                            const float *restrict src = w + ((((b * tr + i) * tc + c) * k + n) * wh + a) * ww;
+                            float *restrict dst = o + v;
+                            for (int t = 0; t < ww; t++) dst[t] += src[t];
+                        }
+                    }
+                }
+    }
+    return 0;
+}
+
+/* Its backward, rows [r0, r1) of (B, tr): gw[b, i, c, n, a, t] = sum over (u, v) of g[b, i + u, c + v, n, a + u, t + v]
+ * for the gradient g (B, DH, DW, k, SH, SW) of the spread matrix, in the same order as the PyTorch path's sum of
+ * views (the first copied, the others added). */
+N3_EXPORT int n3_spread_whole_backward(const float *g, float *gw, int64_t r0, int64_t r1, int tr, int tc, int k,
+                                       int wh, int ww, int nb) {
+    if (tr < 1 || tc < 1 || k < 1 || wh < 1 || ww < 1 || nb < 1) return -2;
+    const int dh = tr + nb - 1, dw = tc + nb - 1, sh = wh + nb - 1, sw = ww + nb - 1;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / tr;
+        const int i = (int)(r % tr);
+        for (int c = 0; c < tc; c++)
+            for (int n = 0; n < k; n++)
+                for (int a = 0; a < wh; a++) {
+                    float *restrict o = gw + ((((b * tr + i) * tc + c) * k + n) * wh + a) * ww;
+                    for (int u = 0; u < nb; u++)
+                        for (int v = 0; v < nb; v++) {
+                            const float *restrict src =
+                                g + ((((b * dh + i + u) * dw + c + v) * k + n) * sh + a + u) * sw + v;
+                            if (u == 0 && v == 0)
+                                memcpy(o, src, sizeof(float) * (size_t)ww);
+                            else
+                                for (int t = 0; t < ww; t++) o[t] += src[t];
+                        }
+                }
+    }
+    return 0;
+}
+
+/* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
+ * 3000 +: and the spread matrix's). */
+N3_EXPORT int n3_abi_version(void) { return 3000 + P_COUNT; }
