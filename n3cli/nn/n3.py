@@ -277,13 +277,14 @@ class _Spread(torch.autograd.Function):
         return grad_weights, None, None
 
 
-#: Build the training tile's spread matrix (:class:`_SpreadWhole`) with the C kernel (:mod:`n3cli.nn.native`) where it
-#: could be built; False runs the PyTorch code (the reference the tests compare against).
-NATIVE_SPREAD = True
+#: Run the training path's spread matrix (:class:`_SpreadWhole`) and channels-last output (:class:`_BlocksToPixels`)
+#: through the C kernels (:mod:`n3cli.nn.native`) where they could be built, forward and backward; False runs the
+#: PyTorch code (the reference the tests compare against).
+NATIVE_TRAINING = True
 
 
 def _native_float32(t: Tensor) -> bool:
-    return NATIVE_SPREAD and t.device.type == "cpu" and t.dtype == torch.float32 and native.available()
+    return NATIVE_TRAINING and t.device.type == "cpu" and t.dtype == torch.float32 and native.available()
 
 
 class _SpreadWhole(torch.autograd.Function):
@@ -710,6 +711,11 @@ class _BlocksToPixels(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[int, int],
                 channels_last: bool = False) -> Tensor:
+        ctx.save_for_backward(inv_count)
+        ctx.shape, ctx.offset = acc.shape, offset
+        ctx.native = channels_last and _native_float32(acc) and _native_float32(x)
+        if ctx.native:  # both passes in one (n3_blocks_to_pixels_forward)
+            return native.blocks_to_pixels(acc.contiguous(), x, inv_count.contiguous(), offset)
         b, bh, bw, k, c, s, _ = acc.shape
         h, w = x.shape[-2:]
         top, left = offset
@@ -720,13 +726,16 @@ class _BlocksToPixels(torch.autograd.Function):
         result = torch.empty(b, (k + 1) * c, h, w, dtype=x.dtype, device=x.device, memory_format=layout)
         result[:, :c] = x
         torch.sub(volumes[..., top: top + h, left: left + w], x.unsqueeze(1), out=result[:, c:].view(b, k, c, h, w))
-        ctx.save_for_backward(inv_count)
-        ctx.shape, ctx.offset = acc.shape, offset
         return result
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:  # type: ignore[override]
         (inv_count,) = ctx.saved_tensors
+        if ctx.native and _native_float32(grad):  # n3_blocks_to_pixels_backward
+            grad_acc, grad_x = native.blocks_to_pixels_backward(grad, inv_count.contiguous(), tuple(ctx.shape),
+                                                                ctx.offset)
+            return (grad_acc if ctx.needs_input_grad[0] else None, grad_x if ctx.needs_input_grad[1] else None,
+                    None, None, None)
         b, bh, bw, k, c, s, _ = ctx.shape
         top, left = ctx.offset
         h, w = grad.shape[-2:]

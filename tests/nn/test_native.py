@@ -270,7 +270,7 @@ def test_native_spread_matrix_is_the_pytorch_one_bit_for_bit(shape: tuple[int, i
     w = torch.randn(3, tr * tc * k * wh * ww, generator=g).requires_grad_()
     results = []
     for fused in (False, True):
-        monkeypatch.setattr(n3, "NATIVE_SPREAD", fused)
+        monkeypatch.setattr(n3, "NATIVE_TRAINING", fused)
         out = n3._SpreadWhole.apply(w, shape)
         probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
         (grad,) = torch.autograd.grad(out, w, probe)
@@ -281,21 +281,58 @@ def test_native_spread_matrix_is_the_pytorch_one_bit_for_bit(shape: tuple[int, i
 
 
 @needs_native
-def test_training_step_is_the_same_with_the_native_spread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A whole N3 block's output and gradients in training, through the C spread matrix and the PyTorch one."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_training_step_is_the_same_with_the_native_kernels(layout: torch.memory_format,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole N3 block's output and gradients in training, through the C spread matrix and output assembly and through
+    PyTorch: the same floats for an NCHW input (only the spread matrix runs in C), within rounding for a channels-last
+    one (the output assembly in C too, with fused multiply-adds)."""
     from n3cli.nn import n3
 
     torch.manual_seed(0)
     block = n3.N3Block2d(in_channels=3, k=2).train()
-    x = torch.rand(2, 3, 40, 35)
+    x = torch.rand(2, 3, 40, 35).contiguous(memory_format=layout)
     results = []
     for fused in (False, True):
-        monkeypatch.setattr(n3, "NATIVE_SPREAD", fused)
+        monkeypatch.setattr(n3, "NATIVE_TRAINING", fused)
         xi = x.clone().requires_grad_()
         out = block(xi)
         out.square().sum().backward()
-        results.append((out.detach(), xi.grad, [p.grad.clone() for p in block.parameters() if p.grad is not None]))
+        results.append([out.detach(), xi.grad, *[p.grad.clone() for p in block.parameters() if p.grad is not None]])
         block.zero_grad()
-    (o0, gx0, gp0), (o1, gx1, gp1) = results
-    assert torch.equal(o1, o0) and torch.equal(gx1, gx0)
-    assert len(gp0) == len(gp1) > 0 and all(torch.equal(a, b) for a, b in zip(gp1, gp0, strict=True))
+    assert len(results[0]) == len(results[1]) > 3
+    for a, b in zip(results[1], results[0], strict=True):
+        if layout == torch.contiguous_format:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+
+
+@needs_native
+@pytest.mark.parametrize("dims", [(2, 16, 16, 7, 8, 5, 0, 0, 80, 80), (2, 5, 6, 3, 2, 5, 2, 1, 21, 27),
+                                  (1, 3, 3, 2, 1, 2, 1, 0, 4, 6)])
+@pytest.mark.parametrize("grad_layout", [torch.channels_last, torch.contiguous_format])
+def test_native_blocks_to_pixels_matches_pytorch(dims: tuple[int, ...], grad_layout: torch.memory_format,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training path's output assembly (n3._BlocksToPixels, channels-last) in C: the same values up to a fused
+    multiply-add's rounding, forward and backward, cropped at offsets (the padding gets no gradient)."""
+    from n3cli.nn import n3
+
+    b, bh, bw, k, c, s, top, left, h, w = dims
+    g = torch.Generator().manual_seed(h * w)
+    acc0 = torch.randn(b, bh, bw, k, c, s, s, generator=g)
+    x0 = torch.randn(b, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    inv = torch.rand(bh, bw, generator=g) + 0.1
+    probe = torch.randn(b, (k + 1) * c, h, w, generator=g).contiguous(memory_format=grad_layout)
+    results = []
+    for fused in (False, True):
+        monkeypatch.setattr(n3, "NATIVE_TRAINING", fused)
+        acc, x = acc0.clone().requires_grad_(), x0.clone().requires_grad_()
+        out = n3._BlocksToPixels.apply(acc, x, inv, (top, left), True)
+        results.append((out, *torch.autograd.grad(out, [acc, x], probe)))
+    assert results[1][0].stride() == results[0][0].stride()  # the output channels-last (the gradient of x: any)
+    for fused, plain in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(fused, plain, rtol=0, atol=1e-6 * plain.abs().max().item())
+    padding = results[0][1] == 0  # the padding's pixels get no gradient: exactly zero
+    assert bool(padding.any()) == ((top, left, h, w) != (0, 0, bh * s, bw * s))
+    assert not results[1][1][padding].any()

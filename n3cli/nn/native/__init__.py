@@ -32,7 +32,7 @@ from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
 _ABI = 3000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
-# 3000: and n3_spread_whole_*
+# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -148,6 +148,9 @@ def _load(path: Path) -> ctypes.CDLL | None:
     for fn in (lib.n3_spread_whole_forward, lib.n3_spread_whole_backward):
         fn.argtypes = [ctypes.c_void_p] * 2 + [i64, i64] + [i32] * 6
         fn.restype = i32
+    lib.n3_blocks_to_pixels_forward.argtypes = [ctypes.c_void_p] * 5 + [i64, i64]
+    lib.n3_blocks_to_pixels_backward.argtypes = [ctypes.c_void_p] * 5 + [i64, i64]
+    lib.n3_blocks_to_pixels_forward.restype = lib.n3_blocks_to_pixels_backward.restype = i32
     return lib
 
 
@@ -304,3 +307,44 @@ def spread_whole_backward(grad: Tensor, shape: tuple[int, int, int, int, int, in
     _run_rows(lambda r0, r1: lib.n3_spread_whole_backward(grad.data_ptr(), out.data_ptr(), r0, r1, *shape),
               b * tr, min_rows=4)
     return out
+
+
+def _b2p_params(acc_shape: tuple[int, ...], size: tuple[int, int], offset: tuple[int, int],
+                strides: tuple[int, ...]) -> ctypes.Array[ctypes.c_int64]:
+    b, bh, bw, k, c, s, _ = acc_shape
+    return (ctypes.c_int64 * 14)(b, c, size[0], size[1], k, s, bh, bw, offset[0], offset[1], *strides)
+
+
+def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[int, int]) -> Tensor:
+    """``n3._BlocksToPixels``'s forward in one pass: concat(x, N_1 - x, ..., N_k - x) (B, (k + 1)·C, H, W), stored
+    channels-last, from acc (B, bh, bw, k, C, s, s) contiguous, x (B, C, H, W) any strides, inv_count (bh, bw)
+    contiguous; float32 CPU tensors."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native blocks-to-pixels is not available")
+    b, _, _, k, c, _, _ = acc.shape
+    h, w = x.shape[-2:]
+    out = torch.empty(b, h, w, (k + 1) * c, dtype=torch.float32)
+    q = _b2p_params(tuple(acc.shape), (h, w), offset, x.stride())
+    _run_rows(lambda r0, r1: lib.n3_blocks_to_pixels_forward(acc.data_ptr(), x.data_ptr(), inv_count.data_ptr(),
+                                                             out.data_ptr(), ctypes.addressof(q), r0, r1),
+              b * h, min_rows=8)
+    return out.permute(0, 3, 1, 2)
+
+
+def blocks_to_pixels_backward(grad: Tensor, inv_count: Tensor, acc_shape: tuple[int, ...],
+                              offset: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Its backward: the gradients of acc (contiguous) and of x (channels-last) from grad (any strides)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native blocks-to-pixels is not available")
+    b, bh, _, _, c, _, _ = acc_shape
+    h, w = grad.shape[-2:]
+    grad_acc = torch.empty(acc_shape, dtype=torch.float32)
+    grad_x = torch.empty(b, h, w, c, dtype=torch.float32)
+    q = _b2p_params(acc_shape, (h, w), offset, grad.stride())
+    _run_rows(lambda r0, r1: lib.n3_blocks_to_pixels_backward(grad.data_ptr(), inv_count.data_ptr(),
+                                                              grad_acc.data_ptr(), grad_x.data_ptr(),
+                                                              ctypes.addressof(q), r0, r1),
+              b * bh, min_rows=8)
+    return grad_acc, grad_x.permute(0, 3, 1, 2)

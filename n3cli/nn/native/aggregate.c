@@ -753,6 +753,69 @@ N3_EXPORT int n3_spread_whole_backward(const float *g, float *gw, int64_t r0, in
     return 0;
 }
 
+/* n3._BlocksToPixels in one pass each way. q: B, C, H, W, k, s, bh, bw, top, left and the four element strides of x
+ * (forward) or of the gradient (backward), in the order (B, C, H, W).
+ * Forward, rows [r0, r1) of (B, H): out (B, H, W, (k + 1) C), channels-last, from acc (B, bh, bw, k, C, s, s), x and
+ * inv (bh, bw): out[.., :C] = x, out[.., C + n C + c] = acc[b, Y / s, X / s, n, c, Y % s, X % s] inv[Y / s, X / s] - x[c]
+ * with (Y, X) = (y + top, x + left). */
+N3_EXPORT int n3_blocks_to_pixels_forward(const float *acc, const float *x, const float *inv, float *out,
+                                          const int64_t *q, int64_t r0, int64_t r1) {
+    const int64_t C = q[1], H = q[2], W = q[3], k = q[4], s = q[5], bh = q[6], bw = q[7], top = q[8], left = q[9];
+    const int64_t xs0 = q[10], xs1 = q[11], xs2 = q[12], xs3 = q[13], ss = s * s, oc = (k + 1) * C;
+    if (C < 1 || k < 1 || s < 1 || top < 0 || left < 0 || (H + top) > bh * s || (W + left) > bw * s) return -2;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / H, y = r % H, Y = y + top, by = Y / s, sy = Y % s;
+        for (int64_t xx = 0; xx < W; xx++) {
+            const int64_t X = xx + left, bx = X / s, sx = X % s;
+            const float *restrict xv = x + b * xs0 + y * xs2 + xx * xs3;
+            const float *restrict a = acc + ((b * bh + by) * bw + bx) * k * C * ss + sy * s + sx;
+            const float ic = inv[by * bw + bx];
+            float *restrict o = out + ((b * H + y) * W + xx) * oc;
+            for (int64_t c = 0; c < C; c++) o[c] = xv[c * xs1];
+            for (int64_t n = 0; n < k; n++)
+                for (int64_t c = 0; c < C; c++) o[C + n * C + c] = a[(n * C + c) * ss] * ic - o[c];
+        }
+    }
+    return 0;
+}
+
+/* Backward, rows [r0, r1) of (B, bh): from the gradient g of out, gacc (B, bh, bw, k, C, s, s) = g's difference channels
+ * times inv, 0 on the padding, and gx (B, H, W, C), channels-last: g[.., :C] - sum_n g[.., C + n C + c] (on the rows
+ * of blocks the range holds). */
+N3_EXPORT int n3_blocks_to_pixels_backward(const float *g, const float *inv, float *gacc, float *gx, const int64_t *q,
+                                           int64_t r0, int64_t r1) {
+    const int64_t C = q[1], H = q[2], W = q[3], k = q[4], s = q[5], bh = q[6], bw = q[7], top = q[8], left = q[9];
+    const int64_t gs0 = q[10], gs1 = q[11], gs2 = q[12], gs3 = q[13], ss = s * s;
+    if (C < 1 || k < 1 || s < 1 || top < 0 || left < 0 || (H + top) > bh * s || (W + left) > bw * s) return -2;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / bh, by = r % bh;
+        for (int64_t sy = 0; sy < s; sy++) {
+            const int64_t y = by * s + sy - top;
+            for (int64_t X = 0; X < bw * s; X++) {
+                const int64_t bx = X / s, sx = X % s, xx = X - left;
+                float *restrict a = gacc + ((b * bh + by) * bw + bx) * k * C * ss + sy * s + sx;
+                if (y < 0 || y >= H || xx < 0 || xx >= W) { /* the padding got no gradient */
+                    for (int64_t nc = 0; nc < k * C; nc++) a[nc * ss] = 0.0f;
+                    continue;
+                }
+                const float *restrict gv = g + b * gs0 + y * gs2 + xx * gs3;
+                const float ic = inv[by * bw + bx];
+                float *restrict gxo = gx + ((b * H + y) * W + xx) * C;
+                for (int64_t c = 0; c < C; c++) {
+                    float sum = 0.0f;
+                    for (int64_t n = 0; n < k; n++) {
+                        const float v = gv[(C + n * C + c) * gs1];
+                        a[(n * C + c) * ss] = v * ic;
+                        sum += v;
+                    }
+                    gxo[c] = gv[c * gs1] - sum;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 /* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
- * 3000 +: and the spread matrix's). */
+ * 3000 +: and the spread matrix's and blocks-to-pixels'). */
 N3_EXPORT int n3_abi_version(void) { return 3000 + P_COUNT; }
