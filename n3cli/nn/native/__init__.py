@@ -1,5 +1,5 @@
-"""The fused image N3 aggregation in C, for inference on the CPU, and the selection's forward and backward for
-training (``aggregate.c``).
+"""The fused image N3 aggregation in C, for inference on the CPU, and for training the selection's forward and
+backward and the block path's spread matrix and output assembly, each way (``aggregate.c``).
 
 Eager PyTorch spends two thirds of the aggregation's time on element-wise passes it cannot fuse (the
 selection loop, the distance assembly, layout changes; ``docs/speed.md``). ``aggregate.c`` does the whole
