@@ -277,14 +277,53 @@ class _Spread(torch.autograd.Function):
         return grad_weights, None, None
 
 
-#: Run the training path's spread matrix (:class:`_SpreadWhole`) and channels-last output (:class:`_BlocksToPixels`)
-#: through the C kernels (:mod:`n3cli.nn.native`) where they could be built, forward and backward; False runs the
-#: PyTorch code (the reference the tests compare against).
+#: Run the training path's spread matrix (:class:`_SpreadWhole`), the patches' inner products from their blocks'
+#: (:class:`_PatchInner`) and channels-last output (:class:`_BlocksToPixels`) through the C kernels
+#: (:mod:`n3cli.nn.native`) where they could be built, forward and backward; False runs the PyTorch code (the
+#: reference the tests compare against).
 NATIVE_TRAINING = True
 
 
 def _native_float32(t: Tensor) -> bool:
     return NATIVE_TRAINING and t.device.type == "cpu" and t.dtype == torch.float32 and native.available()
+
+
+def _spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
+    """spread (B, DH·DW·k·SH·SW) = the sum over sub-blocks (u, v) of weights (B, tr·tc·k·wh·ww) added to the views
+    :func:`_shifted_views` (the same floats in C and in PyTorch)."""
+    if _native_float32(weights):  # one pass (n3_spread_whole_forward)
+        return native.spread_whole(weights.contiguous(), shape)
+    tr, tc, k, wh, ww, nb = shape
+    spread = weights.new_zeros(weights.shape[0], (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1))
+    w = weights.view(weights.shape[0], tr, tc, k, wh, ww)
+    for view in _shifted_views(spread, shape):
+        view.add_(w)
+    return spread
+
+
+def _sum_shifted(spread: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
+    """The adjoint of :func:`_spread_whole`: the sum (B, tr·tc·k·wh·ww) of the views :func:`_shifted_views` of
+    spread (B, DH·DW·k·SH·SW), the first copied and the others added in order (the same floats in C and in PyTorch)."""
+    if _native_float32(spread):  # one pass (n3_spread_whole_backward)
+        return native.spread_whole_backward(spread.contiguous(), shape)
+    views = _shifted_views(spread.contiguous(), shape)
+    out = views[0].clone(memory_format=torch.contiguous_format)
+    for view in views[1:]:
+        out.add_(view)
+    return out.view(spread.shape[0], -1)
+
+
+def _shifted_views(spread: Tensor, shape: tuple[int, int, int, int, int, int]) -> list[Tensor]:
+    """The nb² views (B, tr, tc, k, wh, ww) of a matrix (B, DH, DW, k, SH, SW), DH = tr + nb - 1 and so on, that
+    sub-blocks (u, v) = (0, 0), (0, 1), ... touch: [:, u: u + tr, v: v + tc, :, u: u + wh, v: v + ww]."""
+    tr, tc, k, wh, ww, nb = shape
+    sw = ww + nb - 1
+    r2 = (wh + nb - 1) * sw
+    r1 = k * r2
+    r0 = (tc + nb - 1) * r1
+    size, strides = (spread.shape[0], tr, tc, k, wh, ww), (spread.stride(0), r0, r1, r2, sw, 1)
+    return [spread.as_strided(size, strides, spread.storage_offset() + u * r0 + v * r1 + u * sw + v)
+            for u in range(nb) for v in range(nb)]
 
 
 class _SpreadWhole(torch.autograd.Function):
@@ -296,37 +335,27 @@ class _SpreadWhole(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
         ctx.shape = shape
-        if _native_float32(weights):  # the same sums in one pass (n3_spread_whole_forward)
-            return native.spread_whole(weights.contiguous(), shape)
-        tr, tc, k, wh, ww, nb = shape
-        spread = weights.new_zeros(weights.shape[0], (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1))
-        w = weights.view(weights.shape[0], tr, tc, k, wh, ww)
-        for view in _SpreadWhole.views(spread, shape):
-            view.add_(w)
-        return spread
+        return _spread_whole(weights, shape)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        if _native_float32(grad):
-            return native.spread_whole_backward(grad.contiguous(), ctx.shape), None
-        views = _SpreadWhole.views(grad.contiguous(), ctx.shape)
-        out = views[0].clone(memory_format=torch.contiguous_format)
-        for view in views[1:]:
-            out.add_(view)
-        return out.view(grad.shape[0], -1), None
+        return _sum_shifted(grad, ctx.shape), None
+
+
+class _PatchInner(torch.autograd.Function):
+    """The patches' inner products from their blocks' (:func:`_block_distances`): gram (B, qh·qw·ch·cw) of blocks to
+    (B, tr·tc·rh·rw), the sum over sub-blocks (u, v) of gram[:, u: u + tr, v: v + tc, u: u + rh, v: v + rw]. That is
+    :func:`_sum_shifted` with k = 1, so its backward is :func:`_spread_whole`: one matrix filled instead of nb² zeroed
+    copies of the whole gram (autograd's backward of each slice) added up."""
 
     @staticmethod
-    def views(spread: Tensor, shape: tuple[int, int, int, int, int, int]) -> list[Tensor]:
-        """The nb² views (B, TR, TC, k, wh, ww) of the spread matrix (B, DH, DW, k, SH, SW) that sub-blocks (u, v)
-        add to."""
-        tr, tc, k, wh, ww, nb = shape
-        sw = ww + nb - 1
-        r2 = (wh + nb - 1) * sw
-        r1 = k * r2
-        r0 = (tc + nb - 1) * r1
-        size, strides = (spread.shape[0], tr, tc, k, wh, ww), (spread.stride(0), r0, r1, r2, sw, 1)
-        return [spread.as_strided(size, strides, spread.storage_offset() + u * r0 + v * r1 + u * sw + v)
-                for u in range(nb) for v in range(nb)]
+    def forward(ctx: Any, gram: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
+        ctx.shape = shape
+        return _sum_shifted(gram, shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _spread_whole(grad, ctx.shape), None
 
 
 def _aggregate_translated(weights: Tensor, src: Tensor, nb: int) -> Tensor:
@@ -379,16 +408,14 @@ def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
     qn, cn = queries.square().sum(-1), candidates.square().sum(-1)  # block norms
     # -2 q·c (scaling by -2 is exact, and costs a pass over the small side only)
     gram = ((-2.0 * queries).reshape(b, qh * qw, f) @ candidates.reshape(b, ch * cw, f).transpose(1, 2))
-    gram = gram.view(b, qh, qw, ch, cw)
-    inner = gram[:, :tr, :tc, :rh, :rw]
+    inner = _PatchInner.apply(gram.view(b, -1), (tr, tc, 1, rh, rw, nb))
     q_sq, c_sq = qn[:, :tr, :tc], cn[:, :rh, :rw]
     for u in range(nb):
         for v in range(nb):
             if u or v:
-                inner = inner + gram[:, u: u + tr, v: v + tc, u: u + rh, v: v + rw]
                 q_sq = q_sq + qn[:, u: u + tr, v: v + tc]
                 c_sq = c_sq + cn[:, u: u + rh, v: v + rw]
-    d = q_sq.reshape(b, tr * tc, 1) + c_sq.reshape(b, 1, rh * rw) + inner.reshape(b, tr * tc, rh * rw)
+    d = q_sq.reshape(b, tr * tc, 1) + c_sq.reshape(b, 1, rh * rw) + inner.view(b, tr * tc, rh * rw)
     return d.clamp_min(0.0)
 
 
@@ -486,7 +513,7 @@ class N3Aggregation2d(nn.Module):
         h, w = log_t.shape[-2:]
         p, s = self.patch, self.stride
         nh, nw = (h + top + bottom - p) // s + 1, (w + left + right - p) // s + 1
-        tp = F.pad(log_t[:, 0], (left, right, top, bottom))
+        tp = F.pad(log_t[:, 0], (left, right, top, bottom)) if any(pads) else log_t[:, 0]
         return (tp[:, p // 2:: s, 0:: s][:, :nh, :nw] + self.log_temperature_offset).exp()
 
     def _padded(self, x: Tensor, e: Tensor, log_t: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int, int, int]]:
@@ -495,6 +522,8 @@ class N3Aggregation2d(nn.Module):
         pads = self._grid_pads(*x.shape[-2:])
         top, bottom, left, right = pads
         pad = (left, right, top, bottom)
+        if not any(pad):  # (F.pad copies even then: two passes over x and e, and back)
+            return x, e, self._temperatures(log_t, pads), pads
         return F.pad(x, pad), F.pad(e, pad), self._temperatures(log_t, pads), pads
 
     def _forward_reference(self, x: Tensor, e: Tensor, log_t: Tensor,

@@ -262,7 +262,8 @@ def test_native_selection_under_a_float64_default_dtype() -> None:
 @pytest.mark.parametrize("shape", [(15, 15, 7, 15, 15, 2), (1, 1, 1, 1, 1, 2), (4, 3, 2, 5, 6, 3), (3, 5, 7, 3, 5, 1)])
 def test_native_spread_matrix_is_the_pytorch_one_bit_for_bit(shape: tuple[int, int, int, int, int, int],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The training tile's spread matrix (n3._SpreadWhole) and its backward in C: the same sums in the same order."""
+    """The training tile's spread matrix (n3._SpreadWhole) and its backward in C: the same sums in the same order;
+    and its adjoint (n3._PatchInner)."""
     from n3cli.nn import n3
 
     tr, tc, k, wh, ww, nb = shape
@@ -278,6 +279,14 @@ def test_native_spread_matrix_is_the_pytorch_one_bit_for_bit(shape: tuple[int, i
     (out0, grad0), (out1, grad1) = results
     assert torch.equal(out1, out0) and torch.equal(grad1, grad0)
     assert out0.abs().sum() > 0 and grad0.abs().sum() > 0
+    # its adjoint, the patches' inner products from their blocks' (k = 1 there): the same floats each way too
+    adjoint = []
+    for fused in (False, True):
+        monkeypatch.setattr(n3, "NATIVE_TRAINING", fused)
+        gram = out0.detach().clone().requires_grad_()
+        inner = n3._PatchInner.apply(gram, shape)
+        adjoint.append((inner, *torch.autograd.grad(inner, gram, w.detach())))
+    assert torch.equal(adjoint[1][0], adjoint[0][0]) and torch.equal(adjoint[1][1], adjoint[0][1])
 
 
 @needs_native
