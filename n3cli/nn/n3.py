@@ -78,6 +78,15 @@ class DistanceNorm(nn.BatchNorm1d):
         if not self.batch_statistics:
             scale, shift = self.eval_affine()
             return torch.addcmul(shift, alpha, scale)
+        if self._can_run_native(alpha, valid):
+            assert valid is not None
+            stats: list[float] = []
+            out = _NativeDistanceNorm.apply(alpha, self.weight, self.bias, valid, self.eps, stats)
+            mean_, var_, count = stats
+            if self.track_running_stats:
+                self._track(torch.tensor(mean_, dtype=torch.float64), torch.tensor(var_, dtype=torch.float64),
+                            int(count))
+            return out
         mask = None if valid is None else valid.expand_as(alpha)
         flat = alpha.reshape(-1) if mask is None else alpha.masked_select(mask)
         if flat.numel() == 0:  # no candidate at all (an input smaller than a patch): nothing to normalise or count
@@ -85,15 +94,49 @@ class DistanceNorm(nn.BatchNorm1d):
         x = flat.double()
         mean, var = x.mean(), x.var(unbiased=False)
         if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                n = x.numel()
-                unbiased = var * n / max(n - 1, 1)
-                self.running_mean.mul_(1 - f).add_(f * mean.to(self.running_mean.dtype))
-                self.running_var.mul_(1 - f).add_(f * unbiased.to(self.running_var.dtype))
+            self._track(mean.detach(), var.detach(), x.numel())
         normed = ((x - mean) / torch.sqrt(var + self.eps)).to(alpha.dtype) * self.weight + self.bias
         return normed.view_as(alpha) if mask is None else alpha.masked_scatter(mask, normed)
+
+    def _track(self, mean: Tensor, var: Tensor, n: int) -> None:
+        """Update the running statistics with a batch's (float64) mean and biased variance of n distances."""
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            unbiased = var * n / max(n - 1, 1)
+            self.running_mean.mul_(1 - f).add_(f * mean.to(self.running_mean.dtype))
+            self.running_var.mul_(1 - f).add_(f * unbiased.to(self.running_var.dtype))
+
+    def _can_run_native(self, alpha: Tensor, valid: Tensor | None) -> bool:
+        """The C norm serves float32 CPU distances (B, Q, M) with a mask (1, Q, M) that leaves some entry valid."""
+        return (valid is not None and alpha.dim() == 3 and valid.dim() == 3 and valid.shape[0] == 1
+                and valid.shape[1:] == alpha.shape[1:] and valid.dtype == torch.bool and _native_float32(alpha)
+                and self.weight is not None and self.bias is not None and bool(valid.any()))
+
+
+class _NativeDistanceNorm(torch.autograd.Function):
+    """:class:`DistanceNorm`'s batch-statistics forward and backward in C (n3_distance_norm_*, in double): the
+    float64 autograd version's two dozen passes over the distances become five. ``stats`` receives (mean, biased
+    variance, count) for the running statistics."""
+
+    @staticmethod
+    def forward(ctx: Any, alpha: Tensor, weight: Tensor, bias: Tensor, valid: Tensor, eps: float,
+                stats: list[float]) -> Tensor:
+        b, q, m = alpha.shape
+        a2, v2 = alpha.contiguous().view(b * q, m), valid.contiguous().view(q, m)
+        out, mean, var, count = native.distance_norm(a2, v2, eps, float(weight), float(bias))
+        stats.extend((mean, var, count))
+        ctx.save_for_backward(a2, v2, weight)
+        ctx.stats = (mean, var, eps)
+        return out.view(b, q, m)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        a2, v2, weight = ctx.saved_tensors
+        mean, var, eps = ctx.stats
+        g2 = grad.float().contiguous().view(a2.shape)
+        galpha, sg, sgx = native.distance_norm_backward(g2, a2, v2, mean, var, eps, float(weight))
+        return (galpha.view(grad.shape), torch.full_like(weight, sgx), torch.full_like(weight, sg), None, None, None)
 
 
 def full_precision(*tensors: Tensor) -> tuple[contextlib.AbstractContextManager[Any], list[Tensor]]:

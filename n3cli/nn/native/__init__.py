@@ -32,7 +32,7 @@ from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
 _ABI = 3000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
-# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*
+# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -151,6 +151,10 @@ def _load(path: Path) -> ctypes.CDLL | None:
     lib.n3_blocks_to_pixels_forward.argtypes = [ctypes.c_void_p] * 5 + [i64, i64]
     lib.n3_blocks_to_pixels_backward.argtypes = [ctypes.c_void_p] * 5 + [i64, i64]
     lib.n3_blocks_to_pixels_forward.restype = lib.n3_blocks_to_pixels_backward.restype = i32
+    f64 = ctypes.c_double
+    lib.n3_distance_norm_forward.argtypes = [ctypes.c_void_p] * 4 + [i64] * 3 + [f64] * 3
+    lib.n3_distance_norm_backward.argtypes = [ctypes.c_void_p] * 5 + [i64] * 3 + [f64] * 4
+    lib.n3_distance_norm_forward.restype = lib.n3_distance_norm_backward.restype = i32
     return lib
 
 
@@ -348,3 +352,37 @@ def blocks_to_pixels_backward(grad: Tensor, inv_count: Tensor, acc_shape: tuple[
                                                               ctypes.addressof(q), r0, r1),
               b * bh, min_rows=8)
     return grad_acc, grad_x.permute(0, 3, 1, 2)
+
+
+def distance_norm(alpha: Tensor, valid: Tensor, eps: float, weight: float, bias: float) -> tuple[Tensor, float, float,
+                                                                                                 int]:
+    """``n3.DistanceNorm``'s training forward (n3_distance_norm_forward): alpha (rows, m) normalised by the mean and
+    biased variance of its entries where valid (vrows, m), rows a multiple of vrows, repeated) is set, computed in
+    double; (out, mean, var, count). Contiguous float32 / bool CPU tensors; None where no entry is valid."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native distance norm is not available")
+    rows, m = alpha.shape
+    out = torch.empty_like(alpha)
+    stats = (ctypes.c_double * 3)()
+    err = lib.n3_distance_norm_forward(alpha.data_ptr(), valid.data_ptr(), out.data_ptr(), ctypes.addressof(stats),
+                                       rows, valid.shape[0], m, eps, weight, bias)
+    if err:
+        raise ValueError("native distance norm: no valid entry")
+    return out, stats[0], stats[1], int(stats[2])
+
+
+def distance_norm_backward(grad: Tensor, alpha: Tensor, valid: Tensor, mean: float, var: float, eps: float,
+                           weight: float) -> tuple[Tensor, float, float]:
+    """Its backward: the gradient of alpha, and those of the bias and the weight (sum g, sum g x^)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native distance norm is not available")
+    rows, m = alpha.shape
+    out = torch.empty_like(alpha)
+    sums = (ctypes.c_double * 2)()
+    err = lib.n3_distance_norm_backward(grad.data_ptr(), alpha.data_ptr(), valid.data_ptr(), out.data_ptr(),
+                                        ctypes.addressof(sums), rows, valid.shape[0], m, mean, var, eps, weight)
+    if err:
+        raise ValueError("native distance norm: no valid entry")
+    return out, sums[0], sums[1]

@@ -817,6 +817,71 @@ N3_EXPORT int n3_blocks_to_pixels_backward(const float *g, const float *inv, flo
     return 0;
 }
 
+/* The distance norm in training (n3.DistanceNorm with batch statistics): alpha (rows, m) of which the entries where
+ * valid (vrows, m) is set count (alpha's row r reads valid's row r % vrows), in double. Forward: stats = (mean,
+ * biased variance, count) of the valid entries; out = (alpha - mean) / sqrt(var + eps) w + b there, alpha elsewhere.
+ * Two passes for the statistics (as torch.var), one for the output. Returns -2 without a valid entry. */
+N3_EXPORT int n3_distance_norm_forward(const float *alpha, const uint8_t *valid, float *out, double *stats,
+                                       int64_t rows, int64_t vrows, int64_t m, double eps, double w, double b) {
+    double sum = 0.0, sq = 0.0;
+    int64_t count = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = alpha + r * m;
+        const uint8_t *v = valid + (r % vrows) * m;
+        for (int64_t i = 0; i < m; i++)
+            if (v[i]) sum += a[i], count++;
+    }
+    if (count == 0) return -2;
+    const double mean = sum / (double)count;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = alpha + r * m;
+        const uint8_t *v = valid + (r % vrows) * m;
+        for (int64_t i = 0; i < m; i++)
+            if (v[i]) sq += ((double)a[i] - mean) * ((double)a[i] - mean);
+    }
+    const double var = sq / (double)count, scale = 1.0 / sqrt(var + eps);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = alpha + r * m;
+        const uint8_t *v = valid + (r % vrows) * m;
+        float *o = out + r * m;
+        for (int64_t i = 0; i < m; i++) o[i] = v[i] ? (float)(((double)a[i] - mean) * scale * w + b) : a[i];
+    }
+    stats[0] = mean, stats[1] = var, stats[2] = (double)count;
+    return 0;
+}
+
+/* Its backward from the gradient g of out: with x^ = (alpha - mean) / sqrt(var + eps) and n valid entries,
+ * galpha = w / sqrt(var + eps) (g - sum(g) / n - x^ sum(g x^) / n) at valid entries, g elsewhere; sums[0..1] = sum(g),
+ * sum(g x^) over the valid entries (the gradients of b and w). */
+N3_EXPORT int n3_distance_norm_backward(const float *g, const float *alpha, const uint8_t *valid, float *galpha,
+                                        double *sums, int64_t rows, int64_t vrows, int64_t m, double mean, double var,
+                                        double eps, double w) {
+    const double scale = 1.0 / sqrt(var + eps);
+    double sg = 0.0, sgx = 0.0;
+    int64_t count = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = alpha + r * m, *gr = g + r * m;
+        const uint8_t *v = valid + (r % vrows) * m;
+        for (int64_t i = 0; i < m; i++)
+            if (v[i]) {
+                sg += gr[i];
+                sgx += (double)gr[i] * (((double)a[i] - mean) * scale);
+                count++;
+            }
+    }
+    if (count == 0) return -2;
+    const double mg = sg / (double)count, mgx = sgx / (double)count;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = alpha + r * m, *gr = g + r * m;
+        const uint8_t *v = valid + (r % vrows) * m;
+        float *o = galpha + r * m;
+        for (int64_t i = 0; i < m; i++)
+            o[i] = v[i] ? (float)(w * scale * ((double)gr[i] - mg - ((double)a[i] - mean) * scale * mgx)) : gr[i];
+    }
+    sums[0] = sg, sums[1] = sgx;
+    return 0;
+}
+
 /* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
- * 3000 +: and the spread matrix's and blocks-to-pixels'). */
+ * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's). */
 N3_EXPORT int n3_abi_version(void) { return 3000 + P_COUNT; }
