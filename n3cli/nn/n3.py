@@ -447,8 +447,15 @@ def _block_distances(queries: Tensor, candidates: Tensor, nb: int) -> Tensor:
     _, ch, cw, _ = candidates.shape
     tr, tc, rh, rw = qh - nb + 1, qw - nb + 1, ch - nb + 1, cw - nb + 1
     centre = candidates.mean(dim=(1, 2), keepdim=True)
-    queries, candidates = queries - centre, candidates - centre
-    qn, cn = queries.square().sum(-1), candidates.square().sum(-1)  # block norms
+    if (queries.shape, queries.stride(), queries.data_ptr()) == (candidates.shape, candidates.stride(),
+                                                                   candidates.data_ptr()):
+        # one tensor (the tile of training: every patch against every other): centred and normed once
+        candidates = candidates - centre
+        queries = candidates
+        qn = cn = candidates.square().sum(-1)
+    else:
+        queries, candidates = queries - centre, candidates - centre
+        qn, cn = queries.square().sum(-1), candidates.square().sum(-1)  # block norms
     # -2 q·c (scaling by -2 is exact, and costs a pass over the small side only)
     gram = ((-2.0 * queries).reshape(b, qh * qw, f) @ candidates.reshape(b, ch * cw, f).transpose(1, 2))
     inner = _PatchInner.apply(gram.view(b, -1), (tr, tc, 1, rh, rw, nb))
