@@ -67,7 +67,7 @@ def train_cmd(
     if resume and "out" in settings and (Path(settings["out"]) / "last.pt").exists():
         settings.setdefault("data", [])  # the run's own data is used
     cfg = TrainConfig.from_dict({"precision": "auto", **settings})  # n3 train's default: bf16 where native
-    cfg.validate()  # a bad option is named before any run folder is looked at
+    cfg.validate(resolved=not resume)  # a bad option is named before any run folder is looked at
     dev = pick_device(device)
     set_threads(threads)
     noise = f", noise {cfg.noise}" if cfg.task == "denoise" else ""

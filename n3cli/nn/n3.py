@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from . import native
 from .knn import Selection, Update, select
@@ -111,7 +112,7 @@ class DistanceNorm(nn.BatchNorm1d):
         """The C norm serves float32 CPU distances (B, Q, M) with a mask (1, Q, M) that leaves some entry valid."""
         return (valid is not None and alpha.dim() == 3 and valid.dim() == 3 and valid.shape[0] == 1
                 and valid.shape[1:] == alpha.shape[1:] and valid.dtype == torch.bool and _native_float32(alpha)
-                and self.weight is not None and self.bias is not None and bool(valid.any()))
+                and self.weight is not None and self.bias is not None and alpha.numel() > 0 and bool(valid.any()))
 
 
 class _NativeDistanceNorm(torch.autograd.Function):
@@ -131,6 +132,7 @@ class _NativeDistanceNorm(torch.autograd.Function):
         return out.view(b, q, m)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         a2, v2, weight = ctx.saved_tensors
         mean, var, eps = ctx.stats
@@ -381,6 +383,7 @@ class _SpreadWhole(torch.autograd.Function):
         return _spread_whole(weights, shape)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return _sum_shifted(grad, ctx.shape), None
 
@@ -397,6 +400,7 @@ class _PatchInner(torch.autograd.Function):
         return _sum_shifted(gram, shape)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return _spread_whole(grad, ctx.shape), None
 
@@ -808,6 +812,7 @@ class _BlocksToPixels(torch.autograd.Function):
         return result
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:  # type: ignore[override]
         (inv_count,) = ctx.saved_tensors
         if ctx.native and _native_float32(grad):  # n3_blocks_to_pixels_backward

@@ -74,8 +74,9 @@ class TrainConfig:
         """Batches that recompute the BN statistics before each validation: none where they are fixed (freeze_bn)."""
         return 0 if self.freeze_bn else self.precise_bn
 
-    def validate(self) -> None:
-        """Name the first bad setting (before any run folder is looked at)."""
+    def validate(self, resolved: bool = True) -> None:
+        """Name the first bad setting (before any run folder is looked at). ``resolved``: these are the run's
+        settings, not only those a command line gives to ``--resume`` (whose noise and task come from the run)."""
         choices = {"task": ("denoise", "sr"), "arch": ARCHS, "schedule": ("paper", "cosine"),
                    "optimizer": (None, *OPTIMIZERS), "precision": PRECISIONS, "loss": LOSSES}
         for key, allowed in choices.items():
@@ -94,7 +95,7 @@ class TrainConfig:
         if self.nmse_blind_floor is not None:
             if not self.nmse_blind_floor > 0:
                 raise N3Error(f"nmse_blind_floor must be a positive σ (0-255), got {self.nmse_blind_floor:g}")
-            if not self.noise.strip().lower().startswith("real"):
+            if resolved and (self.task != "denoise" or not self.noise.strip().lower().startswith("real")):
                 raise N3Error("nmse_blind_floor applies to --noise real runs (the only ones with blind samples)")
         if self.freeze_bn and not self.init:
             raise N3Error("freeze_bn keeps the BN statistics of the init weights: give --set init=WEIGHTS")

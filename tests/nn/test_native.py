@@ -372,3 +372,5 @@ def test_native_distance_norm_matches_float64(monkeypatch: pytest.MonkeyPatch) -
     for c, exact in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(c, exact, rtol=1e-6, atol=1e-6 * exact.abs().max().item())
     assert torch.equal(results[1][0][~valid.expand(4, -1, -1)], alpha[~valid.expand(4, -1, -1)].float().double())
+    empty = n3.DistanceNorm().train()(torch.zeros(0, 5, 6), torch.ones(1, 5, 6, dtype=torch.bool))  # nothing to do
+    assert empty.shape == (0, 5, 6)

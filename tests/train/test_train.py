@@ -500,3 +500,19 @@ def test_resume_under_more_processes_gives_new_ranks_their_own_crops() -> None:
         draws.append(torch.rand(4, generator=gen))
     torch.testing.assert_close(draws[0], torch.rand(4, generator=torch.Generator().manual_seed(5)))
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+
+
+def test_a_resumed_real_run_takes_a_blind_floor_from_the_command_line(tmp_path: Path) -> None:
+    """``n3 train --resume --set nmse_blind_floor=S`` gives no noise: the run's own (a real run's) decides, not the
+    command line's default."""
+    from n3cli.train.config import TrainConfig
+
+    cli = TrainConfig.from_dict({"out": str(tmp_path), "data": [], "nmse_blind_floor": 20.0})
+    cli.validate(resolved=False)  # what the CLI checks before it reads the run
+    with pytest.raises(N3Error, match="nmse_blind_floor applies"):
+        cli.validate()
+    TrainConfig.from_dict({"out": str(tmp_path), "data": [], "noise": "real", "loss": "nmse",
+                           "nmse_blind_floor": 20.0}).validate()
+    with pytest.raises(N3Error, match="nmse_blind_floor applies"):
+        TrainConfig.from_dict({"out": str(tmp_path), "data": [], "task": "sr", "noise": "real",
+                               "nmse_blind_floor": 20.0}).validate()

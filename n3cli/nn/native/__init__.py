@@ -249,9 +249,9 @@ def _run_rows(call: Callable[[int, int], int], rows: int, min_rows: int = 64) ->
         pool = _executor(torch.get_num_threads())
         results = [f.result() for f in [pool.submit(call, *job) for job in jobs]]
     if any(r == -1 for r in results):
-        raise MemoryError("native selection: out of memory for its scratch buffers")
+        raise MemoryError("native N3 kernel: out of memory for its scratch buffers")
     if any(r != 0 for r in results):
-        raise ValueError("native selection: unsupported parameters")
+        raise ValueError("native N3 kernel: unsupported parameters")
 
 
 def knn_forward(alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) -> tuple[Tensor, Tensor, Tensor]:
