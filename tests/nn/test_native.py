@@ -374,3 +374,17 @@ def test_native_distance_norm_matches_float64(monkeypatch: pytest.MonkeyPatch) -
     assert torch.equal(results[1][0][~valid.expand(4, -1, -1)], alpha[~valid.expand(4, -1, -1)].float().double())
     empty = n3.DistanceNorm().train()(torch.zeros(0, 5, 6), torch.ones(1, 5, 6, dtype=torch.bool))  # nothing to do
     assert empty.shape == (0, 5, 6)
+
+
+@needs_native
+def test_native_training_kernels_refuse_shapes_they_would_overrun() -> None:
+    shape = (3, 3, 2, 3, 3, 2)
+    with pytest.raises(ValueError, match="native N3 kernel"):
+        native.spread_whole(torch.zeros(2, 3 * 3 * 2 * 3 * 3 - 1), shape)
+    with pytest.raises(ValueError, match="native N3 kernel"):
+        native.spread_whole_backward(torch.zeros(2, 10), shape)
+    acc = torch.zeros(1, 2, 2, 2, 1, 5, 5)
+    with pytest.raises(ValueError, match="native N3 kernel"):
+        native.blocks_to_pixels(acc, torch.zeros(1, 1, 10, 10), torch.ones(3, 2), (0, 0))
+    with pytest.raises(ValueError, match="native N3 kernel"):
+        native.distance_norm(torch.zeros(4, 6), torch.ones(3, 6, dtype=torch.bool), 1e-5, 1.0, 0.0)

@@ -285,6 +285,16 @@ def knn_backward(grad_w: Tensor, w: Tensor, top: Tensor, aux: Tensor, alpha: Ten
     return grad_alpha, grad_t
 
 
+def _require(ok: bool, what: str) -> None:
+    """The kernels trust their callers' shapes (they index raw memory): a mismatch is refused here instead."""
+    if not ok:
+        raise ValueError(f"native N3 kernel: {what}")
+
+
+def _plain(*tensors: Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
 def spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
     """The block spread matrix (B, DH·DW·k·SH·SW) of weights (B, tr·tc·k·wh·ww), shape (tr, tc, k, wh, ww, nb), of
     training tiles whose windows are the whole region (``n3._SpreadWhole``; n3_spread_whole_forward). Contiguous
@@ -294,6 +304,8 @@ def spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) ->
         raise RuntimeError("the native spread is not available")
     tr, tc, k, wh, ww, nb = shape
     b = weights.shape[0]
+    _require(_plain(weights) and weights.is_contiguous() and tuple(weights.shape) == (b, tr * tc * k * wh * ww),
+             "spread weights of another shape")
     spread = torch.empty(b, (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1), dtype=torch.float32)
     _run_rows(lambda r0, r1: lib.n3_spread_whole_forward(weights.data_ptr(), spread.data_ptr(), r0, r1, *shape),
               b * (tr + nb - 1), min_rows=4)
@@ -307,6 +319,8 @@ def spread_whole_backward(grad: Tensor, shape: tuple[int, int, int, int, int, in
         raise RuntimeError("the native spread is not available")
     tr, tc, k, wh, ww, nb = shape
     b = grad.shape[0]
+    size = (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1)
+    _require(_plain(grad) and grad.is_contiguous() and tuple(grad.shape) == (b, size), "spread matrix of another shape")
     out = torch.empty(b, tr * tc * k * wh * ww, dtype=torch.float32)
     _run_rows(lambda r0, r1: lib.n3_spread_whole_backward(grad.data_ptr(), out.data_ptr(), r0, r1, *shape),
               b * tr, min_rows=4)
@@ -326,8 +340,11 @@ def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[in
     lib = library()
     if lib is None:
         raise RuntimeError("the native blocks-to-pixels is not available")
-    b, _, _, k, c, _, _ = acc.shape
+    b, bh, bw, k, c, s, _ = acc.shape
     h, w = x.shape[-2:]
+    _require(_plain(acc, x, inv_count) and acc.is_contiguous() and inv_count.is_contiguous()
+             and acc.shape[-1] == s and tuple(x.shape) == (b, c, h, w) and tuple(inv_count.shape) == (bh, bw),
+             "blocks and image of other shapes")
     out = torch.empty(b, h, w, (k + 1) * c, dtype=torch.float32)
     q = _b2p_params(tuple(acc.shape), (h, w), offset, x.stride())
     _run_rows(lambda r0, r1: lib.n3_blocks_to_pixels_forward(acc.data_ptr(), x.data_ptr(), inv_count.data_ptr(),
@@ -342,8 +359,10 @@ def blocks_to_pixels_backward(grad: Tensor, inv_count: Tensor, acc_shape: tuple[
     lib = library()
     if lib is None:
         raise RuntimeError("the native blocks-to-pixels is not available")
-    b, bh, _, _, c, _, _ = acc_shape
+    b, bh, bw, k, c, _, _ = acc_shape
     h, w = grad.shape[-2:]
+    _require(_plain(grad, inv_count) and inv_count.is_contiguous() and tuple(grad.shape) == (b, (k + 1) * c, h, w)
+             and tuple(inv_count.shape) == (bh, bw), "gradient of another shape")
     grad_acc = torch.empty(acc_shape, dtype=torch.float32)
     grad_x = torch.empty(b, h, w, c, dtype=torch.float32)
     q = _b2p_params(acc_shape, (h, w), offset, grad.stride())
@@ -363,6 +382,9 @@ def distance_norm(alpha: Tensor, valid: Tensor, eps: float, weight: float, bias:
     if lib is None:
         raise RuntimeError("the native distance norm is not available")
     rows, m = alpha.shape
+    _require(_plain(alpha) and alpha.is_contiguous() and valid.dtype == torch.bool and valid.is_contiguous()
+             and valid.dim() == 2 and valid.shape[1] == m and valid.shape[0] > 0 and rows % valid.shape[0] == 0,
+             "distances and mask of other shapes")
     out = torch.empty_like(alpha)
     stats = (ctypes.c_double * 3)()
     err = lib.n3_distance_norm_forward(alpha.data_ptr(), valid.data_ptr(), out.data_ptr(), ctypes.addressof(stats),
@@ -379,6 +401,8 @@ def distance_norm_backward(grad: Tensor, alpha: Tensor, valid: Tensor, mean: flo
     if lib is None:
         raise RuntimeError("the native distance norm is not available")
     rows, m = alpha.shape
+    _require(_plain(grad, alpha) and grad.is_contiguous() and grad.shape == alpha.shape and valid.shape[1] == m
+             and rows % valid.shape[0] == 0, "gradient of another shape")
     out = torch.empty_like(alpha)
     sums = (ctypes.c_double * 2)()
     err = lib.n3_distance_norm_backward(grad.data_ptr(), alpha.data_ptr(), valid.data_ptr(), out.data_ptr(),
