@@ -339,7 +339,7 @@ def _spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) -
     if _native_float32(weights):  # one pass (n3_spread_whole_forward)
         return native.spread_whole(weights.contiguous(), shape)
     tr, tc, k, wh, ww, nb = shape
-    spread = weights.new_zeros(weights.shape[0], (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1))
+    spread = weights.new_zeros(weights.shape[0], native.spread_size(shape))
     w = weights.view(weights.shape[0], tr, tc, k, wh, ww)
     for view in _shifted_views(spread, shape):
         view.add_(w)

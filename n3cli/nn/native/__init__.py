@@ -1,5 +1,5 @@
 """The fused image N3 aggregation in C, for inference on the CPU, and for training the selection's forward and
-backward and the block path's spread matrix and output assembly, each way (``aggregate.c``).
+backward and the block path's spread matrix, output assembly and distance norm, each way (``aggregate.c``).
 
 Eager PyTorch spends two thirds of the aggregation's time on element-wise passes it cannot fuse (the
 selection loop, the distance assembly, layout changes; ``docs/speed.md``). ``aggregate.c`` does the whole
@@ -162,6 +162,14 @@ def available() -> bool:
     return library() is not None
 
 
+def _required_library(what: str) -> ctypes.CDLL:
+    """The compiled kernel, for a caller that checked :func:`available` (``what``: the kernel, for the message)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"the native {what} is not available")
+    return lib
+
+
 def _executor(threads: int) -> concurrent.futures.ThreadPoolExecutor:
     """The worker pool for ``threads`` (a pool in use by another caller is never shut down: it is only replaced)."""
     global _pool, _pool_size
@@ -191,9 +199,7 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
     in eval mode (α = shift − scale·D) or None (α = −D); ``size`` (H, W) and ``offset`` (top, left) of the
     unpadded image. Returns (B, (k + 1)·C, H, W), stored channels-last.
     """
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native N3 aggregation is not available")
+    lib = _required_library("N3 aggregation")
     b, hp, wp, c = xp.shape
     e = ep.shape[-1]
     nh, nw = t_grid.shape[-2:]
@@ -258,9 +264,7 @@ def knn_forward(alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) 
     """The continuous k-nearest-neighbour weights (rows, k, m) of logits alpha (rows, m) (-inf: excluded) at the
     temperatures (rows,) (Eqs. 8-10), and what :func:`knn_backward` needs: the top candidate of every step
     (rows, k) and three floats per row and step. Contiguous float32 CPU tensors."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native selection is not available")
+    lib = _required_library("selection")
     rows, m = alpha.shape
     w = torch.empty(rows, k, m, dtype=torch.float32)
     top = torch.empty(rows, k, dtype=torch.int32)
@@ -273,9 +277,7 @@ def knn_forward(alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) 
 def knn_backward(grad_w: Tensor, w: Tensor, top: Tensor, aux: Tensor, alpha: Tensor, temperature: Tensor,
                  update_alpha: bool) -> tuple[Tensor, Tensor]:
     """The gradients of alpha (rows, m) and of the temperatures (rows,) from that of the weights (rows, k, m)."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native selection is not available")
+    lib = _required_library("selection")
     rows, k, m = w.shape
     grad_alpha = torch.empty(rows, m, dtype=torch.float32)
     grad_t = torch.empty(rows, dtype=torch.float32)
@@ -295,18 +297,22 @@ def _plain(*tensors: Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
 
 
+def spread_size(shape: tuple[int, int, int, int, int, int]) -> int:
+    """Floats per item of the spread matrix (DH, DW, k, SH, SW) of shape (tr, tc, k, wh, ww, nb)."""
+    tr, tc, k, wh, ww, nb = shape
+    return (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1)
+
+
 def spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
     """The block spread matrix (B, DH·DW·k·SH·SW) of weights (B, tr·tc·k·wh·ww), shape (tr, tc, k, wh, ww, nb), of
     training tiles whose windows are the whole region (``n3._SpreadWhole``; n3_spread_whole_forward). Contiguous
     float32 CPU tensors."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native spread is not available")
+    lib = _required_library("spread")
     tr, tc, k, wh, ww, nb = shape
     b = weights.shape[0]
     _require(_plain(weights) and weights.is_contiguous() and tuple(weights.shape) == (b, tr * tc * k * wh * ww),
              "spread weights of another shape")
-    spread = torch.empty(b, (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1), dtype=torch.float32)
+    spread = torch.empty(b, spread_size(shape), dtype=torch.float32)
     _run_rows(lambda r0, r1: lib.n3_spread_whole_forward(weights.data_ptr(), spread.data_ptr(), r0, r1, *shape),
               b * (tr + nb - 1), min_rows=4)
     return spread
@@ -314,13 +320,11 @@ def spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) ->
 
 def spread_whole_backward(grad: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
     """The gradient (B, tr·tc·k·wh·ww) of :func:`spread_whole`'s weights from that of its matrix (contiguous)."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native spread is not available")
+    lib = _required_library("spread")
     tr, tc, k, wh, ww, nb = shape
     b = grad.shape[0]
-    size = (tr + nb - 1) * (tc + nb - 1) * k * (wh + nb - 1) * (ww + nb - 1)
-    _require(_plain(grad) and grad.is_contiguous() and tuple(grad.shape) == (b, size), "spread matrix of another shape")
+    _require(_plain(grad) and grad.is_contiguous() and tuple(grad.shape) == (b, spread_size(shape)),
+             "spread matrix of another shape")
     out = torch.empty(b, tr * tc * k * wh * ww, dtype=torch.float32)
     _run_rows(lambda r0, r1: lib.n3_spread_whole_backward(grad.data_ptr(), out.data_ptr(), r0, r1, *shape),
               b * tr, min_rows=4)
@@ -337,9 +341,7 @@ def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[in
     """``n3._BlocksToPixels``'s forward in one pass: concat(x, N_1 - x, ..., N_k - x) (B, (k + 1)·C, H, W), stored
     channels-last, from acc (B, bh, bw, k, C, s, s) contiguous, x (B, C, H, W) any strides, inv_count (bh, bw)
     contiguous; float32 CPU tensors."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native blocks-to-pixels is not available")
+    lib = _required_library("blocks-to-pixels")
     b, bh, bw, k, c, s, _ = acc.shape
     h, w = x.shape[-2:]
     _require(_plain(acc, x, inv_count) and acc.is_contiguous() and inv_count.is_contiguous()
@@ -356,9 +358,7 @@ def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[in
 def blocks_to_pixels_backward(grad: Tensor, inv_count: Tensor, acc_shape: tuple[int, ...],
                               offset: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Its backward: the gradients of acc (contiguous) and of x (channels-last) from grad (any strides)."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native blocks-to-pixels is not available")
+    lib = _required_library("blocks-to-pixels")
     b, bh, bw, k, c, _, _ = acc_shape
     h, w = grad.shape[-2:]
     _require(_plain(grad, inv_count) and inv_count.is_contiguous() and tuple(grad.shape) == (b, (k + 1) * c, h, w)
@@ -377,10 +377,8 @@ def distance_norm(alpha: Tensor, valid: Tensor, eps: float, weight: float, bias:
                                                                                                  int]:
     """``n3.DistanceNorm``'s training forward (n3_distance_norm_forward): alpha (rows, m) normalised by the mean and
     biased variance of its entries where valid (vrows, m), rows a multiple of vrows, repeated) is set, computed in
-    double; (out, mean, var, count). Contiguous float32 / bool CPU tensors; None where no entry is valid."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native distance norm is not available")
+    double; (out, mean, var, count). Contiguous float32 / bool CPU tensors; ValueError where no entry is valid."""
+    lib = _required_library("distance norm")
     rows, m = alpha.shape
     _require(_plain(alpha) and alpha.is_contiguous() and valid.dtype == torch.bool and valid.is_contiguous()
              and valid.dim() == 2 and valid.shape[1] == m and valid.shape[0] > 0 and rows % valid.shape[0] == 0,
@@ -397,9 +395,7 @@ def distance_norm(alpha: Tensor, valid: Tensor, eps: float, weight: float, bias:
 def distance_norm_backward(grad: Tensor, alpha: Tensor, valid: Tensor, mean: float, var: float, eps: float,
                            weight: float) -> tuple[Tensor, float, float]:
     """Its backward: the gradient of alpha, and those of the bias and the weight (sum g, sum g x^)."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("the native distance norm is not available")
+    lib = _required_library("distance norm")
     rows, m = alpha.shape
     _require(_plain(grad, alpha) and grad.is_contiguous() and grad.shape == alpha.shape and valid.shape[1] == m
              and rows % valid.shape[0] == 0, "gradient of another shape")

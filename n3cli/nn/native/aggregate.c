@@ -1,6 +1,6 @@
 /* The image N3 aggregation (paper Sec. 4, Eqs. 4 and 8-11) fused into one pass, for inference on the CPU; and, at the
  * end of the file, for training: the continuous selection (Eqs. 8-10) of independent rows with its backward, and the
- * block path's spread matrix (Eq. 11 per block) and output assembly, forward and backward.
+ * block path's spread matrix (Eq. 11 per block), output assembly and distance norm, forward and backward.
  *
  * Plain C99 without any library headers beyond libc, compiled at first use by n3cli/nn/native.py and
  * called through ctypes. The arithmetic is that of N3Aggregation2d._forward_blocks (the Python reference):
