@@ -76,9 +76,10 @@ def keep_freed_memory() -> bool:
     By default every block above malloc's mmap threshold (at most 32 MB; one 64-channel activation of a 1024² image
     is 256 MB) is mapped fresh and unmapped when freed, so the output of every layer is page-faulted and zeroed by
     the kernel anew: a fifth of an inference forward pass at 1024² (docs/speed.md). With mmap off (large blocks come
-    from the heap) and the heap trimmed only when more than 2 GB lie free at its top, freed blocks are reused. The
-    price: the process keeps up to its peak (plus fragmentation) until it ends. Process-wide, so the ``n3`` command
-    turns it on and the library leaves it to the caller; ``N3_MALLOC=system`` in the environment keeps malloc's
+    from the heap) and the heap never trimmed, freed blocks are reused. (With a trim threshold, even mallopt's
+    largest, 2 GB, the tiles of a large image gave their freed memory back and faulted it in again: docs/speed.md.)
+    The price: the process keeps up to its peak (plus fragmentation) until it ends. Process-wide, so the ``n3``
+    command turns it on and the library leaves it to the caller; ``N3_MALLOC=system`` in the environment keeps malloc's
     defaults. A no-op (False) off glibc."""
     global _kept
     if _kept:
@@ -88,9 +89,10 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    # The pad: the heap grows by 64 MB more than asked (fewer brk calls). A freed block is still not reused for a
-    # block of exactly its size (posix_memalign asks for a little more); smaller ones and merged neighbours reuse it.
-    _kept = all(libc.mallopt(param, value) for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1),
+    # Trim threshold -1: never trim (mallopt(3)). The pad: the heap grows by 64 MB more than asked (fewer brk calls).
+    # A freed block is still not reused for a block of exactly its size (posix_memalign asks for a little more);
+    # smaller ones and merged neighbours reuse it.
+    _kept = all(libc.mallopt(param, value) for param, value in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1),
                                                                 (_M_TOP_PAD, 64 << 20)))
     return _kept
 

@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
-_ABI = 3000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
-# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*
+_ABI = 4000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
+# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*; 4000: and n3_conv3x3_narrow
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -155,6 +155,9 @@ def _load(path: Path) -> ctypes.CDLL | None:
     lib.n3_distance_norm_forward.argtypes = [ctypes.c_void_p] * 4 + [i64] * 3 + [f64] * 3
     lib.n3_distance_norm_backward.argtypes = [ctypes.c_void_p] * 5 + [i64] * 3 + [f64] * 4
     lib.n3_distance_norm_forward.restype = lib.n3_distance_norm_backward.restype = i32
+    lib.n3_conv3x3_narrow.argtypes = [ctypes.c_void_p, i64, i64, i64, ctypes.c_void_p, ctypes.c_void_p, i64,
+                                      ctypes.c_void_p, i64, i64]
+    lib.n3_conv3x3_narrow.restype = i32
     return lib
 
 
@@ -406,3 +409,33 @@ def distance_norm_backward(grad: Tensor, alpha: Tensor, valid: Tensor, mean: flo
     if err:
         raise ValueError("native distance norm: no valid entry")
     return out, sums[0], sums[1]
+
+
+#: What :func:`conv3x3_narrow` serves: input channels a multiple of 16 up to 128, 1 to 8 output channels.
+NARROW_MAX_IN, NARROW_MAX_OUT = 128, 8
+
+
+def conv3x3_narrow(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The 3×3 convolution (stride 1, zero padding 1) of x (B, C, H, W), stored channels-last, with ``weight``
+    (O, 3, 3, C) contiguous (the layout of ``Conv2d.weight.permute(0, 2, 3, 1)``) and ``bias`` (O,) or None, for
+    O <= 8 output channels; float32 CPU tensors. Returns (B, O, H, W), stored channels-last. oneDNN runs such
+    narrow convolutions several times below its rate for wide ones (docs/speed.md)."""
+    lib = _required_library("narrow convolution")
+    b, c, h, w = x.shape
+    o = weight.shape[0]
+    _require(_plain(x, weight) and x.is_contiguous(memory_format=torch.channels_last) and weight.is_contiguous(),
+             "the narrow convolution needs float32 CPU tensors, x channels-last, the weight contiguous")
+    _require(tuple(weight.shape) == (o, 3, 3, c) and 1 <= o <= NARROW_MAX_OUT and c % 16 == 0
+             and 0 < c <= NARROW_MAX_IN, f"no narrow 3x3 convolution of {c} to {o} channels")
+    if bias is None:
+        bias = torch.zeros(o)
+    _require(_plain(bias) and tuple(bias.shape) == (o,) and bias.is_contiguous(), "bias of the wrong shape")
+    out = torch.empty(b, h, w, o, dtype=torch.float32)
+    if out.numel() == 0:
+        return out.permute(0, 3, 1, 2)
+    xl = x.permute(0, 2, 3, 1)  # (B, H, W, C), contiguous
+    for i in range(b):
+        _run_rows(lambda r0, r1, i=i: lib.n3_conv3x3_narrow(xl[i].data_ptr(), h, w, c, weight.data_ptr(),
+                                                            bias.data_ptr(), o, out[i].data_ptr(), r0, r1),
+                  h, min_rows=8)
+    return out.permute(0, 3, 1, 2)

@@ -882,6 +882,112 @@ N3_EXPORT int n3_distance_norm_backward(const float *g, const float *alpha, cons
     return 0;
 }
 
+/* ---- Narrow 3×3 convolutions (inference) ----
+ * out (h, w, cout) = bias + the 3×3 convolution, zero padding 1, of in (h, w, cin), channels-last float32, weights
+ * wt (cout, 3, 3, cin), rows [r0, r1). For the convolutions with few output channels (N3Net's 64 → 8 and 64 → 1),
+ * which oneDNN runs far below its rate for wide ones: each pixel's cin × 9 inputs are read once for all cout outputs
+ * (in vectors of channels, one horizontal sum per output at the end), two pixels at a time in the image's interior
+ * so that each weight vector loaded serves both. cin a multiple of the vector width (8), at most 128; cout 1 .. 8. */
+#if defined(HAVE_V8)
+#if defined(__AVX512F__)
+typedef float vc __attribute__((vector_size(64), aligned(4)));
+#define VC 16
+#else
+typedef v8 vc;
+#define VC 8
+#endif
+static inline vc load_vc(const float *p) { return *(const vc *)p; }
+static inline float hsum_vc(vc a) {
+    float s = 0.0f;
+    for (int i = 0; i < VC; i++) s += a[i];
+    return s;
+}
+
+static inline __attribute__((always_inline)) void conv_one(const float *restrict in, int h, int w, int cin,
+                                                           const float *restrict wt, const float *restrict bias,
+                                                           const int cout, float *restrict out, int y, int x) {
+    vc acc[8];
+    for (int o = 0; o < cout; o++) acc[o] = (vc){0};
+    for (int dy = -1; dy <= 1; dy++) {
+        const int yy = y + dy;
+        if (yy < 0 || yy >= h) continue;
+        for (int dx = -1; dx <= 1; dx++) {
+            const int xx = x + dx;
+            if (xx < 0 || xx >= w) continue;
+            const float *p = in + ((size_t)yy * w + xx) * cin, *wq = wt + (size_t)((dy + 1) * 3 + dx + 1) * cin;
+            for (int c = 0; c < cin; c += VC) {
+                const vc v = load_vc(p + c);
+                for (int o = 0; o < cout; o++) acc[o] += v * load_vc(wq + (size_t)o * 9 * cin + c);
+            }
+        }
+    }
+    float *q = out + ((size_t)y * w + x) * cout;
+    for (int o = 0; o < cout; o++) q[o] = hsum_vc(acc[o]) + bias[o];
+}
+
+/* pixels x and x + 1 of row y, both at least one pixel from the left and right borders */
+static inline __attribute__((always_inline)) void conv_pair(const float *restrict in, int h, int w, int cin,
+                                                            const float *restrict wt, const float *restrict bias,
+                                                            const int cout, float *restrict out, int y, int x) {
+    vc a0[8], a1[8];
+    for (int o = 0; o < cout; o++) a0[o] = a1[o] = (vc){0};
+    for (int dy = -1; dy <= 1; dy++) {
+        const int yy = y + dy;
+        if (yy < 0 || yy >= h) continue;
+        for (int dx = -1; dx <= 1; dx++) {
+            const float *p = in + ((size_t)yy * w + x + dx) * cin, *wq = wt + (size_t)((dy + 1) * 3 + dx + 1) * cin;
+            for (int c = 0; c < cin; c += VC) {
+                const vc v0 = load_vc(p + c), v1 = load_vc(p + cin + c);
+                for (int o = 0; o < cout; o++) {
+                    const vc k = load_vc(wq + (size_t)o * 9 * cin + c);
+                    a0[o] += v0 * k, a1[o] += v1 * k;
+                }
+            }
+        }
+    }
+    float *q = out + ((size_t)y * w + x) * cout;
+    for (int o = 0; o < cout; o++) q[o] = hsum_vc(a0[o]) + bias[o], q[cout + o] = hsum_vc(a1[o]) + bias[o];
+}
+
+static inline __attribute__((always_inline)) void conv_rows(const float *in, int h, int w, int cin, const float *wt,
+                                                            const float *bias, const int cout, float *out, int r0,
+                                                            int r1) {
+    for (int y = r0; y < r1; y++) {
+        int x = 0;
+        conv_one(in, h, w, cin, wt, bias, cout, out, y, x++);
+        for (; x + 2 < w; x += 2) conv_pair(in, h, w, cin, wt, bias, cout, out, y, x);
+        for (; x < w; x++) conv_one(in, h, w, cin, wt, bias, cout, out, y, x);
+    }
+}
+#endif
+
+N3_EXPORT int n3_conv3x3_narrow(const float *in, int64_t h, int64_t w, int64_t cin, const float *wt,
+                                const float *bias, int64_t cout, float *out, int64_t r0, int64_t r1) {
+    if (h < 1 || w < 1 || cin < 1 || cin > 128 || cin % 8 || cout < 1 || cout > 8 || r0 < 0 || r1 > h || r0 > r1)
+        return -2;
+#if defined(HAVE_V8)
+    if (cin % VC) return -2;
+    const int H = (int)h, W = (int)w, Ci = (int)cin;
+    if (cout == 8) conv_rows(in, H, W, Ci, wt, bias, 8, out, (int)r0, (int)r1); /* constant cout: unrolled */
+    else if (cout == 1) conv_rows(in, H, W, Ci, wt, bias, 1, out, (int)r0, (int)r1);
+    else conv_rows(in, H, W, Ci, wt, bias, (int)cout, out, (int)r0, (int)r1);
+#else
+    for (int64_t y = r0; y < r1; y++)
+        for (int64_t x = 0; x < w; x++)
+            for (int64_t o = 0; o < cout; o++) {
+                float s = bias[o];
+                for (int64_t dy = -1; dy <= 1; dy++)
+                    for (int64_t dx = -1; dx <= 1; dx++) {
+                        if (y + dy < 0 || y + dy >= h || x + dx < 0 || x + dx >= w) continue;
+                        const float *p = in + ((y + dy) * w + x + dx) * cin, *k = wt + (o * 9 + (dy + 1) * 3 + dx + 1) * cin;
+                        for (int64_t c = 0; c < cin; c++) s += p[c] * k[c];
+                    }
+                out[(y * w + x) * cout + o] = s;
+            }
+#endif
+    return 0;
+}
+
 /* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
- * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's). */
-N3_EXPORT int n3_abi_version(void) { return 3000 + P_COUNT; }
+ * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's; 4000 +: and n3_conv3x3_narrow). */
+N3_EXPORT int n3_abi_version(void) { return 4000 + P_COUNT; }

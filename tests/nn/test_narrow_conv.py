@@ -1,0 +1,92 @@
+"""Narrow 3×3 convolutions in C (n3cli.nn.native.conv3x3_narrow, n3cli.nn.fuse.NarrowConv2d) against PyTorch's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from n3cli.api import prepare_for_inference
+from n3cli.engine import autocast
+from n3cli.nn import native
+from n3cli.nn.fuse import NarrowConv2d, fold_batchnorm, use_narrow_convs
+from n3cli.nn.nets import dncnn, n3net
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the kernels are not built")
+CL = torch.channels_last
+
+
+def _native(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    weight = conv.weight.detach().permute(0, 2, 3, 1).contiguous()
+    return native.conv3x3_narrow(x, weight, None if conv.bias is None else conv.bias.detach())
+
+
+@needs_native
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (2, 1), (2, 3), (3, 2), (5, 7), (17, 33), (4, 64)])
+@pytest.mark.parametrize("cin,cout", [(64, 8), (64, 1), (64, 3), (16, 8), (128, 5)])
+def test_matches_conv2d(size: tuple[int, int], cin: int, cout: int) -> None:
+    torch.manual_seed(cin * 10 + cout)
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=cout != 3)  # one shape without a bias
+    x = torch.randn(2, cin, *size).contiguous(memory_format=CL)
+    with torch.no_grad():
+        expected = conv(x)
+        got = _native(x, conv)
+    assert got.shape == expected.shape and got.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_refuses_what_it_does_not_serve() -> None:
+    conv = nn.Conv2d(64, 8, 3, padding=1)
+    x = torch.randn(1, 64, 5, 5)
+    with pytest.raises(ValueError, match="channels-last"):
+        _native(x, conv)  # NCHW storage
+    with pytest.raises(ValueError, match="channels-last"):
+        _native(x.double().contiguous(memory_format=CL), conv.double())
+    with pytest.raises(ValueError, match="8 to 8"):
+        _native(torch.randn(1, 8, 5, 5).contiguous(memory_format=CL), nn.Conv2d(8, 8, 3, padding=1))
+    with pytest.raises(ValueError, match="64 to 9"):
+        _native(x.contiguous(memory_format=CL), nn.Conv2d(64, 9, 3, padding=1))
+
+
+def test_only_eligible_convolutions_are_swapped() -> None:
+    model = nn.Sequential(nn.Conv2d(64, 8, 3, padding=1), nn.Conv2d(8, 64, 3, padding=1),  # 8 inputs: no
+                          nn.Conv2d(64, 64, 3, padding=1), nn.Conv2d(64, 1, 3, padding=2, dilation=2),
+                          nn.Conv2d(64, 1, 1), nn.Conv2d(64, 1, 3, padding=1))
+    use_narrow_convs(model)
+    assert [type(m) is NarrowConv2d for m in model] == [True, False, False, False, False, True]
+
+
+@needs_native
+@pytest.mark.parametrize("build", [n3net, dncnn])
+def test_prepared_models_give_the_same_output(build, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    kernel = native.conv3x3_narrow
+    monkeypatch.setattr(native, "conv3x3_narrow", lambda *a: calls.append(1) or kernel(*a))
+    torch.manual_seed(0)
+    model = build().eval()
+    prepared = prepare_for_inference(model, torch.device("cpu"))
+    assert any(isinstance(m, NarrowConv2d) for m in prepared.modules())
+    plain = fold_batchnorm(model).to(memory_format=CL)
+    x = torch.rand(2, 1, 45, 38).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        torch.testing.assert_close(prepared(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert len(calls) == sum(isinstance(m, NarrowConv2d) for m in prepared.modules())  # each ran in C
+
+
+def test_autograd_and_autocast_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(native, "conv3x3_narrow", lambda *a: calls.append(a) or pytest.fail("native path taken"))
+    conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 8, 3, padding=1)))[0]
+    assert isinstance(conv, NarrowConv2d)
+    x = torch.randn(1, 64, 6, 6).contiguous(memory_format=CL)
+    y = conv(x.requires_grad_())
+    y.sum().backward()  # training: autograd through nn.Conv2d
+    assert x.grad is not None and conv.weight.grad is not None
+    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+        assert conv(x.detach()).dtype == torch.bfloat16  # the caller's precision is kept
+    with torch.inference_mode():
+        assert conv(x.detach().contiguous()).shape == (1, 8, 6, 6)  # NCHW storage
+    assert not calls
+    torch.testing.assert_close(conv(x.detach()), F.conv2d(x.detach(), conv.weight, conv.bias, padding=1))
