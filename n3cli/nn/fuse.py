@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from . import native
@@ -52,20 +53,30 @@ class NarrowConv2d(nn.Conv2d):
         return super().forward(x)
 
     def _native_ok(self, x: Tensor) -> bool:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32 or x.dim() != 4:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or x.shape[1] != self.in_channels:
+            return False
+        if not _narrow_shape(self) or any(p.device.type != "cpu" or p.dtype != torch.float32
+                                          for p in self.parameters()):
             return False
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return False
         if torch.is_autocast_enabled("cpu"):  # the caller chose the convolutions' precision
             return False
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or getattr(fwAD, "_current_level", -1) >= 0:
+            return False  # the C call would be a constant to a trace, and drop forward-mode tangents
         return x.is_contiguous(memory_format=torch.channels_last) and native.available()
 
 
+def _narrow_shape(conv: nn.Conv2d) -> bool:
+    """What the kernel computes: 3×3, stride 1, zero padding 1, input channels a multiple of 16, few outputs."""
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and conv.in_channels % 16 == 0 and conv.in_channels <= native.NARROW_MAX_IN
+            and 1 <= conv.out_channels <= native.NARROW_MAX_OUT)
+
+
 def _narrow_eligible(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros" and conv.in_channels % 16 == 0
-            and conv.in_channels <= native.NARROW_MAX_IN and 1 <= conv.out_channels <= native.NARROW_MAX_OUT)
+    return type(conv) is nn.Conv2d and _narrow_shape(conv)
 
 
 def use_narrow_convs(model: nn.Module) -> nn.Module:

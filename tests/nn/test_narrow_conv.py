@@ -22,12 +22,21 @@ def _native(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return native.conv3x3_narrow(x, weight, None if conv.bias is None else conv.bias.detach())
 
 
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # rows split between two workers (the kernel's threading)
+    yield
+    torch.set_num_threads(threads)
+
+
 @needs_native
 @pytest.mark.parametrize("size", [(1, 1), (1, 2), (2, 1), (2, 3), (3, 2), (5, 7), (17, 33), (4, 64)])
 @pytest.mark.parametrize("cin,cout", [(64, 8), (64, 1), (64, 3), (16, 8), (128, 5)])
-def test_matches_conv2d(size: tuple[int, int], cin: int, cout: int) -> None:
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_conv2d(size: tuple[int, int], cin: int, cout: int, bias: bool, two_threads) -> None:
     torch.manual_seed(cin * 10 + cout)
-    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=cout != 3)  # one shape without a bias
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
     x = torch.randn(2, cin, *size).contiguous(memory_format=CL)
     with torch.no_grad():
         expected = conv(x)
@@ -73,6 +82,27 @@ def test_prepared_models_give_the_same_output(build, monkeypatch: pytest.MonkeyP
     with torch.inference_mode():
         torch.testing.assert_close(prepared(x), plain(x), rtol=1e-5, atol=1e-5)
     assert len(calls) == sum(isinstance(m, NarrowConv2d) for m in prepared.modules())  # each ran in C
+
+
+@needs_native
+def test_unaligned_input_and_size_one_strides() -> None:
+    conv = nn.Conv2d(64, 8, 3, padding=1)
+    base = torch.randn(1 + 2 * 3 * 64)
+    x = base[1:].view(2, 1, 3, 64).permute(0, 3, 1, 2)  # channels-last storage, one float off its alignment
+    assert x.is_contiguous(memory_format=CL)
+    with torch.no_grad():
+        torch.testing.assert_close(_native(x, conv), conv(x.contiguous()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_tracing_and_wrong_inputs_take_pytorchs_path() -> None:
+    conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 1, 3, padding=1)))[0].requires_grad_(False)
+    x, x2 = (torch.randn(1, 64, 5, 5).contiguous(memory_format=CL) for _ in range(2))
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, x)
+        torch.testing.assert_close(traced(x2), conv(x2))  # not the first input's output frozen into the trace
+        with pytest.raises(RuntimeError):  # PyTorch's own error for the wrong channel count
+            conv(torch.randn(1, 32, 5, 5).contiguous(memory_format=CL))
 
 
 def test_autograd_and_autocast_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -887,7 +887,8 @@ N3_EXPORT int n3_distance_norm_backward(const float *g, const float *alpha, cons
  * wt (cout, 3, 3, cin), rows [r0, r1). For the convolutions with few output channels (N3Net's 64 → 8 and 64 → 1),
  * which oneDNN runs far below its rate for wide ones: each pixel's cin × 9 inputs are read once for all cout outputs
  * (in vectors of channels, one horizontal sum per output at the end), two pixels at a time in the image's interior
- * so that each weight vector loaded serves both. cin a multiple of the vector width (8), at most 128; cout 1 .. 8. */
+ * so that each weight vector loaded serves both. cin a multiple of the vector width VC (16 with AVX-512, else 8),
+ * at most 128; cout 1 .. 8. */
 #if defined(HAVE_V8)
 #if defined(__AVX512F__)
 typedef float vc __attribute__((vector_size(64), aligned(4)));
