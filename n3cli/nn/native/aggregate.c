@@ -906,7 +906,8 @@ static inline float hsum_vc(vc a) {
 
 static inline __attribute__((always_inline)) void conv_one(const float *restrict in, int h, int w, int cin,
                                                            const float *restrict wt, const float *restrict bias,
-                                                           const int cout, float *restrict out, int y, int x) {
+                                                           const int cout, float *restrict out, int ostride, int y,
+                                                           int x) {
     vc acc[8];
     for (int o = 0; o < cout; o++) acc[o] = (vc){0};
     for (int dy = -1; dy <= 1; dy++) {
@@ -922,14 +923,15 @@ static inline __attribute__((always_inline)) void conv_one(const float *restrict
             }
         }
     }
-    float *q = out + ((size_t)y * w + x) * cout;
+    float *q = out + ((size_t)y * w + x) * ostride;
     for (int o = 0; o < cout; o++) q[o] = hsum_vc(acc[o]) + bias[o];
 }
 
 /* pixels x and x + 1 of row y, both at least one pixel from the left and right borders */
 static inline __attribute__((always_inline)) void conv_pair(const float *restrict in, int h, int w, int cin,
                                                             const float *restrict wt, const float *restrict bias,
-                                                            const int cout, float *restrict out, int y, int x) {
+                                                            const int cout, float *restrict out, int ostride, int y,
+                                                            int x) {
     vc a0[8], a1[8];
     for (int o = 0; o < cout; o++) a0[o] = a1[o] = (vc){0};
     for (int dy = -1; dy <= 1; dy++) {
@@ -946,18 +948,35 @@ static inline __attribute__((always_inline)) void conv_pair(const float *restric
             }
         }
     }
-    float *q = out + ((size_t)y * w + x) * cout;
-    for (int o = 0; o < cout; o++) q[o] = hsum_vc(a0[o]) + bias[o], q[cout + o] = hsum_vc(a1[o]) + bias[o];
+    float *q = out + ((size_t)y * w + x) * ostride;
+    for (int o = 0; o < cout; o++) q[o] = hsum_vc(a0[o]) + bias[o], q[ostride + o] = hsum_vc(a1[o]) + bias[o];
 }
+
+/* Outputs [0, cout) of row y, written with stride ostride (the output's channel count). */
+static inline __attribute__((always_inline)) void conv_row(const float *in, int h, int w, int cin, const float *wt,
+                                                           const float *bias, const int cout, float *out, int ostride,
+                                                           int y) {
+    int x = 0;
+    conv_one(in, h, w, cin, wt, bias, cout, out, ostride, y, x++);
+    for (; x + 2 < w; x += 2) conv_pair(in, h, w, cin, wt, bias, cout, out, ostride, y, x);
+    for (; x < w; x++) conv_one(in, h, w, cin, wt, bias, cout, out, ostride, y, x);
+}
+
+/* Two pixels of up to 8 outputs hold 16 accumulators: all of AVX2's 16 vector registers, so with 8-float vectors
+ * more than 4 outputs go in two groups, each over the row (still in the caches). */
+#define CONV_GROUP (VC == 16 ? 8 : 4)
 
 static inline __attribute__((always_inline)) void conv_rows(const float *in, int h, int w, int cin, const float *wt,
                                                             const float *bias, const int cout, float *out, int r0,
                                                             int r1) {
     for (int y = r0; y < r1; y++) {
-        int x = 0;
-        conv_one(in, h, w, cin, wt, bias, cout, out, y, x++);
-        for (; x + 2 < w; x += 2) conv_pair(in, h, w, cin, wt, bias, cout, out, y, x);
-        for (; x < w; x++) conv_one(in, h, w, cin, wt, bias, cout, out, y, x);
+        if (cout <= CONV_GROUP) {
+            conv_row(in, h, w, cin, wt, bias, cout, out, cout, y);
+        } else {
+            conv_row(in, h, w, cin, wt, bias, CONV_GROUP, out, cout, y);
+            conv_row(in, h, w, cin, wt + (size_t)CONV_GROUP * 9 * cin, bias + CONV_GROUP, cout - CONV_GROUP,
+                     out + CONV_GROUP, cout, y);
+        }
     }
 }
 #endif
