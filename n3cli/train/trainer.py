@@ -442,7 +442,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     ``stop_after``: stop (with a checkpoint) after this many steps in this call, as if killed.
     ``revive``: before the first step, redraw the local blocks' silent channels (:meth:`Trainer.revive`).
     """
-    trainer = Trainer(cfg, resume=resume, device=device, on_log=on_log, switches=switches)
-    if revive:
-        trainer.revive()
-    return trainer.run(stop_after)
+    ours = dist.is_available() and not dist.is_initialized()  # a process group this call starts, it also ends
+    finished = False
+    try:
+        trainer = Trainer(cfg, resume=resume, device=device, on_log=on_log, switches=switches)
+        if revive:
+            trainer.revive()
+        last = trainer.run(stop_after)
+        finished = True
+        return last
+    finally:
+        if ours and dist.is_initialized():
+            _end_distributed(wait=finished)
+
+
+def _end_distributed(*, wait: bool) -> None:
+    """Leave the process group before the interpreter exits: left to exit-time destructors, gloo's threads can
+    abort a process whose work is done ('terminate called without an active exception'). ``wait``: first a barrier,
+    so that no rank leaves while another still saves."""
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
