@@ -1,4 +1,4 @@
-"""Inference with and without the C kernel for narrow convolutions (:class:`n3cli.nn.fuse.NarrowConv2d`), DnCNN-17
+"""Inference with and without the C kernel for narrow convolutions (:class:`n3cli.nn.narrow.NarrowConv2d`), DnCNN-17
 and N3Net alternating in one process, gray, the path ``n3 denoise`` runs (BN folded, channels-last).
 
 Usage: python benchmarks/narrow_ab.py [--threads 2] [--sizes 1024x1024] [--precision fp32 bf16] [--repeat 3]
@@ -18,7 +18,7 @@ from torch import nn
 from n3cli.api import prepare_for_inference
 from n3cli.devices import cpu_name, keep_freed_memory
 from n3cli.engine import autocast
-from n3cli.nn.fuse import NarrowConv2d
+from n3cli.nn.narrow import NarrowConv2d
 from n3cli.nn.nets import dncnn, n3net
 
 sys.path.insert(0, str(Path(__file__).parent))

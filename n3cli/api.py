@@ -28,7 +28,8 @@ from .imaging.color import OPPONENT_NOISE_GAIN, opponent2rgb, rgb2opponent, rgb2
 from .imaging.noise import SIGMA_LIMIT, SIGMA_MAX
 from .imaging.resize import SR_SCALES, imresize
 from .imaging.tiling import TileSize, axis_starts, plan_tiles, tile_dims, tiled_apply
-from .nn.fuse import fold_batchnorm, use_narrow_convs
+from .nn.fuse import fold_batchnorm
+from .nn.narrow import use_narrow_convs
 from .nn.nets import N3Net
 from .weights import DEFAULT_FALLBACK, ModelInfo, resolve, shipped_default
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..atomic import write_text_atomic
 from ..errors import N3Error
 from ..nn.n3 import set_bf16_cnns_in_training
+from ..nn.narrow import use_narrow_convs
 from ..nn.nets import BUILDERS, N3Net
 from . import checkpoint
 from .config import RESUME_SWITCHES, TrainConfig, coerce
@@ -71,12 +72,14 @@ def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = CA
 
 
 def build_model(cfg: TrainConfig, in_planes: int, noise_inputs: int = 0, out_channels: int = 1) -> N3Net:
-    """The run's network: ``in_planes`` input channels, of which ``noise_inputs`` the model builds itself."""
+    """The run's network: ``in_planes`` input channels, of which ``noise_inputs`` the model builds itself; its
+    narrow convolutions train through the C kernels where float32 (:mod:`n3cli.nn.narrow`)."""
     try:
-        return BUILDERS[cfg.arch](in_channels=in_planes, out_channels=out_channels, noise_inputs=noise_inputs,
-                                  **cfg.model)
+        model = BUILDERS[cfg.arch](in_channels=in_planes, out_channels=out_channels, noise_inputs=noise_inputs,
+                                   **cfg.model)
     except (TypeError, ValueError) as exc:  # builder overrides from the run's settings (model.KEY)
         raise N3Error(f"invalid model options {cfg.model}: {exc}") from None
+    return use_narrow_convs(model)
 
 
 def load_initial_weights(model: nn.Module, path: Path) -> None:

@@ -1,16 +1,18 @@
-"""Narrow 3×3 convolutions in C (n3cli.nn.native.conv3x3_narrow, n3cli.nn.fuse.NarrowConv2d) against PyTorch's."""
+"""Narrow 3×3 convolutions in C (n3cli.nn.native.conv3x3_narrow, n3cli.nn.narrow.NarrowConv2d) against PyTorch's."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from n3cli.api import prepare_for_inference
 from n3cli.engine import autocast
-from n3cli.nn import native
-from n3cli.nn.fuse import NarrowConv2d, fold_batchnorm, use_narrow_convs
+from n3cli.nn import narrow, native
+from n3cli.nn.fuse import fold_batchnorm
+from n3cli.nn.narrow import NarrowConv2d, use_narrow_convs
 from n3cli.nn.nets import dncnn, n3net
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the kernels are not built")
@@ -105,18 +107,99 @@ def test_tracing_and_wrong_inputs_take_pytorchs_path() -> None:
             conv(torch.randn(1, 32, 5, 5).contiguous(memory_format=CL))
 
 
-def test_autograd_and_autocast_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autocast_and_nchw_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr(native, "conv3x3_narrow", lambda *a: calls.append(a) or pytest.fail("native path taken"))
     conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 8, 3, padding=1)))[0]
     assert isinstance(conv, NarrowConv2d)
     x = torch.randn(1, 64, 6, 6).contiguous(memory_format=CL)
-    y = conv(x.requires_grad_())
-    y.sum().backward()  # training: autograd through nn.Conv2d
+    with autocast("bf16", torch.device("cpu")):
+        y = conv(x.requires_grad_())
+        assert y.dtype == torch.bfloat16  # the caller's precision is kept, in training too
+    y.float().sum().backward()
     assert x.grad is not None and conv.weight.grad is not None
     with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
-        assert conv(x.detach()).dtype == torch.bfloat16  # the caller's precision is kept
+        assert conv(x.detach()).dtype == torch.bfloat16
     with torch.inference_mode():
         assert conv(x.detach().contiguous()).shape == (1, 8, 6, 6)  # NCHW storage
     assert not calls
-    torch.testing.assert_close(conv(x.detach()), F.conv2d(x.detach(), conv.weight, conv.bias, padding=1))
+
+
+def test_training_without_native_takes_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(narrow, "NATIVE_TRAINING", False)
+    monkeypatch.setattr(native, "conv3x3_narrow", lambda *a: pytest.fail("native path taken"))
+    conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 8, 3, padding=1)))[0]
+    x = torch.randn(1, 64, 6, 6).contiguous(memory_format=CL).requires_grad_()
+    conv(x).sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+
+
+@needs_native
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (17, 33)])
+@pytest.mark.parametrize("cin,cout", [(64, 8), (64, 1), (64, 3), (16, 8), (128, 5), (32, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_gradients_match_conv2d(size: tuple[int, int], cin: int, cout: int, bias: bool, two_threads) -> None:
+    """Forward and every gradient of the C training path (the weights' in C, the input's by oneDNN) against
+    nn.Conv2d's, for a batch of 3 (the threads' rows cross image boundaries)."""
+    torch.manual_seed(cin + cout + size[0])
+    ref = nn.Conv2d(cin, cout, 3, padding=1, bias=bias).to(memory_format=CL)
+    fast = use_narrow_convs(nn.Sequential(copy.deepcopy(ref)))[0]
+    assert isinstance(fast, NarrowConv2d)
+    x = torch.randn(3, cin, *size).contiguous(memory_format=CL)
+    g = torch.randn(3, cout, *size)
+    outs, grads = [], []
+    for conv in (ref, fast):
+        xi = x.clone().requires_grad_()
+        y = conv(xi)
+        y.backward(g)
+        outs.append(y)
+        grads.append([xi.grad, conv.weight.grad] + ([conv.bias.grad] if bias else []))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        assert got.shape == expected.shape
+        scale = float(expected.abs().max()) or 1.0
+        torch.testing.assert_close(got / scale, expected / scale, rtol=0, atol=2e-6)
+
+
+@needs_native
+def test_training_path_runs_in_c_and_follows_requires_grad(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    wgrad = native.conv3x3_narrow_wgrad
+    monkeypatch.setattr(native, "conv3x3_narrow_wgrad", lambda *a: calls.append(1) or wgrad(*a))
+    conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 1, 3, padding=1)))[0]  # NCHW weight: gradient in its layout
+    x = torch.randn(2, 64, 9, 7).contiguous(memory_format=CL)
+    conv(x.requires_grad_()).sum().backward()
+    assert calls and conv.weight.grad.is_contiguous()
+    y = conv(x)
+    y += 1  # in place on the output (a residual sum): the output is no view of the kernel's buffer
+    y.sum().backward()
+    calls.clear()
+    conv.requires_grad_(False)
+    x.grad = None
+    conv(x).sum().backward()  # only the input's gradient: no weight gradient computed
+    assert not calls and x.grad is not None
+    with pytest.raises(RuntimeError):  # once differentiable: no double backward through the C kernel
+        conv.requires_grad_(True)
+        gx, = torch.autograd.grad(conv(x).sum(), x, create_graph=True)
+        gx.sum().backward()
+
+
+@needs_native
+def test_training_step_matches_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole DnCNN's loss gradient with its last convolution (64 → 1) in C against nn.Conv2d's. (A freshly drawn
+    N3Net's gradients move by far more than rounding under a 1e-7 change of its input, through the neighbour
+    selection: no whole-model comparison there; its layers are the ones tested above.)"""
+    torch.manual_seed(0)
+    model = dncnn(in_channels=1, depth=6).to(memory_format=CL).train()
+    fast = use_narrow_convs(copy.deepcopy(model))
+    assert sum(isinstance(m, NarrowConv2d) for m in fast.modules()) == 1
+    assert sum(isinstance(m, NarrowConv2d) for m in use_narrow_convs(n3net()).modules()) == 7
+    x = torch.rand(2, 1, 30, 34).contiguous(memory_format=CL)
+    grads = []
+    for net in (model, fast):
+        net.zero_grad()
+        net(x).square().mean().backward()
+        grads.append({name: p.grad for name, p in net.named_parameters()})
+    for name, expected in grads[0].items():
+        scale = float(expected.abs().max()) or 1.0
+        torch.testing.assert_close(grads[1][name] / scale, expected / scale, rtol=0, atol=1e-5, msg=name)

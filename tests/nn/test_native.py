@@ -318,6 +318,33 @@ def test_training_step_is_the_same_with_the_native_kernels(layout: torch.memory_
 
 
 @needs_native
+def test_training_kernels_give_the_same_bits_on_torchs_threads_and_on_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row-split kernels (selection, spread matrix, output assembly, narrow convolutions) split their rows alike
+    whether torch's OpenMP threads run the ranges (where the library shares torch's runtime) or the Python pool."""
+    from n3cli.nn import n3
+    from n3cli.nn.narrow import use_narrow_convs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        block = use_narrow_convs(n3.N3Block2d(in_channels=3, k=2)).train().to(memory_format=torch.channels_last)
+        x = torch.rand(2, 3, 40, 35).contiguous(memory_format=torch.channels_last)
+        results = []
+        for team in (native._torch_team(), False):
+            monkeypatch.setattr(native, "_torch_team", lambda team=team: team)
+            xi = x.clone().requires_grad_()
+            out = block(xi)
+            out.square().sum().backward()
+            results.append([out.detach(), xi.grad, *[p.grad.clone() for p in block.parameters()]])
+            block.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_native
 @pytest.mark.parametrize("dims", [(2, 16, 16, 7, 8, 5, 0, 0, 80, 80), (2, 5, 6, 3, 2, 5, 2, 1, 21, 27),
                                   (1, 3, 3, 2, 1, 2, 1, 0, 4, 6)])
 @pytest.mark.parametrize("grad_layout", [torch.channels_last, torch.contiguous_format])

@@ -17,6 +17,7 @@ import concurrent.futures
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import platform
 import shlex
@@ -24,15 +25,16 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
-_ABI = 4000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
-# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*; 4000: and n3_conv3x3_narrow
+_ABI = 6000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
+# 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*; 4000: and n3_conv3x3_narrow;
+# 5000: and n3_conv3x3_narrow_wgrad; 6000: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -86,11 +88,11 @@ def _build(target: Path, arch_flags: list[str]) -> bool:
     """Compile aggregate.c to ``target`` (atomically); False when no compiler manages."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for cc in _compilers():
-        for arch in ([arch_flags, []] if arch_flags else [[]]):
+        for arch, omp in itertools.product([arch_flags, []] if arch_flags else [[]], [["-fopenmp"], []]):
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
             os.close(fd)
             try:
-                done = subprocess.run([*cc, *_FLAGS, *arch, "-o", tmp, str(_SOURCE)], capture_output=True,
+                done = subprocess.run([*cc, *_FLAGS, *arch, *omp, "-o", tmp, str(_SOURCE)], capture_output=True,
                                       timeout=_BUILD_SECONDS, check=False)
                 if done.returncode == 0:
                     os.replace(tmp, target)
@@ -158,6 +160,11 @@ def _load(path: Path) -> ctypes.CDLL | None:
     lib.n3_conv3x3_narrow.argtypes = [ctypes.c_void_p, i64, i64, i64, ctypes.c_void_p, ctypes.c_void_p, i64,
                                       ctypes.c_void_p, i64, i64]
     lib.n3_conv3x3_narrow.restype = i32
+    lib.n3_conv3x3_narrow_wgrad.argtypes = [ctypes.c_void_p] * 2 + [i64] * 5 + [ctypes.c_void_p, i64, i64]
+    lib.n3_conv3x3_narrow_wgrad.restype = i32
+    lib.n3_run_range.argtypes = [i32, ctypes.c_void_p, i64, i64, i64]
+    lib.n3_parallel_rows.argtypes = [i32, ctypes.c_void_p, i64, i64]
+    lib.n3_run_range.restype = lib.n3_parallel_rows.restype = lib.n3_openmp.restype = i32
     return lib
 
 
@@ -246,17 +253,48 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
     return out.permute(0, 3, 1, 2)
 
 
-def _run_rows(call: Callable[[int, int], int], rows: int, min_rows: int = 64) -> None:
-    """call(r0, r1) on row ranges of at least ``min_rows`` split among torch's threads; raises on a kernel's error
-    code."""
-    threads = max(1, min(torch.get_num_threads(), rows // min_rows))
-    edges = [rows * i // threads for i in range(threads + 1)]
-    jobs = [(edges[i], edges[i + 1]) for i in range(threads) if edges[i + 1] > edges[i]]
-    if len(jobs) <= 1:
-        results = [call(*job) for job in jobs]
+# The row-split kernels, by their number in n3_run_range (aggregate.c)
+_KNN_F, _KNN_B, _SPREAD_F, _SPREAD_B, _B2P_F, _B2P_B, _CONV_F, _CONV_WGRAD = range(1, 9)
+
+
+def _chunks(rows: int, min_rows: int) -> int:
+    """How many row ranges (one per thread) a kernel's rows are split into: ranges of at least ``min_rows``."""
+    return max(1, min(torch.get_num_threads(), rows // min_rows))
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_team() -> bool:
+    """Whether the kernels can run on torch's own OpenMP threads: the library was built with OpenMP and the process
+    has one OpenMP runtime (torch's; a second one, e.g. clang's libomp beside torch's libgomp, would bring a second
+    set of threads). Checked where the loader's map can be read (Linux); elsewhere the Python pool runs them."""
+    lib = library()
+    if lib is None or not lib.n3_openmp():
+        return False
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            names = {line.split()[-1] for line in maps if len(line.split()) >= 6}
+    except OSError:
+        return False
+    runtimes = {name for name in names if os.path.basename(name).startswith(("libgomp", "libomp", "libiomp"))}
+    return len(runtimes) == 1
+
+
+def _run_rows(kernel: int, args: Sequence[int], rows: int, min_rows: int = 64) -> None:
+    """Rows [0, rows) of ``kernel`` (its arguments but the row range: pointers and integers) in :func:`_chunks`
+    ranges, one per thread: on torch's OpenMP threads where :func:`_torch_team` allows, else on the Python pool
+    (ctypes releases the GIL); raises on a kernel's error code."""
+    lib = _required_library("N3 kernel")
+    chunks = _chunks(rows, min_rows)
+    words = (ctypes.c_int64 * len(args))(*args)
+    if _torch_team():
+        results = [lib.n3_parallel_rows(kernel, words, rows, chunks)]
     else:
-        pool = _executor(torch.get_num_threads())
-        results = [f.result() for f in [pool.submit(call, *job) for job in jobs]]
+        jobs = [(rows * i // chunks, rows * (i + 1) // chunks, i) for i in range(chunks)]
+        if chunks == 1:
+            results = [lib.n3_run_range(kernel, words, *job) for job in jobs]
+        else:
+            pool = _executor(torch.get_num_threads())
+            results = [f.result() for f in [pool.submit(lib.n3_run_range, kernel, words, *job) for job in jobs]]
     if any(r == -1 for r in results):
         raise MemoryError("native N3 kernel: out of memory for its scratch buffers")
     if any(r != 0 for r in results):
@@ -267,26 +305,25 @@ def knn_forward(alpha: Tensor, temperature: Tensor, k: int, update_alpha: bool) 
     """The continuous k-nearest-neighbour weights (rows, k, m) of logits alpha (rows, m) (-inf: excluded) at the
     temperatures (rows,) (Eqs. 8-10), and what :func:`knn_backward` needs: the top candidate of every step
     (rows, k) and three floats per row and step. Contiguous float32 CPU tensors."""
-    lib = _required_library("selection")
+    _required_library("selection")
     rows, m = alpha.shape
     w = torch.empty(rows, k, m, dtype=torch.float32)
     top = torch.empty(rows, k, dtype=torch.int32)
     aux = torch.empty(rows, k, _KNN_AUX, dtype=torch.float32)
-    _run_rows(lambda r0, r1: lib.n3_knn_forward(alpha.data_ptr(), temperature.data_ptr(), w.data_ptr(),
-                                                top.data_ptr(), aux.data_ptr(), r0, r1, m, k, update_alpha), rows)
+    _run_rows(_KNN_F, [alpha.data_ptr(), temperature.data_ptr(), w.data_ptr(), top.data_ptr(), aux.data_ptr(), m, k,
+                       update_alpha], rows)
     return w, top, aux
 
 
 def knn_backward(grad_w: Tensor, w: Tensor, top: Tensor, aux: Tensor, alpha: Tensor, temperature: Tensor,
                  update_alpha: bool) -> tuple[Tensor, Tensor]:
     """The gradients of alpha (rows, m) and of the temperatures (rows,) from that of the weights (rows, k, m)."""
-    lib = _required_library("selection")
+    _required_library("selection")
     rows, k, m = w.shape
     grad_alpha = torch.empty(rows, m, dtype=torch.float32)
     grad_t = torch.empty(rows, dtype=torch.float32)
-    _run_rows(lambda r0, r1: lib.n3_knn_backward(grad_w.data_ptr(), w.data_ptr(), top.data_ptr(), aux.data_ptr(),
-                                                 alpha.data_ptr(), temperature.data_ptr(), grad_alpha.data_ptr(),
-                                                 grad_t.data_ptr(), r0, r1, m, k, update_alpha), rows)
+    _run_rows(_KNN_B, [grad_w.data_ptr(), w.data_ptr(), top.data_ptr(), aux.data_ptr(), alpha.data_ptr(),
+                       temperature.data_ptr(), grad_alpha.data_ptr(), grad_t.data_ptr(), m, k, update_alpha], rows)
     return grad_alpha, grad_t
 
 
@@ -310,26 +347,25 @@ def spread_whole(weights: Tensor, shape: tuple[int, int, int, int, int, int]) ->
     """The block spread matrix (B, DH·DW·k·SH·SW) of weights (B, tr·tc·k·wh·ww), shape (tr, tc, k, wh, ww, nb), of
     training tiles whose windows are the whole region (``n3._SpreadWhole``; n3_spread_whole_forward). Contiguous
     float32 CPU tensors."""
-    lib = _required_library("spread")
+    _required_library("spread")
     tr, tc, k, wh, ww, nb = shape
     b = weights.shape[0]
     _require(_plain(weights) and weights.is_contiguous() and tuple(weights.shape) == (b, tr * tc * k * wh * ww),
              "spread weights of another shape")
     spread = torch.empty(b, spread_size(shape), dtype=torch.float32)
-    _run_rows(lambda r0, r1: lib.n3_spread_whole_forward(weights.data_ptr(), spread.data_ptr(), r0, r1, *shape),
-              b * (tr + nb - 1), min_rows=4)
+    _run_rows(_SPREAD_F, [weights.data_ptr(), spread.data_ptr(), *shape], b * (tr + nb - 1), min_rows=4)
     return spread
 
 
 def spread_whole_backward(grad: Tensor, shape: tuple[int, int, int, int, int, int]) -> Tensor:
     """The gradient (B, tr·tc·k·wh·ww) of :func:`spread_whole`'s weights from that of its matrix (contiguous)."""
-    lib = _required_library("spread")
+    _required_library("spread")
     tr, tc, k, wh, ww, nb = shape
     b = grad.shape[0]
     _require(_plain(grad) and grad.is_contiguous() and tuple(grad.shape) == (b, spread_size(shape)),
              "spread matrix of another shape")
     out = torch.empty(b, tr * tc * k * wh * ww, dtype=torch.float32)
-    _run_rows(lambda r0, r1: lib.n3_spread_whole_backward(grad.data_ptr(), out.data_ptr(), r0, r1, *shape),
+    _run_rows(_SPREAD_B, [grad.data_ptr(), out.data_ptr(), *shape],
               b * tr, min_rows=4)
     return out
 
@@ -344,7 +380,7 @@ def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[in
     """``n3._BlocksToPixels``'s forward in one pass: concat(x, N_1 - x, ..., N_k - x) (B, (k + 1)·C, H, W), stored
     channels-last, from acc (B, bh, bw, k, C, s, s) contiguous, x (B, C, H, W) any strides, inv_count (bh, bw)
     contiguous; float32 CPU tensors."""
-    lib = _required_library("blocks-to-pixels")
+    _required_library("blocks-to-pixels")
     b, bh, bw, k, c, s, _ = acc.shape
     h, w = x.shape[-2:]
     _require(_plain(acc, x, inv_count) and acc.is_contiguous() and inv_count.is_contiguous()
@@ -352,8 +388,7 @@ def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[in
              "blocks and image of other shapes")
     out = torch.empty(b, h, w, (k + 1) * c, dtype=torch.float32)
     q = _b2p_params(tuple(acc.shape), (h, w), offset, x.stride())
-    _run_rows(lambda r0, r1: lib.n3_blocks_to_pixels_forward(acc.data_ptr(), x.data_ptr(), inv_count.data_ptr(),
-                                                             out.data_ptr(), ctypes.addressof(q), r0, r1),
+    _run_rows(_B2P_F, [acc.data_ptr(), x.data_ptr(), inv_count.data_ptr(), out.data_ptr(), ctypes.addressof(q)],
               b * h, min_rows=8)
     return out.permute(0, 3, 1, 2)
 
@@ -361,7 +396,7 @@ def blocks_to_pixels(acc: Tensor, x: Tensor, inv_count: Tensor, offset: tuple[in
 def blocks_to_pixels_backward(grad: Tensor, inv_count: Tensor, acc_shape: tuple[int, ...],
                               offset: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Its backward: the gradients of acc (contiguous) and of x (channels-last) from grad (any strides)."""
-    lib = _required_library("blocks-to-pixels")
+    _required_library("blocks-to-pixels")
     b, bh, bw, k, c, _, _ = acc_shape
     h, w = grad.shape[-2:]
     _require(_plain(grad, inv_count) and inv_count.is_contiguous() and tuple(grad.shape) == (b, (k + 1) * c, h, w)
@@ -369,10 +404,8 @@ def blocks_to_pixels_backward(grad: Tensor, inv_count: Tensor, acc_shape: tuple[
     grad_acc = torch.empty(acc_shape, dtype=torch.float32)
     grad_x = torch.empty(b, h, w, c, dtype=torch.float32)
     q = _b2p_params(acc_shape, (h, w), offset, grad.stride())
-    _run_rows(lambda r0, r1: lib.n3_blocks_to_pixels_backward(grad.data_ptr(), inv_count.data_ptr(),
-                                                              grad_acc.data_ptr(), grad_x.data_ptr(),
-                                                              ctypes.addressof(q), r0, r1),
-              b * bh, min_rows=8)
+    _run_rows(_B2P_B, [grad.data_ptr(), inv_count.data_ptr(), grad_acc.data_ptr(), grad_x.data_ptr(),
+                       ctypes.addressof(q)], b * bh, min_rows=8)
     return grad_acc, grad_x.permute(0, 3, 1, 2)
 
 
@@ -420,7 +453,7 @@ def conv3x3_narrow(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     (O, 3, 3, C) contiguous (the layout of ``Conv2d.weight.permute(0, 2, 3, 1)``) and ``bias`` (O,) or None, for
     O <= 8 output channels; float32 CPU tensors. Returns (B, O, H, W), stored channels-last. oneDNN runs such
     narrow convolutions several times below its rate for wide ones (docs/speed.md)."""
-    lib = _required_library("narrow convolution")
+    _required_library("narrow convolution")
     b, c, h, w = x.shape
     o = weight.shape[0]
     _require(_plain(x, weight) and x.is_contiguous(memory_format=torch.channels_last) and weight.is_contiguous(),
@@ -430,12 +463,30 @@ def conv3x3_narrow(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if bias is None:
         bias = torch.zeros(o)
     _require(_plain(bias) and tuple(bias.shape) == (o,) and bias.is_contiguous(), "bias of the wrong shape")
-    out = torch.empty(b, h, w, o, dtype=torch.float32)
+    out = torch.empty(b, o, h, w, dtype=torch.float32, memory_format=torch.channels_last)  # not a view (autograd)
     if out.numel() == 0:
-        return out.permute(0, 3, 1, 2)
-    xl = x.permute(0, 2, 3, 1)  # (B, H, W, C), contiguous
-    for i in range(b):
-        _run_rows(lambda r0, r1, i=i: lib.n3_conv3x3_narrow(xl[i].data_ptr(), h, w, c, weight.data_ptr(),
-                                                            bias.data_ptr(), o, out[i].data_ptr(), r0, r1),
-                  h, min_rows=8)
-    return out.permute(0, 3, 1, 2)
+        return out
+    _run_rows(_CONV_F, [x.data_ptr(), b, h, w, c, weight.data_ptr(), bias.data_ptr(), o, out.data_ptr()], b * h,
+              min_rows=8)
+    return out
+
+
+def conv3x3_narrow_wgrad(x: Tensor, grad: Tensor) -> Tensor:
+    """The weights' gradient of :func:`conv3x3_narrow`: (O, 3, 3, C) contiguous (the layout of
+    ``Conv2d.weight.permute(0, 2, 3, 1)``) for x (B, C, H, W) and grad (B, O, H, W), both stored channels-last,
+    float32 on the CPU. Each thread sums its rows of the batch into its own buffer; the buffers are added at the end."""
+    _required_library("narrow convolution")
+    b, c, h, w = x.shape
+    o = grad.shape[1]
+    _require(_plain(x, grad) and x.is_contiguous(memory_format=torch.channels_last)
+             and grad.is_contiguous(memory_format=torch.channels_last),
+             "the narrow convolution's gradient needs float32 CPU tensors stored channels-last")
+    _require(tuple(grad.shape) == (b, o, h, w) and 1 <= o <= NARROW_MAX_OUT and c % 16 == 0 and 0 < c <= NARROW_MAX_IN,
+             f"no narrow 3x3 convolution of {c} to {o} channels for a gradient of shape {tuple(grad.shape)}")
+    rows = b * h
+    chunks = _chunks(rows, 16)
+    parts = torch.zeros(chunks, o, 3, 3, c, dtype=torch.float32)  # one per range of rows, added at the end
+    if rows and w:
+        _run_rows(_CONV_WGRAD, [x.data_ptr(), grad.data_ptr(), b, h, w, c, o, parts.data_ptr(), o * 9 * c], rows,
+                  min_rows=16)
+    return parts.sum(0) if chunks > 1 else parts[0]

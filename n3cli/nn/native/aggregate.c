@@ -2,8 +2,8 @@
  * end of the file, for training: the continuous selection (Eqs. 8-10) of independent rows with its backward, and the
  * block path's spread matrix (Eq. 11 per block), output assembly and distance norm, forward and backward.
  *
- * Plain C99 without any library headers beyond libc, compiled at first use by n3cli/nn/native.py and
- * called through ctypes. The arithmetic is that of N3Aggregation2d._forward_blocks (the Python reference):
+ * Plain C99 without any library headers beyond libc (and OpenMP's, where the compiler offers it: see
+ * n3_parallel_rows), compiled at first use by n3cli/nn/native/__init__.py and called through ctypes. The arithmetic is that of N3Aggregation2d._forward_blocks (the Python reference):
  * 10 x 10 patches with stride 5 (any patch that is a multiple of the stride), each query patch against the
  * patches of its window of wh x ww patch positions (clamped to the grid, itself excluded); distances
  * between embedding patches, the distance norm with running statistics, the continuous k-nearest-neighbour
@@ -20,6 +20,9 @@
  * source blocks per neighbour.
  */
 #include <math.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -979,6 +982,54 @@ static inline __attribute__((always_inline)) void conv_rows(const float *in, int
         }
     }
 }
+
+/* ---- Narrow 3×3 convolutions: the weights' gradient (training) ----
+ * dw (cout, 3, 3, cin) += Σ over pixels of g (.., cout) × the input pixel under each tap (zero padding 1): the
+ * adjoint of n3_conv3x3_narrow with respect to its weights, which oneDNN runs far below its rate too. Per tap and
+ * per group of nv channel vectors, cout × nv accumulators over one row of pixels (each input vector loaded once for
+ * all outputs, each gradient value broadcast once for the group), added to dw at the row's end. */
+static inline __attribute__((always_inline)) void wgrad_tap(const float *restrict xr, const float *restrict gr, int w,
+                                                            int cin, const int cout, const int nv, int dx,
+                                                            float *restrict dwt) {
+    const int xlo = dx < 0 ? 1 : 0, xhi = dx > 0 ? w - 1 : w;
+    for (int c0 = 0; c0 < cin; c0 += nv * VC) {
+        vc acc[4][8];
+        for (int j = 0; j < nv; j++)
+            for (int o = 0; o < cout; o++) acc[j][o] = (vc){0};
+        for (int x = xlo; x < xhi; x++) {
+            const float *p = xr + (size_t)(x + dx) * cin + c0, *q = gr + (size_t)x * cout;
+            vc v[4];
+            for (int j = 0; j < nv; j++) v[j] = load_vc(p + j * VC);
+            for (int o = 0; o < cout; o++) {
+                const float s = q[o];
+                for (int j = 0; j < nv; j++) acc[j][o] += v[j] * s;
+            }
+        }
+        for (int o = 0; o < cout; o++)
+            for (int j = 0; j < nv; j++) {
+                vc *d = (vc *)(dwt + (size_t)o * 9 * cin + c0 + j * VC);
+                *d += acc[j][o];
+            }
+    }
+}
+
+/* Rows [r0, r1) of the batch taken as one column of b·h rows (row r: image r / h, row r % h). */
+static inline __attribute__((always_inline)) void wgrad_rows(const float *in, const float *g, int h, int w, int cin,
+                                                             const int cout, const int nv, float *dw, int64_t r0,
+                                                             int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t img = r / h;
+        const int y = (int)(r % h);
+        const float *gr = g + ((size_t)img * h + y) * w * cout;
+        for (int dy = -1; dy <= 1; dy++) {
+            const int yy = y + dy;
+            if (yy < 0 || yy >= h) continue;
+            const float *xr = in + ((size_t)img * h + yy) * w * cin;
+            for (int dx = -1; dx <= 1; dx++)
+                wgrad_tap(xr, gr, w, cin, cout, nv, dx, dw + (size_t)((dy + 1) * 3 + dx + 1) * cin);
+        }
+    }
+}
 #endif
 
 N3_EXPORT int n3_conv3x3_narrow(const float *in, int64_t h, int64_t w, int64_t cin, const float *wt,
@@ -1008,6 +1059,113 @@ N3_EXPORT int n3_conv3x3_narrow(const float *in, int64_t h, int64_t w, int64_t c
     return 0;
 }
 
+/* dw (cout, 3, 3, cin) += the weights' gradient of n3_conv3x3_narrow over rows [r0, r1) of a batch of b images
+ * (in (b, h, w, cin), g (b, h, w, cout), channels-last float32), the rows numbered through the batch (0 .. b·h). */
+N3_EXPORT int n3_conv3x3_narrow_wgrad(const float *in, const float *g, int64_t b, int64_t h, int64_t w, int64_t cin,
+                                      int64_t cout, float *dw, int64_t r0, int64_t r1) {
+    if (b < 0 || h < 1 || w < 1 || cin < 1 || cin > 128 || cin % 8 || cout < 1 || cout > 8 || r0 < 0 || r1 > b * h
+        || r0 > r1)
+        return -2;
+#if defined(HAVE_V8)
+    if (cin % VC) return -2;
+    const int H = (int)h, W = (int)w, Ci = (int)cin;
+    const int wide = VC == 16 ? 2 : 1; /* vectors per group for 8 outputs: 16 (AVX-512) or 8 accumulators */
+    if (cout == 8 && Ci % (wide * VC) == 0) wgrad_rows(in, g, H, W, Ci, 8, wide, dw, r0, r1);
+    else if (cout == 1 && Ci % (4 * VC) == 0) wgrad_rows(in, g, H, W, Ci, 1, 4, dw, r0, r1);
+    else wgrad_rows(in, g, H, W, Ci, (int)cout, 1, dw, r0, r1);
+#else
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t img = r / h, y = r % h;
+        for (int64_t x = 0; x < w; x++)
+            for (int64_t o = 0; o < cout; o++) {
+                const float s = g[((img * h + y) * w + x) * cout + o];
+                for (int64_t dy = -1; dy <= 1; dy++)
+                    for (int64_t dx = -1; dx <= 1; dx++) {
+                        if (y + dy < 0 || y + dy >= h || x + dx < 0 || x + dx >= w) continue;
+                        const float *p = in + ((img * h + y + dy) * w + x + dx) * cin;
+                        float *d = dw + (o * 9 + (dy + 1) * 3 + dx + 1) * cin;
+                        for (int64_t c = 0; c < cin; c++) d[c] += s * p[c];
+                    }
+            }
+    }
+#endif
+    return 0;
+}
+
+/* The narrow convolution of a batch: rows [r0, r1) numbered through the batch of b images (in (b, h, w, cin),
+ * out (b, h, w, cout)). */
+N3_EXPORT int n3_conv3x3_narrow_batch(const float *in, int64_t b, int64_t h, int64_t w, int64_t cin, const float *wt,
+                                      const float *bias, int64_t cout, float *out, int64_t r0, int64_t r1) {
+    if (b < 0 || h < 1 || r0 < 0 || r1 > b * h || r0 > r1) return -2;
+    for (int64_t img = r0 / h; img * h < r1; img++) {
+        const int64_t a = r0 > img * h ? r0 - img * h : 0, z = r1 < (img + 1) * h ? r1 - img * h : h;
+        const int r = n3_conv3x3_narrow(in + (size_t)img * h * w * cin, h, w, cin, wt, bias, cout,
+                                        out + (size_t)img * h * w * cout, a, z);
+        if (r) return r;
+    }
+    return 0;
+}
+
+/* ---- Row-split kernels, by number, for the thread split below ----
+ * args: the kernel's arguments but its row range, as 64-bit words (pointers, integers). ``chunk``: the index of the
+ * range (the weights' gradient sums each range into its own buffer, args[8] floats apart). */
+enum { K_KNN_F = 1, K_KNN_B, K_SPREAD_F, K_SPREAD_B, K_B2P_F, K_B2P_B, K_CONV_F, K_CONV_WGRAD };
+
+N3_EXPORT int n3_run_range(int id, const int64_t *a, int64_t r0, int64_t r1, int64_t chunk) {
+#define A(i) ((void *)(intptr_t)a[i])
+    switch (id) {
+    case K_KNN_F:
+        return n3_knn_forward(A(0), A(1), A(2), A(3), A(4), r0, r1, a[5], (int)a[6], (int)a[7]);
+    case K_KNN_B:
+        return n3_knn_backward(A(0), A(1), A(2), A(3), A(4), A(5), A(6), A(7), r0, r1, a[8], (int)a[9], (int)a[10]);
+    case K_SPREAD_F:
+        return n3_spread_whole_forward(A(0), A(1), r0, r1, (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6],
+                                       (int)a[7]);
+    case K_SPREAD_B:
+        return n3_spread_whole_backward(A(0), A(1), r0, r1, (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6],
+                                        (int)a[7]);
+    case K_B2P_F:
+        return n3_blocks_to_pixels_forward(A(0), A(1), A(2), A(3), A(4), r0, r1);
+    case K_B2P_B:
+        return n3_blocks_to_pixels_backward(A(0), A(1), A(2), A(3), A(4), r0, r1);
+    case K_CONV_F:
+        return n3_conv3x3_narrow_batch(A(0), a[1], a[2], a[3], a[4], A(5), A(6), a[7], A(8), r0, r1);
+    case K_CONV_WGRAD:
+        return n3_conv3x3_narrow_wgrad(A(0), A(1), a[2], a[3], a[4], a[5], a[6], (float *)A(7) + chunk * a[8], r0, r1);
+    }
+#undef A
+    return -2;
+}
+
+/* 1 when built with OpenMP (n3_parallel_rows then splits the work among threads itself). */
+N3_EXPORT int n3_openmp(void) {
+#if defined(_OPENMP)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Rows [0, rows) in ``chunks`` ranges (range i: rows·i/chunks .. rows·(i+1)/chunks), one per thread of the caller's
+ * OpenMP team: where this library shares torch's OpenMP runtime, the threads that run torch's operators, which
+ * after each one wait spinning for the next, so the kernels neither compete with them for the cores (as a second
+ * pool of threads does while they spin) nor wait for a pool to wake up. Without OpenMP the ranges run one after
+ * another. Returns 0, -1 when a range ran out of memory, else -2. */
+N3_EXPORT int n3_parallel_rows(int id, const int64_t *args, int64_t rows, int64_t chunks) {
+    int oom = 0, bad = 0;
+    if (chunks < 1) return -2;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads((int)chunks) schedule(static, 1) reduction(| : oom, bad)
+#endif
+    for (int64_t i = 0; i < chunks; i++) {
+        const int r = n3_run_range(id, args, rows * i / chunks, rows * (i + 1) / chunks, i);
+        oom |= r == -1;
+        bad |= r != 0 && r != -1;
+    }
+    return oom ? -1 : bad ? -2 : 0;
+}
+
 /* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
- * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's; 4000 +: and n3_conv3x3_narrow). */
-N3_EXPORT int n3_abi_version(void) { return 4000 + P_COUNT; }
+ * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's; 4000 +: and n3_conv3x3_narrow;
+ * 5000 +: and n3_conv3x3_narrow_wgrad; 6000 +: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp). */
+N3_EXPORT int n3_abi_version(void) { return 6000 + P_COUNT; }
