@@ -157,11 +157,36 @@ def test_a_broken_cached_library_is_rebuilt(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     if done.stdout.strip() != "True":
         pytest.skip("no C compiler")
-    (built,) = (tmp_path / "native").glob("aggregate-*")
+    (built,) = (tmp_path / "native").glob("aggregate-*.so")
     built.write_bytes(b"not a library")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
     assert built.stat().st_size > 1000
+
+
+def test_a_compiler_without_openmp_gives_the_plain_build(tmp_path) -> None:
+    """A compiler that refuses -fopenmp: the library is built without OpenMP (asked once: a marker remembers it),
+    its kernels run on the Python pool, and a training step through them works."""
+    real = native._compilers()
+    if not real or native.library() is None:
+        pytest.skip("no C compiler")
+    wrapper = tmp_path / "cc-without-openmp"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec ' + " ".join(real[0])
+                       + ' "$@"\n')
+    wrapper.chmod(0o755)
+    code = ("import torch; from n3cli.nn import native, n3;"
+            f"native._compilers = lambda: [[{str(wrapper)!r}]];"
+            "lib = native.library(); assert lib is not None and not lib.n3_openmp() and not native._torch_team();"
+            "torch.set_num_threads(2); torch.manual_seed(0);"
+            "block = n3.N3Block2d(in_channels=3, k=2).train();"
+            "x = torch.rand(2, 3, 40, 35, requires_grad=True); block(x).square().sum().backward();"
+            "assert torch.isfinite(x.grad).all(); print('ok')")
+    env = dict(os.environ, N3_CACHE_DIR=str(tmp_path))
+    for _ in range(2):  # the second start finds the marker and the plain build in the cache
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    files = sorted(f.name for f in (tmp_path / "native").glob("aggregate-*"))  # the plain build and the marker
+    assert len(files) == 2 and files[1].endswith(".so") and files[0] == files[1].removesuffix(".so") + "-no-openmp"
 
 
 def _selection(alpha: torch.Tensor, t: torch.Tensor, k: int, update: str, use_native: bool,

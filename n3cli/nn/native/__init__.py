@@ -17,7 +17,6 @@ import concurrent.futures
 import ctypes
 import functools
 import hashlib
-import itertools
 import os
 import platform
 import shlex
@@ -84,20 +83,21 @@ def _compilers() -> list[list[str]]:
     return found
 
 
-def _build(target: Path, arch_flags: list[str]) -> bool:
+def _build(target: Path, arch_flags: list[str], openmp: bool) -> bool:
     """Compile aggregate.c to ``target`` (atomically); False when no compiler manages."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    digest = target.stem.split("-")[1]
     for cc in _compilers():
-        for arch, omp in itertools.product([arch_flags, []] if arch_flags else [[]], [["-fopenmp"], []]):
+        for arch in ([arch_flags, []] if arch_flags else [[]]):
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
             os.close(fd)
             try:
-                done = subprocess.run([*cc, *_FLAGS, *arch, *omp, "-o", tmp, str(_SOURCE)], capture_output=True,
-                                      timeout=_BUILD_SECONDS, check=False)
+                done = subprocess.run([*cc, *_FLAGS, *arch, *(["-fopenmp"] if openmp else []), "-o", tmp,
+                                       str(_SOURCE)], capture_output=True, timeout=_BUILD_SECONDS, check=False)
                 if done.returncode == 0:
                     os.replace(tmp, target)
                     for old in target.parent.glob("aggregate-*"):  # builds of earlier versions (best effort)
-                        if old != target and old.suffix == target.suffix:
+                        if digest not in old.name:
                             old.unlink(missing_ok=True)
                     return True
             except (OSError, subprocess.SubprocessError):
@@ -108,9 +108,27 @@ def _build(target: Path, arch_flags: list[str]) -> bool:
     return False
 
 
+def _build_and_load(target: Path, arch_flags: list[str], openmp: bool) -> ctypes.CDLL | None:
+    """The library at ``target``, built first where it is not cached; a cached file that does not load (truncated,
+    foreign) is rebuilt once."""
+    for attempt in range(2):
+        if not target.exists() and not _build(target, arch_flags, openmp):
+            return None
+        try:
+            lib = _load(target)
+        except (OSError, AttributeError):
+            lib = None
+        if lib is not None or attempt:
+            return lib
+        target.unlink(missing_ok=True)
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel, built on first call; None when disabled (``N3_NATIVE=0``) or impossible here."""
+    """The compiled kernel, built on first call; None when disabled (``N3_NATIVE=0``) or impossible here. Built with
+    OpenMP where the compiler takes it and the result loads (:func:`_run_rows`), else without (remembered by a
+    marker file, so that a compiler without OpenMP is not asked again at every start)."""
     if os.environ.get("N3_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
@@ -119,17 +137,15 @@ def library() -> ctypes.CDLL | None:
         key = _SOURCE.read_bytes() + " ".join(_FLAGS + arch_flags).encode()
         key += f"{platform.system()} {platform.machine()} {features or platform.processor()}".encode()
         suffix = ".dll" if os.name == "nt" else ".so"
-        target = _cache_dir() / f"aggregate-{hashlib.sha256(key).hexdigest()[:20]}{suffix}"
-        for attempt in range(2):  # a cached file that does not load (truncated, foreign) is rebuilt once
-            if not target.exists() and not _build(target, arch_flags):
-                return None
-            try:
-                lib = _load(target)
-            except (OSError, AttributeError):
-                lib = None
-            if lib is not None or attempt:
+        digest = hashlib.sha256(key).hexdigest()[:20]
+        no_openmp = _cache_dir() / f"aggregate-{digest}-no-openmp"
+        if not no_openmp.exists():
+            lib = _build_and_load(_cache_dir() / f"aggregate-{digest}-openmp{suffix}", arch_flags, True)
+            if lib is not None:
                 return lib
-            target.unlink(missing_ok=True)
+            no_openmp.parent.mkdir(parents=True, exist_ok=True)
+            no_openmp.touch()
+        return _build_and_load(_cache_dir() / f"aggregate-{digest}{suffix}", arch_flags, False)
     except OSError:
         pass
     return None
