@@ -4,7 +4,9 @@ oneDNN runs a 3×3 convolution with few output channels several times below its 
 for the weights' gradient (docs/speed.md). :class:`NarrowConv2d` is an ``nn.Conv2d`` (the same parameters and
 state dict) that runs float32 on the CPU, channels-last, through :func:`n3cli.nn.native.conv3x3_narrow` and, in
 training, :func:`n3cli.nn.native.conv3x3_narrow_wgrad` (the input's gradient stays with oneDNN, which runs that
-one at its rate); everything else (autocast, other devices and dtypes, NCHW storage) as ``nn.Conv2d``.
+one at its rate); inference under bf16 autocast through :func:`n3cli.nn.native.conv3x3_narrow_bf16` where the CPU
+has AVX512-BF16; everything else (training under autocast, other devices and dtypes, NCHW storage) as
+``nn.Conv2d``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ class NarrowConv2d(nn.Conv2d):
     (several times faster there than oneDNN; the same sums in another order); ``nn.Conv2d`` otherwise."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._native_bf16_ok(x):  # what autocast would run: input, weight and bias rounded to bf16
+            weight = self.weight.detach().to(torch.bfloat16).permute(0, 2, 3, 1).contiguous()
+            bias = torch.zeros(self.out_channels) if self.bias is None else self.bias.detach().to(torch.bfloat16)
+            return native.conv3x3_narrow_bf16(x.to(torch.bfloat16), weight, bias.float())
         if self._native_ok(x):
             if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
                 return _NarrowConv3x3.apply(x, self.weight, self.bias)
@@ -77,6 +83,23 @@ class NarrowConv2d(nn.Conv2d):
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or getattr(fwAD, "_current_level", -1) >= 0:
             return False  # the C call would be a constant to a trace, and drop forward-mode tangents
         return x.is_contiguous(memory_format=torch.channels_last) and native.available()
+
+
+    def _native_bf16_ok(self, x: Tensor) -> bool:
+        """bf16 autocast inference on the CPU, where the bf16 kernel is built (AVX512-BF16)."""
+        if not (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+            return False
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 4:
+            return False
+        if x.shape[1] != self.in_channels or self.in_channels % 32 or not _narrow_shape(self):
+            return False
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in self.parameters()):
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return False  # training under bf16 autocast stays with oneDNN
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or getattr(fwAD, "_current_level", -1) >= 0:
+            return False
+        return x.is_contiguous(memory_format=torch.channels_last) and native.has_bf16_conv()
 
 
 def _narrow_shape(conv: nn.Conv2d) -> bool:

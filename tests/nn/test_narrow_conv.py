@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from n3cli.api import prepare_for_inference
@@ -107,9 +108,10 @@ def test_tracing_and_wrong_inputs_take_pytorchs_path() -> None:
             conv(torch.randn(1, 32, 5, 5).contiguous(memory_format=CL))
 
 
-def test_autocast_and_nchw_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autocast_training_and_nchw_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(native, "conv3x3_narrow", lambda *a: calls.append(a) or pytest.fail("native path taken"))
+    for name in ("conv3x3_narrow", "conv3x3_narrow_bf16"):
+        monkeypatch.setattr(native, name, lambda *a: calls.append(a) or pytest.fail("native path taken"))
     conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 8, 3, padding=1)))[0]
     assert isinstance(conv, NarrowConv2d)
     x = torch.randn(1, 64, 6, 6).contiguous(memory_format=CL)
@@ -119,10 +121,52 @@ def test_autocast_and_nchw_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -
     y.float().sum().backward()
     assert x.grad is not None and conv.weight.grad is not None
     with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
-        assert conv(x.detach()).dtype == torch.bfloat16
+        assert conv(x.detach().contiguous()).dtype == torch.bfloat16  # NCHW storage
     with torch.inference_mode():
-        assert conv(x.detach().contiguous()).shape == (1, 8, 6, 6)  # NCHW storage
+        assert conv(x.detach().contiguous()).shape == (1, 8, 6, 6)
     assert not calls
+
+
+needs_bf16 = pytest.mark.skipif(not native.has_bf16_conv(), reason="no AVX512-BF16 build of the bf16 kernel here")
+
+
+@needs_bf16
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (2, 3), (5, 7), (17, 33)])
+@pytest.mark.parametrize("cin,cout", [(64, 8), (64, 1), (64, 3), (32, 8), (128, 5)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bf16_inference_matches_autocast(size: tuple[int, int], cin: int, cout: int, bias: bool, dtype: torch.dtype,
+                                         monkeypatch: pytest.MonkeyPatch, two_threads) -> None:
+    """Under bf16 autocast the C kernel computes what oneDNN's bf16 convolution does: bf16 input, weight and bias,
+    float32 sums, a bf16 result (each within one rounding of bf16 of the exact sum)."""
+    calls = []
+    kernel = native.conv3x3_narrow_bf16
+    monkeypatch.setattr(native, "conv3x3_narrow_bf16", lambda *a: calls.append(1) or kernel(*a))
+    torch.manual_seed(cin + cout + size[1])
+    ref = nn.Conv2d(cin, cout, 3, padding=1, bias=bias).to(memory_format=CL)
+    fast = use_narrow_convs(nn.Sequential(copy.deepcopy(ref)))[0]
+    x = torch.randn(2, cin, *size).to(dtype).contiguous(memory_format=CL)
+    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+        got, onednn = fast(x), ref(x)
+    assert calls and got.dtype == onednn.dtype == torch.bfloat16 and got.is_contiguous(memory_format=CL)
+    rounded = [t.to(torch.bfloat16).float() for t in (x, ref.weight.detach())]
+    exact = F.conv2d(*rounded, None if ref.bias is None else ref.bias.detach().to(torch.bfloat16).float(), padding=1)
+    torch.testing.assert_close(got.float(), exact, rtol=2**-8, atol=1e-4)
+    torch.testing.assert_close(got.float(), onednn.float(), rtol=2**-7, atol=1e-3)
+
+
+def test_bf16_kernel_refuses_what_it_does_not_serve() -> None:
+    if not native.available():
+        pytest.skip("no C compiler")
+    x = torch.randn(1, 64, 5, 5).to(torch.bfloat16).contiguous(memory_format=CL)
+    weight = torch.randn(8, 3, 3, 64).to(torch.bfloat16)
+    with pytest.raises(ValueError):
+        native.conv3x3_narrow_bf16(x.contiguous(), weight, torch.zeros(8))  # NCHW storage
+    with pytest.raises(ValueError):
+        native.conv3x3_narrow_bf16(x, weight.float(), torch.zeros(8))  # float32 weights
+    with pytest.raises(ValueError):  # 16 input channels: not a multiple of 32
+        native.conv3x3_narrow_bf16(x[:, :16].contiguous(memory_format=CL), weight[..., :16].contiguous(),
+                                   torch.zeros(8))
 
 
 def test_training_without_native_takes_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,3 +247,19 @@ def test_training_step_matches_the_reference(monkeypatch: pytest.MonkeyPatch) ->
     for name, expected in grads[0].items():
         scale = float(expected.abs().max()) or 1.0
         torch.testing.assert_close(grads[1][name] / scale, expected / scale, rtol=0, atol=1e-5, msg=name)
+
+
+@needs_bf16
+def test_prepared_dncnn_under_bf16_autocast_runs_the_bf16_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    kernel = native.conv3x3_narrow_bf16
+    monkeypatch.setattr(native, "conv3x3_narrow_bf16", lambda *a: calls.append(1) or kernel(*a))
+    torch.manual_seed(0)
+    model = dncnn(depth=6).eval()
+    prepared = prepare_for_inference(model, torch.device("cpu"))
+    plain = fold_batchnorm(model).to(memory_format=CL)
+    x = torch.rand(2, 1, 45, 38).contiguous(memory_format=CL)
+    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+        got, expected = prepared(x), plain(x)
+    assert len(calls) == 1  # its last convolution, 64 → 1
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2**-7, atol=2e-3)

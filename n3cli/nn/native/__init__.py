@@ -31,9 +31,10 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
-_ABI = 6000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
+_ABI = 7000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
 # 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*; 4000: and n3_conv3x3_narrow;
-# 5000: and n3_conv3x3_narrow_wgrad; 6000: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp
+# 5000: and n3_conv3x3_narrow_wgrad; 6000: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp;
+# 7000: and n3_conv3x3_narrow_bf16, n3_has_bf16_conv
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -181,6 +182,7 @@ def _load(path: Path) -> ctypes.CDLL | None:
     lib.n3_run_range.argtypes = [i32, ctypes.c_void_p, i64, i64, i64]
     lib.n3_parallel_rows.argtypes = [i32, ctypes.c_void_p, i64, i64]
     lib.n3_run_range.restype = lib.n3_parallel_rows.restype = lib.n3_openmp.restype = i32
+    lib.n3_has_bf16_conv.restype = i32
     return lib
 
 
@@ -270,7 +272,7 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
 
 
 # The row-split kernels, by their number in n3_run_range (aggregate.c)
-_KNN_F, _KNN_B, _SPREAD_F, _SPREAD_B, _B2P_F, _B2P_B, _CONV_F, _CONV_WGRAD = range(1, 9)
+_KNN_F, _KNN_B, _SPREAD_F, _SPREAD_B, _B2P_F, _B2P_B, _CONV_F, _CONV_WGRAD, _CONV_BF16 = range(1, 10)
 
 
 def _chunks(rows: int, min_rows: int) -> int:
@@ -506,3 +508,30 @@ def conv3x3_narrow_wgrad(x: Tensor, grad: Tensor) -> Tensor:
         _run_rows(_CONV_WGRAD, [x.data_ptr(), grad.data_ptr(), b, h, w, c, o, parts.data_ptr(), o * 9 * c], rows,
                   min_rows=16)
     return parts.sum(0) if chunks > 1 else parts[0]
+
+
+def has_bf16_conv() -> bool:
+    """Whether :func:`conv3x3_narrow_bf16` is built (a CPU with AVX512-BF16 and a compiler that targets it)."""
+    lib = library()
+    return lib is not None and bool(lib.n3_has_bf16_conv())
+
+
+def conv3x3_narrow_bf16(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """:func:`conv3x3_narrow` in bfloat16: x (B, C, H, W) bf16 stored channels-last, ``weight`` (O, 3, 3, C) bf16
+    contiguous, ``bias`` (O,) float32; products summed in float32, the result rounded to bf16 (B, O, H, W),
+    stored channels-last. C a multiple of 32."""
+    _required_library("narrow convolution")
+    b, c, h, w = x.shape
+    o = weight.shape[0]
+    _require(x.dtype == weight.dtype == torch.bfloat16 and bias.dtype == torch.float32
+             and all(t.device.type == "cpu" for t in (x, weight, bias))
+             and x.is_contiguous(memory_format=torch.channels_last) and weight.is_contiguous()
+             and bias.is_contiguous(), "the bf16 narrow convolution needs bf16 CPU tensors, x channels-last")
+    _require(tuple(weight.shape) == (o, 3, 3, c) and tuple(bias.shape) == (o,) and 1 <= o <= NARROW_MAX_OUT
+             and c % 32 == 0 and 0 < c <= NARROW_MAX_IN and has_bf16_conv(),
+             f"no bf16 narrow 3x3 convolution of {c} to {o} channels here")
+    out = torch.empty(b, o, h, w, dtype=torch.bfloat16, memory_format=torch.channels_last)
+    if out.numel():
+        _run_rows(_CONV_BF16, [x.data_ptr(), b, h, w, c, weight.data_ptr(), bias.data_ptr(), o, out.data_ptr()],
+                  b * h, min_rows=8)
+    return out

@@ -3,7 +3,9 @@
  * block path's spread matrix (Eq. 11 per block), output assembly and distance norm, forward and backward.
  *
  * Plain C99 without any library headers beyond libc (and OpenMP's, where the compiler offers it: see
- * n3_parallel_rows), compiled at first use by n3cli/nn/native/__init__.py and called through ctypes. The arithmetic is that of N3Aggregation2d._forward_blocks (the Python reference):
+ * n3_parallel_rows; and the compiler's intrinsics for the bf16 narrow convolution), compiled at first use by
+ * n3cli/nn/native/__init__.py and called through ctypes. The arithmetic is that of
+ * N3Aggregation2d._forward_blocks (the Python reference):
  * 10 x 10 patches with stride 5 (any patch that is a multiple of the stride), each query patch against the
  * patches of its window of wh x ww patch positions (clamped to the grid, itself excluded); distances
  * between embedding patches, the distance norm with running statistics, the continuous k-nearest-neighbour
@@ -1092,6 +1094,101 @@ N3_EXPORT int n3_conv3x3_narrow_wgrad(const float *in, const float *g, int64_t b
     return 0;
 }
 
+/* ---- Narrow 3×3 convolutions in bfloat16 (inference under bf16 autocast, CPUs with AVX512-BF16) ----
+ * The same convolution on bf16 input and weights (stored as uint16), each pair of channels multiplied and summed
+ * into float32 by one vdpbf16ps lane (as oneDNN's bf16 convolutions do), plus a float32 bias; the result rounded
+ * to bf16 (nearest even). cin a multiple of 32. */
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_BF16_CONV 1
+
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline __m512bh load_bh(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512((const void *)p); }
+
+/* n pixels (1 or 2) from (y, x) on; two only where both have their left and right neighbours */
+static inline __attribute__((always_inline)) void conv_bf16_px(const uint16_t *restrict in, int h, int w, int cin,
+                                                               const uint16_t *restrict wt, const float *restrict bias,
+                                                               const int cout, uint16_t *restrict out, int y, int x,
+                                                               const int n) {
+    __m512 a0[8], a1[8];
+    for (int o = 0; o < cout; o++) a0[o] = a1[o] = _mm512_setzero_ps();
+    for (int dy = -1; dy <= 1; dy++) {
+        const int yy = y + dy;
+        if (yy < 0 || yy >= h) continue;
+        for (int dx = -1; dx <= 1; dx++) {
+            const int xx = x + dx;
+            if (n == 1 && (xx < 0 || xx >= w)) continue;
+            const uint16_t *p = in + ((size_t)yy * w + xx) * cin, *wq = wt + (size_t)((dy + 1) * 3 + dx + 1) * cin;
+            for (int c = 0; c < cin; c += 32) {
+                const __m512bh v0 = load_bh(p + c);
+                const __m512bh v1 = n == 2 ? load_bh(p + cin + c) : v0;
+                for (int o = 0; o < cout; o++) {
+                    const __m512bh k = load_bh(wq + (size_t)o * 9 * cin + c);
+                    a0[o] = _mm512_dpbf16_ps(a0[o], v0, k);
+                    if (n == 2) a1[o] = _mm512_dpbf16_ps(a1[o], v1, k);
+                }
+            }
+        }
+    }
+    uint16_t *q = out + ((size_t)y * w + x) * cout;
+    for (int o = 0; o < cout; o++) {
+        q[o] = to_bf16(_mm512_reduce_add_ps(a0[o]) + bias[o]);
+        if (n == 2) q[cout + o] = to_bf16(_mm512_reduce_add_ps(a1[o]) + bias[o]);
+    }
+}
+
+static inline __attribute__((always_inline)) void conv_bf16_rows(const uint16_t *in, int h, int w, int cin,
+                                                                 const uint16_t *wt, const float *bias, const int cout,
+                                                                 uint16_t *out, int r0, int r1) {
+    for (int y = r0; y < r1; y++) {
+        int x = 0;
+        conv_bf16_px(in, h, w, cin, wt, bias, cout, out, y, x++, 1);
+        for (; x + 2 < w; x += 2) conv_bf16_px(in, h, w, cin, wt, bias, cout, out, y, x, 2);
+        for (; x < w; x++) conv_bf16_px(in, h, w, cin, wt, bias, cout, out, y, x, 1);
+    }
+}
+#endif
+
+/* 1 when n3_conv3x3_narrow_bf16 is built (AVX512-BF16 at compile time). */
+N3_EXPORT int n3_has_bf16_conv(void) {
+#if defined(HAVE_BF16_CONV)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The bf16 narrow convolution of a batch (in (b, h, w, cin), wt (cout, 3, 3, cin), out (b, h, w, cout), all bf16
+ * as uint16; bias float32), rows [r0, r1) numbered through the batch. -2 where not built or not served. */
+N3_EXPORT int n3_conv3x3_narrow_bf16(const uint16_t *in, int64_t b, int64_t h, int64_t w, int64_t cin,
+                                     const uint16_t *wt, const float *bias, int64_t cout, uint16_t *out, int64_t r0,
+                                     int64_t r1) {
+    if (b < 0 || h < 1 || w < 1 || cin < 32 || cin > 128 || cin % 32 || cout < 1 || cout > 8 || r0 < 0
+        || r1 > b * h || r0 > r1)
+        return -2;
+#if defined(HAVE_BF16_CONV)
+    for (int64_t img = r0 / h; img * h < r1; img++) {
+        const int a = (int)(r0 > img * h ? r0 - img * h : 0), z = (int)(r1 < (img + 1) * h ? r1 - img * h : h);
+        const uint16_t *src = in + (size_t)img * h * w * cin;
+        uint16_t *dst = out + (size_t)img * h * w * cout;
+        if (cout == 8) conv_bf16_rows(src, (int)h, (int)w, (int)cin, wt, bias, 8, dst, a, z);
+        else if (cout == 1) conv_bf16_rows(src, (int)h, (int)w, (int)cin, wt, bias, 1, dst, a, z);
+        else conv_bf16_rows(src, (int)h, (int)w, (int)cin, wt, bias, (int)cout, dst, a, z);
+    }
+    return 0;
+#else
+    (void)in, (void)wt, (void)bias, (void)out;
+    return -2;
+#endif
+}
+
 /* The narrow convolution of a batch: rows [r0, r1) numbered through the batch of b images (in (b, h, w, cin),
  * out (b, h, w, cout)). */
 N3_EXPORT int n3_conv3x3_narrow_batch(const float *in, int64_t b, int64_t h, int64_t w, int64_t cin, const float *wt,
@@ -1109,7 +1206,7 @@ N3_EXPORT int n3_conv3x3_narrow_batch(const float *in, int64_t b, int64_t h, int
 /* ---- Row-split kernels, by number, for the thread split below ----
  * args: the kernel's arguments but its row range, as 64-bit words (pointers, integers). ``chunk``: the index of the
  * range (the weights' gradient sums each range into its own buffer, args[8] floats apart). */
-enum { K_KNN_F = 1, K_KNN_B, K_SPREAD_F, K_SPREAD_B, K_B2P_F, K_B2P_B, K_CONV_F, K_CONV_WGRAD };
+enum { K_KNN_F = 1, K_KNN_B, K_SPREAD_F, K_SPREAD_B, K_B2P_F, K_B2P_B, K_CONV_F, K_CONV_WGRAD, K_CONV_BF16 };
 
 N3_EXPORT int n3_run_range(int id, const int64_t *a, int64_t r0, int64_t r1, int64_t chunk) {
 #define A(i) ((void *)(intptr_t)a[i])
@@ -1132,6 +1229,8 @@ N3_EXPORT int n3_run_range(int id, const int64_t *a, int64_t r0, int64_t r1, int
         return n3_conv3x3_narrow_batch(A(0), a[1], a[2], a[3], a[4], A(5), A(6), a[7], A(8), r0, r1);
     case K_CONV_WGRAD:
         return n3_conv3x3_narrow_wgrad(A(0), A(1), a[2], a[3], a[4], a[5], a[6], (float *)A(7) + chunk * a[8], r0, r1);
+    case K_CONV_BF16:
+        return n3_conv3x3_narrow_bf16(A(0), a[1], a[2], a[3], a[4], A(5), A(6), a[7], A(8), r0, r1);
     }
 #undef A
     return -2;
@@ -1167,5 +1266,6 @@ N3_EXPORT int n3_parallel_rows(int id, const int64_t *args, int64_t rows, int64_
 
 /* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
  * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's; 4000 +: and n3_conv3x3_narrow;
- * 5000 +: and n3_conv3x3_narrow_wgrad; 6000 +: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp). */
-N3_EXPORT int n3_abi_version(void) { return 6000 + P_COUNT; }
+ * 5000 +: and n3_conv3x3_narrow_wgrad; 6000 +: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp;
+ * 7000 +: and n3_conv3x3_narrow_bf16, n3_has_bf16_conv). */
+N3_EXPORT int n3_abi_version(void) { return 7000 + P_COUNT; }
