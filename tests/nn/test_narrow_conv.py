@@ -108,10 +108,11 @@ def test_tracing_and_wrong_inputs_take_pytorchs_path() -> None:
             conv(torch.randn(1, 32, 5, 5).contiguous(memory_format=CL))
 
 
-def test_autocast_training_and_nchw_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_autocast_without_the_bf16_kernel_and_nchw_take_pytorchs_path(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     for name in ("conv3x3_narrow", "conv3x3_narrow_bf16"):
         monkeypatch.setattr(native, name, lambda *a: calls.append(a) or pytest.fail("native path taken"))
+    monkeypatch.setattr(native, "has_bf16_conv", lambda: False)  # a CPU without AVX512-BF16
     conv = use_narrow_convs(nn.Sequential(nn.Conv2d(64, 8, 3, padding=1)))[0]
     assert isinstance(conv, NarrowConv2d)
     x = torch.randn(1, 64, 6, 6).contiguous(memory_format=CL)
@@ -121,9 +122,9 @@ def test_autocast_training_and_nchw_take_pytorchs_path(monkeypatch: pytest.Monke
     y.float().sum().backward()
     assert x.grad is not None and conv.weight.grad is not None
     with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
-        assert conv(x.detach().contiguous()).dtype == torch.bfloat16  # NCHW storage
+        assert conv(x.detach()).dtype == torch.bfloat16
     with torch.inference_mode():
-        assert conv(x.detach().contiguous()).shape == (1, 8, 6, 6)
+        assert conv(x.detach().contiguous()).shape == (1, 8, 6, 6)  # NCHW storage
     assert not calls
 
 
@@ -153,6 +154,36 @@ def test_bf16_inference_matches_autocast(size: tuple[int, int], cin: int, cout: 
     exact = F.conv2d(*rounded, None if ref.bias is None else ref.bias.detach().to(torch.bfloat16).float(), padding=1)
     torch.testing.assert_close(got.float(), exact, rtol=2**-8, atol=1e-4)
     torch.testing.assert_close(got.float(), onednn.float(), rtol=2**-7, atol=1e-3)
+
+
+@needs_bf16
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 33)])
+@pytest.mark.parametrize("cin,cout", [(64, 8), (64, 1), (32, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bf16_training_matches_autocast(size: tuple[int, int], cin: int, cout: int, dtype: torch.dtype,
+                                        two_threads) -> None:
+    """Training under bf16 autocast: the output as oneDNN's (within one bf16 rounding), the gradients as autocast's
+    nn.Conv2d within bf16 precision (the weights' gradient is summed in float32 here, rounded to bf16 there), the
+    input's in the input's dtype."""
+    torch.manual_seed(cin + cout + size[0])
+    ref = nn.Conv2d(cin, cout, 3, padding=1).to(memory_format=CL)
+    fast = use_narrow_convs(nn.Sequential(copy.deepcopy(ref)))[0]
+    x = torch.randn(3, cin, *size).to(dtype).contiguous(memory_format=CL)
+    g = torch.randn(3, cout, *size)
+    outs, grads = [], []
+    for conv in (ref, fast):
+        xi = x.clone().requires_grad_()
+        with autocast("bf16", torch.device("cpu")):
+            y = conv(xi)
+        y.float().backward(g)
+        outs.append(y)
+        grads.append([xi.grad, conv.weight.grad, conv.bias.grad])
+    assert outs[1].dtype == torch.bfloat16
+    torch.testing.assert_close(outs[1].float(), outs[0].float(), rtol=2**-7, atol=1e-3)
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        scale = float(expected.abs().max()) or 1.0
+        torch.testing.assert_close(got.float() / scale, expected.float() / scale, rtol=0, atol=2**-7)
 
 
 def test_bf16_kernel_refuses_what_it_does_not_serve() -> None:

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 _SOURCE = Path(__file__).with_name("aggregate.c")
-_ABI = 7000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
+_ABI = 8000 + 18  # n3_abi_version(): 18 integer parameters, in the order of aggregate(); 2000: n3_knn_* present;
 # 3000: and n3_spread_whole_*, n3_blocks_to_pixels_*, n3_distance_norm_*; 4000: and n3_conv3x3_narrow;
 # 5000: and n3_conv3x3_narrow_wgrad; 6000: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp;
-# 7000: and n3_conv3x3_narrow_bf16, n3_has_bf16_conv
+# 7000: and n3_conv3x3_narrow_bf16, n3_has_bf16_conv; 8000: and n3_conv3x3_narrow_wgrad_bf16
 _KNN_AUX = 3  # floats per row and step that n3_knn_forward keeps for the backward
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fassociative-math",
           "-fno-signed-zeros"]
@@ -272,7 +272,7 @@ def aggregate(xp: Tensor, ep: Tensor, t_grid: Tensor, *, patch: int, stride: int
 
 
 # The row-split kernels, by their number in n3_run_range (aggregate.c)
-_KNN_F, _KNN_B, _SPREAD_F, _SPREAD_B, _B2P_F, _B2P_B, _CONV_F, _CONV_WGRAD, _CONV_BF16 = range(1, 10)
+_KNN_F, _KNN_B, _SPREAD_F, _SPREAD_B, _B2P_F, _B2P_B, _CONV_F, _CONV_WGRAD, _CONV_BF16, _CONV_WGRAD_BF16 = range(1, 11)
 
 
 def _chunks(rows: int, min_rows: int) -> int:
@@ -490,23 +490,27 @@ def conv3x3_narrow(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def conv3x3_narrow_wgrad(x: Tensor, grad: Tensor) -> Tensor:
-    """The weights' gradient of :func:`conv3x3_narrow`: (O, 3, 3, C) contiguous (the layout of
-    ``Conv2d.weight.permute(0, 2, 3, 1)``) for x (B, C, H, W) and grad (B, O, H, W), both stored channels-last,
-    float32 on the CPU. Each thread sums its rows of the batch into its own buffer; the buffers are added at the end."""
+    """The weights' gradient of :func:`conv3x3_narrow` (float32 x and grad) or of :func:`conv3x3_narrow_bf16`
+    (bf16 x and grad; C a multiple of 32): float32 (O, 3, 3, C) contiguous (the layout of
+    ``Conv2d.weight.permute(0, 2, 3, 1)``) for x (B, C, H, W) and grad (B, O, H, W), both stored channels-last on the
+    CPU. Each thread sums its rows of the batch into its own buffer; the buffers are added at the end."""
     _required_library("narrow convolution")
     b, c, h, w = x.shape
     o = grad.shape[1]
-    _require(_plain(x, grad) and x.is_contiguous(memory_format=torch.channels_last)
+    bf16 = x.dtype == torch.bfloat16
+    _require((_plain(x, grad) or (bf16 and grad.dtype == torch.bfloat16 and x.device.type == grad.device.type == "cpu"))
+             and x.is_contiguous(memory_format=torch.channels_last)
              and grad.is_contiguous(memory_format=torch.channels_last),
-             "the narrow convolution's gradient needs float32 CPU tensors stored channels-last")
-    _require(tuple(grad.shape) == (b, o, h, w) and 1 <= o <= NARROW_MAX_OUT and c % 16 == 0 and 0 < c <= NARROW_MAX_IN,
+             "the narrow convolution's gradient needs float32 or bf16 CPU tensors stored channels-last")
+    _require(tuple(grad.shape) == (b, o, h, w) and 1 <= o <= NARROW_MAX_OUT and c % (32 if bf16 else 16) == 0
+             and 0 < c <= NARROW_MAX_IN and (has_bf16_conv() or not bf16),
              f"no narrow 3x3 convolution of {c} to {o} channels for a gradient of shape {tuple(grad.shape)}")
     rows = b * h
     chunks = _chunks(rows, 16)
     parts = torch.zeros(chunks, o, 3, 3, c, dtype=torch.float32)  # one per range of rows, added at the end
     if rows and w:
-        _run_rows(_CONV_WGRAD, [x.data_ptr(), grad.data_ptr(), b, h, w, c, o, parts.data_ptr(), o * 9 * c], rows,
-                  min_rows=16)
+        _run_rows(_CONV_WGRAD_BF16 if bf16 else _CONV_WGRAD,
+                  [x.data_ptr(), grad.data_ptr(), b, h, w, c, o, parts.data_ptr(), o * 9 * c], rows, min_rows=16)
     return parts.sum(0) if chunks > 1 else parts[0]
 
 

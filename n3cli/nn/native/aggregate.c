@@ -1156,6 +1156,82 @@ static inline __attribute__((always_inline)) void conv_bf16_rows(const uint16_t 
 }
 #endif
 
+#if defined(HAVE_BF16_CONV)
+static inline __m512 bf16x16_to_ps(const uint16_t *p) { /* 16 bf16 → 16 floats (exact) */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)p)), 16));
+}
+
+static inline float bf16_to_float(uint16_t v) {
+    const uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* n3_conv3x3_narrow_wgrad's tap on bf16 input and gradient (widened exactly to float32, summed in float32) */
+static inline __attribute__((always_inline)) void wgrad_bf16_tap(const uint16_t *restrict xr,
+                                                                 const uint16_t *restrict gr, int w, int cin,
+                                                                 const int cout, const int nv, int dx,
+                                                                 float *restrict dwt) {
+    const int xlo = dx < 0 ? 1 : 0, xhi = dx > 0 ? w - 1 : w;
+    for (int c0 = 0; c0 < cin; c0 += nv * 16) {
+        __m512 acc[4][8];
+        for (int j = 0; j < nv; j++)
+            for (int o = 0; o < cout; o++) acc[j][o] = _mm512_setzero_ps();
+        for (int x = xlo; x < xhi; x++) {
+            const uint16_t *p = xr + (size_t)(x + dx) * cin + c0, *q = gr + (size_t)x * cout;
+            __m512 v[4];
+            for (int j = 0; j < nv; j++) v[j] = bf16x16_to_ps(p + j * 16);
+            for (int o = 0; o < cout; o++) {
+                const __m512 s = _mm512_set1_ps(bf16_to_float(q[o]));
+                for (int j = 0; j < nv; j++) acc[j][o] = _mm512_fmadd_ps(v[j], s, acc[j][o]);
+            }
+        }
+        for (int o = 0; o < cout; o++)
+            for (int j = 0; j < nv; j++) {
+                float *d = dwt + (size_t)o * 9 * cin + c0 + j * 16;
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[j][o]));
+            }
+    }
+}
+
+static inline __attribute__((always_inline)) void wgrad_bf16_rows(const uint16_t *in, const uint16_t *g, int h, int w,
+                                                                  int cin, const int cout, const int nv, float *dw,
+                                                                  int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t img = r / h;
+        const int y = (int)(r % h);
+        const uint16_t *gr = g + ((size_t)img * h + y) * w * cout;
+        for (int dy = -1; dy <= 1; dy++) {
+            const int yy = y + dy;
+            if (yy < 0 || yy >= h) continue;
+            const uint16_t *xr = in + ((size_t)img * h + yy) * w * cin;
+            for (int dx = -1; dx <= 1; dx++)
+                wgrad_bf16_tap(xr, gr, w, cin, cout, nv, dx, dw + (size_t)((dy + 1) * 3 + dx + 1) * cin);
+        }
+    }
+}
+#endif
+
+/* dw (cout, 3, 3, cin) float32 += the weights' gradient of n3_conv3x3_narrow_bf16 over rows [r0, r1) of a batch
+ * (in (b, h, w, cin), g (b, h, w, cout) bf16 as uint16). -2 where not built or not served. */
+N3_EXPORT int n3_conv3x3_narrow_wgrad_bf16(const uint16_t *in, const uint16_t *g, int64_t b, int64_t h, int64_t w,
+                                           int64_t cin, int64_t cout, float *dw, int64_t r0, int64_t r1) {
+    if (b < 0 || h < 1 || w < 1 || cin < 32 || cin > 128 || cin % 32 || cout < 1 || cout > 8 || r0 < 0
+        || r1 > b * h || r0 > r1)
+        return -2;
+#if defined(HAVE_BF16_CONV)
+    const int H = (int)h, W = (int)w, Ci = (int)cin;
+    if (cout == 8) wgrad_bf16_rows(in, g, H, W, Ci, 8, 2, dw, r0, r1);
+    else if (cout == 1 && Ci % 64 == 0) wgrad_bf16_rows(in, g, H, W, Ci, 1, 4, dw, r0, r1);
+    else wgrad_bf16_rows(in, g, H, W, Ci, (int)cout, 1, dw, r0, r1);
+    return 0;
+#else
+    (void)in, (void)g, (void)dw;
+    return -2;
+#endif
+}
+
 /* 1 when n3_conv3x3_narrow_bf16 is built (AVX512-BF16 at compile time). */
 N3_EXPORT int n3_has_bf16_conv(void) {
 #if defined(HAVE_BF16_CONV)
@@ -1206,7 +1282,8 @@ N3_EXPORT int n3_conv3x3_narrow_batch(const float *in, int64_t b, int64_t h, int
 /* ---- Row-split kernels, by number, for the thread split below ----
  * args: the kernel's arguments but its row range, as 64-bit words (pointers, integers). ``chunk``: the index of the
  * range (the weights' gradient sums each range into its own buffer, args[8] floats apart). */
-enum { K_KNN_F = 1, K_KNN_B, K_SPREAD_F, K_SPREAD_B, K_B2P_F, K_B2P_B, K_CONV_F, K_CONV_WGRAD, K_CONV_BF16 };
+enum { K_KNN_F = 1, K_KNN_B, K_SPREAD_F, K_SPREAD_B, K_B2P_F, K_B2P_B, K_CONV_F, K_CONV_WGRAD, K_CONV_BF16,
+       K_CONV_WGRAD_BF16 };
 
 N3_EXPORT int n3_run_range(int id, const int64_t *a, int64_t r0, int64_t r1, int64_t chunk) {
 #define A(i) ((void *)(intptr_t)a[i])
@@ -1231,6 +1308,9 @@ N3_EXPORT int n3_run_range(int id, const int64_t *a, int64_t r0, int64_t r1, int
         return n3_conv3x3_narrow_wgrad(A(0), A(1), a[2], a[3], a[4], a[5], a[6], (float *)A(7) + chunk * a[8], r0, r1);
     case K_CONV_BF16:
         return n3_conv3x3_narrow_bf16(A(0), a[1], a[2], a[3], a[4], A(5), A(6), a[7], A(8), r0, r1);
+    case K_CONV_WGRAD_BF16:
+        return n3_conv3x3_narrow_wgrad_bf16(A(0), A(1), a[2], a[3], a[4], a[5], a[6], (float *)A(7) + chunk * a[8], r0,
+                                            r1);
     }
 #undef A
     return -2;
@@ -1267,5 +1347,5 @@ N3_EXPORT int n3_parallel_rows(int id, const int64_t *args, int64_t rows, int64_
 /* For the loader: the parameter layout this library was built with (2000 +: it has the selection's functions;
  * 3000 +: and the spread matrix's, blocks-to-pixels' and the distance norm's; 4000 +: and n3_conv3x3_narrow;
  * 5000 +: and n3_conv3x3_narrow_wgrad; 6000 +: and n3_conv3x3_narrow_batch, n3_run_range, n3_parallel_rows, n3_openmp;
- * 7000 +: and n3_conv3x3_narrow_bf16, n3_has_bf16_conv). */
-N3_EXPORT int n3_abi_version(void) { return 7000 + P_COUNT; }
+ * 7000 +: and n3_conv3x3_narrow_bf16, n3_has_bf16_conv; 8000 +: and n3_conv3x3_narrow_wgrad_bf16). */
+N3_EXPORT int n3_abi_version(void) { return 8000 + P_COUNT; }
