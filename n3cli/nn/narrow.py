@@ -6,7 +6,8 @@ state dict) that runs float32 on the CPU, channels-last, through :func:`n3cli.nn
 training, :func:`n3cli.nn.native.conv3x3_narrow_wgrad` (the input's gradient stays with oneDNN, which runs that
 one at its rate); under bf16 autocast, where the CPU has AVX512-BF16, likewise through
 :func:`n3cli.nn.native.conv3x3_narrow_bf16` (and the weights' gradient from bf16 operands); everything else (fp16
-autocast, other devices and dtypes, NCHW storage) as ``nn.Conv2d``.
+autocast, other devices and dtypes, NCHW storage) as ``nn.Conv2d``. The C training path is differentiable once
+(no ``create_graph=True`` through it; ``NATIVE_TRAINING = False`` restores ``nn.Conv2d``'s double backward).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class _NarrowConv3x3Bf16(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         xb, wb = x.to(torch.bfloat16), weight.to(torch.bfloat16)
         ctx.save_for_backward(xb, wb)
-        ctx.x_dtype, ctx.has_bias, ctx.weight_layout = x.dtype, bias is not None, weight
+        ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
+        ctx.weight_cl = weight.is_contiguous(memory_format=torch.channels_last)
         return native.conv3x3_narrow_bf16(xb, wb.permute(0, 2, 3, 1).contiguous(), _bf16_bias(bias, weight.shape[0]))
 
     @staticmethod
@@ -75,7 +77,7 @@ class _NarrowConv3x3Bf16(torch.autograd.Function):
                                                          [True, False, False])[0].to(ctx.x_dtype)
         if ctx.needs_input_grad[1]:
             grad_w = native.conv3x3_narrow_wgrad(xb, grad).permute(0, 3, 1, 2)
-            if not ctx.weight_layout.is_contiguous(memory_format=torch.channels_last):
+            if not ctx.weight_cl:
                 grad_w = grad_w.contiguous()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.float().sum((0, 2, 3))

@@ -462,7 +462,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
 def _end_distributed(*, wait: bool) -> None:
     """Leave the process group before the interpreter exits: left to exit-time destructors, gloo's threads can
     abort a process whose work is done ('terminate called without an active exception'). ``wait``: first a barrier,
-    so that no rank leaves while another still saves."""
-    if wait:
-        dist.barrier()
-    dist.destroy_process_group()
+    so that no rank leaves while another still saves; a barrier that fails (a peer gone) is reported, not raised, so
+    that it neither hides this rank's result or error nor keeps the group from being left."""
+    try:
+        if wait:
+            dist.barrier()
+    except RuntimeError as exc:
+        print(f"warning: the processes' final barrier failed ({str(exc).splitlines()[0]})", file=sys.stderr)
+    finally:
+        dist.destroy_process_group()

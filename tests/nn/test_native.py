@@ -136,6 +136,7 @@ def test_without_a_compiler_the_pytorch_path_runs(tmp_path) -> None:
     env = dict(os.environ, N3_CACHE_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    assert not list(tmp_path.rglob("*no-openmp"))  # no compiler at all: OpenMP is not ruled out for later starts
     env["N3_NATIVE"] = "0"
     done = subprocess.run([sys.executable, "-c", "from n3cli.nn import native; print(native.library())"], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -187,6 +188,13 @@ def test_a_compiler_without_openmp_gives_the_plain_build(tmp_path) -> None:
         assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
     files = sorted(f.name for f in (tmp_path / "native").glob("aggregate-*"))  # the plain build and the marker
     assert len(files) == 2 and files[1].endswith(".so") and files[0] == files[1].removesuffix(".so") + "-no-openmp"
+
+
+def test_openmp_runtimes_are_recognised_by_file_name() -> None:
+    for name in ("libgomp.so.1", "libgomp-a34b3233.so.1", "libomp.so", "libomp.so.5", "libiomp5.so"):
+        assert native._OPENMP_RUNTIME.match(name), name
+    for name in ("libomptarget.so", "libgompx.so", "libtorch_cpu.so", "libm.so.6"):
+        assert not native._OPENMP_RUNTIME.match(name), name
 
 
 def _selection(alpha: torch.Tensor, t: torch.Tensor, k: int, update: str, use_native: bool,

@@ -518,3 +518,19 @@ def test_a_resumed_real_run_takes_a_blind_floor_from_the_command_line(tmp_path: 
     with pytest.raises(N3Error, match="nmse_blind_floor applies"):
         TrainConfig.from_dict({"out": str(tmp_path), "data": [], "task": "sr", "noise": "real",
                                "nmse_blind_floor": 20.0}).validate()
+
+
+def test_a_failed_final_barrier_still_leaves_the_process_group(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from n3cli.train import trainer
+
+    left = []
+
+    def barrier() -> None:
+        raise RuntimeError("Connection closed by peer\nmore")
+
+    monkeypatch.setattr(trainer.dist, "barrier", barrier)
+    monkeypatch.setattr(trainer.dist, "destroy_process_group", lambda: left.append(True))
+    trainer._end_distributed(wait=True)  # reported, not raised
+    assert left == [True]
+    assert "final barrier failed (Connection closed by peer)" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -84,10 +85,12 @@ def _compilers() -> list[list[str]]:
     return found
 
 
-def _build(target: Path, arch_flags: list[str], openmp: bool) -> bool:
-    """Compile aggregate.c to ``target`` (atomically); False when no compiler manages."""
+def _build(target: Path, arch_flags: list[str], openmp: bool) -> bool | None:
+    """Compile aggregate.c to ``target`` (atomically): True when built; False when a compiler ran and refused every
+    variant; None when none could run (no compiler, a timeout, an OS error)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = target.stem.split("-")[1]
+    refused = False
     for cc in _compilers():
         for arch in ([arch_flags, []] if arch_flags else [[]]):
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -101,28 +104,32 @@ def _build(target: Path, arch_flags: list[str], openmp: bool) -> bool:
                         if digest not in old.name:
                             old.unlink(missing_ok=True)
                     return True
+                refused = True
             except (OSError, subprocess.SubprocessError):
                 pass
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-    return False
+    return False if refused else None
 
 
-def _build_and_load(target: Path, arch_flags: list[str], openmp: bool) -> ctypes.CDLL | None:
-    """The library at ``target``, built first where it is not cached; a cached file that does not load (truncated,
-    foreign) is rebuilt once."""
+def _build_and_load(target: Path, arch_flags: list[str], openmp: bool) -> tuple[ctypes.CDLL | None, bool]:
+    """The library at ``target``, built first where it is not cached (a cached file that does not load, truncated or
+    foreign, is rebuilt once), and whether a failure is this build's own (the compiler refused it, or it built but
+    does not load) rather than the machine's (no compiler could run)."""
     for attempt in range(2):
-        if not target.exists() and not _build(target, arch_flags, openmp):
-            return None
+        if not target.exists():
+            built = _build(target, arch_flags, openmp)
+            if not built:
+                return None, built is False
         try:
             lib = _load(target)
         except (OSError, AttributeError):
             lib = None
         if lib is not None or attempt:
-            return lib
+            return lib, True
         target.unlink(missing_ok=True)
-    return None
+    return None, True
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,12 +148,13 @@ def library() -> ctypes.CDLL | None:
         digest = hashlib.sha256(key).hexdigest()[:20]
         no_openmp = _cache_dir() / f"aggregate-{digest}-no-openmp"
         if not no_openmp.exists():
-            lib = _build_and_load(_cache_dir() / f"aggregate-{digest}-openmp{suffix}", arch_flags, True)
+            lib, own_failure = _build_and_load(_cache_dir() / f"aggregate-{digest}-openmp{suffix}", arch_flags, True)
             if lib is not None:
                 return lib
-            no_openmp.parent.mkdir(parents=True, exist_ok=True)
-            no_openmp.touch()
-        return _build_and_load(_cache_dir() / f"aggregate-{digest}{suffix}", arch_flags, False)
+            if own_failure:  # the compiler refused -fopenmp, or the build does not load: remember it
+                no_openmp.parent.mkdir(parents=True, exist_ok=True)
+                no_openmp.touch()
+        return _build_and_load(_cache_dir() / f"aggregate-{digest}{suffix}", arch_flags, False)[0]
     except OSError:
         pass
     return None
@@ -290,19 +298,25 @@ def _torch_team() -> bool:
         return False
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            names = {line.split()[-1] for line in maps if len(line.split()) >= 6}
+            rows = [line.split(maxsplit=5) for line in maps]
+        paths = {fields[5].strip().removesuffix(" (deleted)") for fields in rows if len(fields) == 6}
     except OSError:
         return False
-    runtimes = {name for name in names if os.path.basename(name).startswith(("libgomp", "libomp", "libiomp"))}
+    runtimes = {path for path in paths if _OPENMP_RUNTIME.match(os.path.basename(path))}
     return len(runtimes) == 1
 
 
-def _run_rows(kernel: int, args: Sequence[int], rows: int, min_rows: int = 64) -> None:
-    """Rows [0, rows) of ``kernel`` (its arguments but the row range: pointers and integers) in :func:`_chunks`
-    ranges, one per thread: on torch's OpenMP threads where :func:`_torch_team` allows, else on the Python pool
-    (ctypes releases the GIL); raises on a kernel's error code."""
+#: File names of OpenMP runtimes: GNU's libgomp, LLVM's libomp, Intel's libiomp5 (not libomptarget)
+_OPENMP_RUNTIME = re.compile(r"(libgomp|libomp|libiomp\d*)([.-]|$)")
+
+
+def _run_rows(kernel: int, args: Sequence[int], rows: int, min_rows: int = 64, chunks: int | None = None) -> None:
+    """Rows [0, rows) of ``kernel`` (its arguments but the row range: pointers and integers) in ``chunks`` ranges
+    (default :func:`_chunks`; a kernel with a buffer per range passes the count it allocated), one per thread: on
+    torch's OpenMP threads where :func:`_torch_team` allows, else on the Python pool (ctypes releases the GIL); raises
+    on a kernel's error code."""
     lib = _required_library("N3 kernel")
-    chunks = _chunks(rows, min_rows)
+    chunks = _chunks(rows, min_rows) if chunks is None else chunks
     words = (ctypes.c_int64 * len(args))(*args)
     if _torch_team():
         results = [lib.n3_parallel_rows(kernel, words, rows, chunks)]
@@ -510,7 +524,7 @@ def conv3x3_narrow_wgrad(x: Tensor, grad: Tensor) -> Tensor:
     parts = torch.zeros(chunks, o, 3, 3, c, dtype=torch.float32)  # one per range of rows, added at the end
     if rows and w:
         _run_rows(_CONV_WGRAD_BF16 if bf16 else _CONV_WGRAD,
-                  [x.data_ptr(), grad.data_ptr(), b, h, w, c, o, parts.data_ptr(), o * 9 * c], rows, min_rows=16)
+                  [x.data_ptr(), grad.data_ptr(), b, h, w, c, o, parts.data_ptr(), o * 9 * c], rows, chunks=chunks)
     return parts.sum(0) if chunks > 1 else parts[0]
 
 
