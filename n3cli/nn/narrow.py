@@ -26,118 +26,85 @@ from . import native
 NATIVE_TRAINING = True
 
 
+def _convolve(x: Tensor, weight: Tensor, bias: Tensor | None, bf16: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """y = conv3x3(x, W) + b with zero padding 1 in C, and the operands it used: in float32, or under bf16 autocast
+    with x, W and b rounded to bf16 as autocast would (products summed in float32, y in bf16)."""
+    if bf16:
+        x, weight = x.to(torch.bfloat16), weight.to(torch.bfloat16)
+        b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().to(torch.bfloat16).float()
+        return native.conv3x3_narrow_bf16(x, weight.permute(0, 2, 3, 1).contiguous(), b), x, weight
+    b = None if bias is None else bias.detach().contiguous()
+    return native.conv3x3_narrow(x, weight.detach().permute(0, 2, 3, 1).contiguous(), b), x, weight
+
+
 class _NarrowConv3x3(torch.autograd.Function):
-    """y = conv3x3(x, W) + b with zero padding 1: forward and ∂L/∂W in C, ∂L/∂x by oneDNN."""
+    """:func:`_convolve` with its backward: ∂L/∂W in C (float32, from the operands the forward used), ∂L/∂x by
+    oneDNN (in the forward's precision, returned in x's dtype)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return native.conv3x3_narrow(x, weight.permute(0, 2, 3, 1).contiguous(),
-                                     None if bias is None else bias.contiguous())
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False,
-                                                         [0, 0], 1, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:  # (O, 3, 3, C) → (O, C, 3, 3), stored as the channels-last weight is
-            grad_w = native.conv3x3_narrow_wgrad(x, grad).permute(0, 3, 1, 2)
-            if not weight.is_contiguous(memory_format=torch.channels_last):
-                grad_w = grad_w.contiguous()
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b
-
-
-class _NarrowConv3x3Bf16(torch.autograd.Function):
-    """The same under bf16 autocast: x, W and b rounded to bf16 as autocast would, products summed in float32, y in
-    bf16; ∂L/∂W in C (float32, from the bf16 x and ∂L/∂y), ∂L/∂x by oneDNN (bf16, returned in x's dtype)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        xb, wb = x.to(torch.bfloat16), weight.to(torch.bfloat16)
-        ctx.save_for_backward(xb, wb)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, bf16: bool) -> Tensor:
+        out, xs, ws = _convolve(x, weight, bias, bf16)
+        ctx.save_for_backward(xs, ws)
         ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
         ctx.weight_cl = weight.is_contiguous(memory_format=torch.channels_last)
-        return native.conv3x3_narrow_bf16(xb, wb.permute(0, 2, 3, 1).contiguous(), _bf16_bias(bias, weight.shape[0]))
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        xb, wb = ctx.saved_tensors
-        grad = grad.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        xs, ws = ctx.saved_tensors
+        grad = grad.to(xs.dtype).contiguous(memory_format=torch.channels_last)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, xb, wb, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+            grad_x = torch.ops.aten.convolution_backward(grad, xs, ws, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                                                          [True, False, False])[0].to(ctx.x_dtype)
-        if ctx.needs_input_grad[1]:
-            grad_w = native.conv3x3_narrow_wgrad(xb, grad).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:  # (O, 3, 3, C) → (O, C, 3, 3), stored as the channels-last weight is
+            grad_w = native.conv3x3_narrow_wgrad(xs, grad).permute(0, 3, 1, 2)
             if not ctx.weight_cl:
                 grad_w = grad_w.contiguous()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.float().sum((0, 2, 3))
-        return grad_x, grad_w, grad_b
-
-
-def _bf16_bias(bias: Tensor | None, out_channels: int) -> Tensor:
-    """The bias as autocast hands it to a bf16 convolution (rounded to bf16), in float32 for the kernel."""
-    return torch.zeros(out_channels) if bias is None else bias.detach().to(torch.bfloat16).float()
+        return grad_x, grad_w, grad_b, None
 
 
 class NarrowConv2d(nn.Conv2d):
-    """A 3×3 convolution with few output channels whose float32 CPU passes, inference and training, run in C
-    (several times faster there than oneDNN; the same sums in another order); ``nn.Conv2d`` otherwise."""
+    """A 3×3 convolution with few output channels whose CPU passes in float32 and under bf16 autocast, inference and
+    training, run in C (several times faster there than oneDNN; the same sums in another order); ``nn.Conv2d``
+    otherwise."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._native_bf16_ok(x):  # what autocast would run: input, weight and bias rounded to bf16
-            if self._needs_grad(x):
-                return _NarrowConv3x3Bf16.apply(x, self.weight, self.bias)
-            weight = self.weight.detach().to(torch.bfloat16).permute(0, 2, 3, 1).contiguous()
-            return native.conv3x3_narrow_bf16(x.to(torch.bfloat16), weight, _bf16_bias(self.bias, self.out_channels))
-        if self._native_ok(x):
-            if self._needs_grad(x):
-                return _NarrowConv3x3.apply(x, self.weight, self.bias)
-            weight = self.weight.detach().permute(0, 2, 3, 1).contiguous()
-            return native.conv3x3_narrow(x, weight, None if self.bias is None else self.bias.detach())
-        return super().forward(x)
+        bf16 = self._kernel(x)
+        if bf16 is None:
+            return super().forward(x)
+        if self._needs_grad(x):
+            return _NarrowConv3x3.apply(x, self.weight, self.bias, bf16)
+        return _convolve(x, self.weight, self.bias, bf16)[0]
 
     def _needs_grad(self, x: Tensor) -> bool:
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
 
-    def _native_ok(self, x: Tensor) -> bool:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or x.shape[1] != self.in_channels:
-            return False
-        if not _narrow_shape(self) or any(p.device.type != "cpu" or p.dtype != torch.float32
-                                          for p in self.parameters()):
-            return False
-        if not NATIVE_TRAINING and self._needs_grad(x):
-            return False
+    def _kernel(self, x: Tensor) -> bool | None:
+        """Which C kernel serves this call: False the float32 one (no autocast, float32 x), True the bf16 one (bf16
+        autocast, float32 or bf16 x, input channels a multiple of 32, a CPU with AVX512-BF16), None neither."""
         if torch.is_autocast_enabled("cpu"):  # the caller chose the convolutions' precision
-            return False
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or getattr(fwAD, "_current_level", -1) >= 0:
-            return False  # the C call would be a constant to a trace, and drop forward-mode tangents
-        return x.is_contiguous(memory_format=torch.channels_last) and native.available()
-
-    def _native_bf16_ok(self, x: Tensor) -> bool:
-        """bf16 autocast on the CPU, where the bf16 kernels are built (AVX512-BF16)."""
-        if not (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16):
-            return False
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 4:
-            return False
-        if x.shape[1] != self.in_channels or self.in_channels % 32 or not _narrow_shape(self):
-            return False
+            bf16 = torch.get_autocast_dtype("cpu") == torch.bfloat16
+            if not bf16 or x.dtype not in (torch.float32, torch.bfloat16) or self.in_channels % 32:
+                return None
+        elif x.dtype == torch.float32:
+            bf16 = False
+        else:
+            return None
+        if x.device.type != "cpu" or x.dim() != 4 or x.shape[1] != self.in_channels or not _narrow_shape(self):
+            return None
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in self.parameters()):
-            return False
+            return None
         if not NATIVE_TRAINING and self._needs_grad(x):
-            return False
+            return None
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or getattr(fwAD, "_current_level", -1) >= 0:
-            return False
-        return x.is_contiguous(memory_format=torch.channels_last) and native.has_bf16_conv()
+            return None  # the C call would be a constant to a trace, and drop forward-mode tangents
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            return None
+        return bf16 if (native.has_bf16_conv() if bf16 else native.available()) else None
 
 
 def _narrow_shape(conv: nn.Conv2d) -> bool:

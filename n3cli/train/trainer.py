@@ -73,7 +73,7 @@ def calibration_inputs(cfg: TrainConfig, bank: ImageBank, n: int, seed: int = CA
 
 def build_model(cfg: TrainConfig, in_planes: int, noise_inputs: int = 0, out_channels: int = 1) -> N3Net:
     """The run's network: ``in_planes`` input channels, of which ``noise_inputs`` the model builds itself; its
-    narrow convolutions train through the C kernels where float32 (:mod:`n3cli.nn.narrow`)."""
+    narrow convolutions train through the C kernels on the CPU (:mod:`n3cli.nn.narrow`)."""
     try:
         model = BUILDERS[cfg.arch](in_channels=in_planes, out_channels=out_channels, noise_inputs=noise_inputs,
                                    **cfg.model)

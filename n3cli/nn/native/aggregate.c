@@ -887,6 +887,27 @@ N3_EXPORT int n3_distance_norm_backward(const float *g, const float *alpha, cons
     return 0;
 }
 
+/* The weights' gradient over rows [r0, r1) of a batch taken as one column of b·h rows (row r: image r / h, row
+ * r % h): every tap of every row through TAP, for input and gradient of element type T (float32, or bf16 stored as
+ * uint16): one row walk for both. */
+#define WGRAD_ROWS(NAME, T, TAP)                                                                                      \
+    static inline __attribute__((always_inline)) void NAME(const T *in, const T *g, int h, int w, int cin,         \
+                                                           const int cout, const int nv, float *dw, int64_t r0,    \
+                                                           int64_t r1) {                                           \
+        for (int64_t r = r0; r < r1; r++) {                                                                       \
+            const int64_t img = r / h;                                                                             \
+            const int y = (int)(r % h);                                                                            \
+            const T *gr = g + ((size_t)img * h + y) * w * cout;                                                    \
+            for (int dy = -1; dy <= 1; dy++) {                                                                     \
+                const int yy = y + dy;                                                                             \
+                if (yy < 0 || yy >= h) continue;                                                                   \
+                const T *xr = in + ((size_t)img * h + yy) * w * cin;                                               \
+                for (int dx = -1; dx <= 1; dx++)                                                                   \
+                    TAP(xr, gr, w, cin, cout, nv, dx, dw + (size_t)((dy + 1) * 3 + dx + 1) * cin);                 \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
 /* ---- Narrow 3×3 convolutions (inference) ----
  * out (h, w, cout) = bias + the 3×3 convolution, zero padding 1, of in (h, w, cin), channels-last float32, weights
  * wt (cout, 3, 3, cin), rows [r0, r1). For the convolutions with few output channels (N3Net's 64 → 8 and 64 → 1),
@@ -1015,23 +1036,7 @@ static inline __attribute__((always_inline)) void wgrad_tap(const float *restric
     }
 }
 
-/* Rows [r0, r1) of the batch taken as one column of b·h rows (row r: image r / h, row r % h). */
-static inline __attribute__((always_inline)) void wgrad_rows(const float *in, const float *g, int h, int w, int cin,
-                                                             const int cout, const int nv, float *dw, int64_t r0,
-                                                             int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        const int64_t img = r / h;
-        const int y = (int)(r % h);
-        const float *gr = g + ((size_t)img * h + y) * w * cout;
-        for (int dy = -1; dy <= 1; dy++) {
-            const int yy = y + dy;
-            if (yy < 0 || yy >= h) continue;
-            const float *xr = in + ((size_t)img * h + yy) * w * cin;
-            for (int dx = -1; dx <= 1; dx++)
-                wgrad_tap(xr, gr, w, cin, cout, nv, dx, dw + (size_t)((dy + 1) * 3 + dx + 1) * cin);
-        }
-    }
-}
+WGRAD_ROWS(wgrad_rows, float, wgrad_tap)
 #endif
 
 N3_EXPORT int n3_conv3x3_narrow(const float *in, int64_t h, int64_t w, int64_t cin, const float *wt,
@@ -1195,22 +1200,7 @@ static inline __attribute__((always_inline)) void wgrad_bf16_tap(const uint16_t 
     }
 }
 
-static inline __attribute__((always_inline)) void wgrad_bf16_rows(const uint16_t *in, const uint16_t *g, int h, int w,
-                                                                  int cin, const int cout, const int nv, float *dw,
-                                                                  int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        const int64_t img = r / h;
-        const int y = (int)(r % h);
-        const uint16_t *gr = g + ((size_t)img * h + y) * w * cout;
-        for (int dy = -1; dy <= 1; dy++) {
-            const int yy = y + dy;
-            if (yy < 0 || yy >= h) continue;
-            const uint16_t *xr = in + ((size_t)img * h + yy) * w * cin;
-            for (int dx = -1; dx <= 1; dx++)
-                wgrad_bf16_tap(xr, gr, w, cin, cout, nv, dx, dw + (size_t)((dy + 1) * 3 + dx + 1) * cin);
-        }
-    }
-}
+WGRAD_ROWS(wgrad_bf16_rows, uint16_t, wgrad_bf16_tap)
 #endif
 
 /* dw (cout, 3, 3, cin) float32 += the weights' gradient of n3_conv3x3_narrow_bf16 over rows [r0, r1) of a batch
