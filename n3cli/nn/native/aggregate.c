@@ -22,6 +22,9 @@
  * source blocks per neighbour.
  */
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -80,9 +83,31 @@ static inline float log_one_minus(float w) {
 /* Eight floats, loaded and stored without alignment requirement (GCC / clang vector extension). */
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 #define HAVE_V8 1
+/* Keeps values in vector registers from here on: GCC would otherwise fold each use into the instruction as a memory
+ * operand, reloading a vector once per use (in the gather, 20 loads where 5 do). */
+#if defined(__x86_64__) && defined(__AVX__)
+#define KEEP_IN_REGISTERS(a, b, c, d, e) __asm__("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d), "+v"(e))
+#else
+#define KEEP_IN_REGISTERS(a, b, c, d, e) ((void)0)
+#endif
 #endif
 
 static inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* dst[0 .. n) += src[0 .. n): with AVX-512 in vectors of 16 and one masked vector for the rest (rows of a 15-wide
+ * window would otherwise end in seven scalar adds). */
+static inline void add_row(float *restrict dst, const float *restrict src, int n) {
+#if defined(__AVX512F__)
+    int b = 0;
+    for (; b + 16 <= n; b += 16) _mm512_storeu_ps(dst + b, _mm512_add_ps(_mm512_loadu_ps(dst + b), _mm512_loadu_ps(src + b)));
+    if (b < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - b)) - 1u);
+        _mm512_mask_storeu_ps(dst + b, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + b), _mm512_maskz_loadu_ps(m, src + b)));
+    }
+#else
+    for (int b = 0; b < n; b++) dst[b] += src[b];
+#endif
+}
 
 /* First patch row (col) of the window of query row (col) i: centred on it, clamped to the grid. */
 static inline int window_start(int i, int window, int extent, int grid) {
@@ -112,17 +137,52 @@ static void block_row_distances(const params *P, const float *restrict ep, int r
     const int row_len = s * P->e;
     const size_t pitch = (size_t)P->wp * P->e;
     const int lo_r = block_offset_lo(r, nb, P->window, P->wh, P->nh);
-    for (int J = 0; J < bw; J++) {
-        const int lo_c = block_offset_lo(J, nb, P->window, P->ww, P->nw);
-        float *restrict dj = out + (size_t)J * lr * lc;
-        const float *restrict q = ep + (size_t)r * s * pitch + (size_t)J * row_len;
-        for (int dr = 0; dr < lr; dr++) {
-            const int cr = r + lo_r + dr;
-            float *restrict d = dj + (size_t)dr * lc;
+    /* candidate block rows outermost: consecutive queries J share all but one of their candidate blocks, which then
+     * come from the L1 cache instead of L2 (with J outermost, a query's 16 candidate rows evicted them) */
+    for (int dr = 0; dr < lr; dr++) {
+        const int cr = r + lo_r + dr;
+        for (int J = 0; J < bw; J++) {
+            const int lo_c = block_offset_lo(J, nb, P->window, P->ww, P->nw);
+            const float *restrict q = ep + (size_t)r * s * pitch + (size_t)J * row_len;
+            float *restrict d = out + ((size_t)J * lr + dr) * lc;
             for (int dc = 0; dc < lc; dc++) d[dc] = 0.0f;
             if (cr < 0 || cr >= bh) continue;
             const int c0 = J + lo_c < 0 ? -(J + lo_c) : 0;
             const int c1 = J + lo_c + lc > bw ? bw - (J + lo_c) : lc;
+#if defined(__AVX512F__)
+            if (row_len == 40) { /* rows of 40 floats as 16 + 16 + 8: the query block in 15 registers and 30 vector
+                                  * operations per pair, where eight-float vectors take 50 (docs/speed.md) */
+                __m512 qa[5], qb[5];
+                __m256 qc[5];
+                for (int dy = 0; dy < 5; dy++) {
+                    qa[dy] = _mm512_loadu_ps(q + (size_t)dy * pitch);
+                    qb[dy] = _mm512_loadu_ps(q + (size_t)dy * pitch + 16);
+                    qc[dy] = _mm256_loadu_ps(q + (size_t)dy * pitch + 32);
+                }
+                const float *restrict cbase = ep + (size_t)cr * s * pitch + (size_t)(J + lo_c) * 40;
+                for (int dc = c0; dc < c1; dc++) {
+                    __m512 sa = _mm512_setzero_ps(), sb = _mm512_setzero_ps();
+                    __m256 sc = _mm256_setzero_ps();
+                    for (int dy = 0; dy < 5; dy++) {
+                        const float *c = cbase + (size_t)dy * pitch + (size_t)dc * 40;
+                        const __m512 da = _mm512_sub_ps(qa[dy], _mm512_loadu_ps(c));
+                        const __m512 db = _mm512_sub_ps(qb[dy], _mm512_loadu_ps(c + 16));
+                        const __m256 dd = _mm256_sub_ps(qc[dy], _mm256_loadu_ps(c + 32));
+                        sa = _mm512_fmadd_ps(da, da, sa);
+                        sb = _mm512_fmadd_ps(db, db, sb);
+                        sc = _mm256_fmadd_ps(dd, dd, sc);
+                    }
+                    const __m512 sab = _mm512_add_ps(sa, sb);
+                    __m256 t = _mm256_add_ps(_mm512_castps512_ps256(sab), _mm512_extractf32x8_ps(sab, 1));
+                    t = _mm256_add_ps(t, sc);
+                    __m128 u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+                    u = _mm_add_ps(u, _mm_movehl_ps(u, u));
+                    u = _mm_add_ss(u, _mm_movehdup_ps(u));
+                    d[dc] = _mm_cvtss_f32(u);
+                }
+                continue;
+            }
+#endif
 #ifdef HAVE_V8
             if (row_len == 40 && lc <= 64) { /* s * E = 40: rows of five vectors, lane sums reduced once per pair */
                 v8 part[64];
@@ -172,6 +232,37 @@ static void block_row_distances(const params *P, const float *restrict ep, int r
  * ------------------------------------------------------------------------------------------------------------- */
 enum { KNN_AUX = 3, KNN_NORMAL = 0, KNN_EXACT = 1, KNN_ALONE = 2 };
 
+/* The first index of the largest of z[0 .. m) and that value (NaN never counts); -1 when every entry is -inf (or NaN).
+ * The same as the scalar scan "if (z[n] > best) best = z[n], top = n", in vectors where AVX-512 is there (the scalar
+ * scan is one long dependency chain). */
+static inline int argmax_first(const float *restrict z, int m, float *best) {
+#if defined(__AVX512F__)
+    const __m512 lowest = _mm512_set1_ps(-INFINITY);
+    __m512 mx = lowest;
+    int n = 0;
+    for (; n + 16 <= m; n += 16) mx = _mm512_max_ps(_mm512_loadu_ps(z + n), mx); /* a NaN gives the second operand */
+    if (n < m) mx = _mm512_max_ps(_mm512_mask_loadu_ps(lowest, (__mmask16)((1u << (m - n)) - 1u), z + n), mx);
+    const float v = _mm512_reduce_max_ps(mx);
+    *best = v;
+    if (v == -INFINITY) return -1;
+    const __m512 vv = _mm512_set1_ps(v);
+    for (n = 0; n + 16 <= m; n += 16) {
+        const __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(z + n), vv, _CMP_EQ_OQ);
+        if (eq) return n + __builtin_ctz((unsigned)eq);
+    }
+    for (; n < m; n++)
+        if (z[n] == v) return n;
+    return -1; /* not reached */
+#else
+    int top = -1;
+    float tv = -INFINITY;
+    for (int n = 0; n < m; n++)
+        if (z[n] > tv) tv = z[n], top = n;
+    *best = tv;
+    return top;
+#endif
+}
+
 /* One row forward: w (k, m) and top (k) (-1 where no candidate is left) and aux (k, KNN_AUX); z (m) scratch, or with
  * zs != NULL the logits of every step are kept there (k, m) for the backward of a KNN_EXACT step. */
 static void knn_row_forward(const float *restrict alpha, float t, float *restrict w, int32_t *restrict top_out,
@@ -184,10 +275,8 @@ static void knn_row_forward(const float *restrict alpha, float t, float *restric
     for (int j = 0; j < k; j++) {
         if (zs) memcpy(zs + (size_t)j * m, z, sizeof(float) * m);
         float *restrict wj = w + (size_t)j * m;
-        int top = -1;
-        float tv = -INFINITY;
-        for (int n = 0; n < m; n++)
-            if (z[n] > tv) tv = z[n], top = n;
+        float tv;
+        const int top = argmax_first(z, m, &tv);
         if (top < 0) return; /* no candidate left: the remaining neighbours weigh nothing */
         float others = 0.0f;
         for (int n = 0; n < m; n++) {
@@ -246,9 +335,7 @@ static void query_weights(const params *P, float *const *bd, const float *tg, in
             const int col_off = wc - j - block_offset_lo(j + v, nb, P->window, ww, P->nw);
             const float *d = bd[u] + (size_t)(j + v) * lr * lc;
             for (int a = 0; a < wh; a++) {
-                const float *restrict src = d + (size_t)(row_off + a) * lc + col_off;
-                float *restrict dst = alpha + (size_t)a * ww;
-                for (int b = 0; b < ww; b++) dst[b] += src[b];
+                add_row(alpha + (size_t)a * ww, d + (size_t)(row_off + a) * lc + col_off, ww);
             }
         }
     }
@@ -388,7 +475,8 @@ static inline __attribute__((always_inline)) void gather_group_5x8(const params 
             const float *restrict srow = xp + (size_t)((base_r + sr) * 5 + dy) * pitch + (size_t)base_c * 40;
             for (int sc = 0; sc < cols; sc++) {
                 const v8 *src = (const v8 *)(srow + (size_t)sc * 40);
-                const v8 s0 = src[0], s1 = src[1], s2 = src[2], s3 = src[3], s4 = src[4];
+                v8 s0 = src[0], s1 = src[1], s2 = src[2], s3 = src[3], s4 = src[4];
+                KEEP_IN_REGISTERS(s0, s1, s2, s3, s4);
                 const float w = w0[sc];
                 a00 += w * s0, a01 += w * s1, a02 += w * s2, a03 += w * s3, a04 += w * s4;
                 if (NG > 1) {
@@ -536,9 +624,8 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
                     const float *wq = row + (size_t)j * k * m_count;
                     for (int n = 0; n < k; n++) {
                         for (int a = 0; a < P.wh; a++) {
-                            float *dst = spread + ((size_t)n * lr + or0 + a) * lc + oc0;
-                            const float *src = wq + (size_t)n * m_count + (size_t)a * P.ww;
-                            for (int b = 0; b < P.ww; b++) dst[b] += src[b];
+                            add_row(spread + ((size_t)n * lr + or0 + a) * lc + oc0,
+                                    wq + (size_t)n * m_count + (size_t)a * P.ww, P.ww);
                         }
                     }
                 }
@@ -1104,7 +1191,6 @@ N3_EXPORT int n3_conv3x3_narrow_wgrad(const float *in, const float *g, int64_t b
  * into float32 by one vdpbf16ps lane (as oneDNN's bf16 convolutions do), plus a float32 bias; the result rounded
  * to bf16 (nearest even). cin a multiple of 32. */
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
-#include <immintrin.h>
 #define HAVE_BF16_CONV 1
 
 static inline uint16_t to_bf16(float f) {
