@@ -652,6 +652,14 @@ N3_EXPORT int n3_aggregate_band(const float *xp, const float *ep, const float *t
                     const float *xv = xp + ((size_t)(R * s + dy) * P.wp + (size_t)Cb * s + dx) * C;
                     float *o = out + ((size_t)y * P.w + x) * out_ch;
                     const float *a = acc + (size_t)dy * k * s * C + (size_t)dx * C;
+#ifdef HAVE_V8
+                    if (C == 8) { /* one vector per neighbour */
+                        const v8 xv8 = *(const v8 *)xv;
+                        *(v8 *)o = xv8;
+                        for (int n = 0; n < k; n++) *(v8 *)(o + 8 + 8 * n) = *(const v8 *)(a + (size_t)n * s * 8) * inv_count - xv8;
+                        continue;
+                    }
+#endif
                     for (int ch = 0; ch < C; ch++) o[ch] = xv[ch];
                     for (int n = 0; n < k; n++)
                         for (int ch = 0; ch < C; ch++)
