@@ -76,7 +76,7 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 #: What ``precision="auto"`` means on a CPU with native bfloat16 (see :func:`n3cli.engine.resolve_precision`):
-#: measured to cost ≤ 0.003 dB on Set12 / BSD68 σ 25 and Set5 ×2 for 1.3-1.7× the speed (docs/speed.md).
+#: measured to cost ≤ 0.003 dB on Set12 / BSD68 σ 25 and Set5 ×2 for 1.3-1.8× the speed (docs/speed.md).
 CPU_AUTO_PRECISION = "bf16"
 
 

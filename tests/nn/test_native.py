@@ -245,6 +245,23 @@ def test_native_selection_is_as_accurate_as_pytorch(update: str, k: int, scale: 
 
 
 @needs_native
+@pytest.mark.parametrize("m", [1, 7, 15, 16, 17, 33, 225])
+def test_native_selection_picks_the_first_of_tied_nearest(m: int) -> None:
+    """Each step's top candidate is the first of the largest logits (ties common: integer logits), at row lengths
+    around the kernel's vector width; a row without candidates has none (-1)."""
+    g = torch.Generator().manual_seed(m)
+    alpha = -torch.randint(0, 3, (40, m), generator=g).float()
+    alpha[torch.rand(40, m, generator=g) < 0.2] = float("-inf")
+    alpha[0] = float("-inf")
+    t = torch.full((40,), 0.5)
+    _, top, _ = native.knn_forward(alpha.contiguous(), t, 3, True)
+    has_candidate = torch.isfinite(alpha).any(dim=1)
+    assert (top[~has_candidate, 0] == -1).all()
+    first = torch.argmax(alpha, dim=1)  # the first of equal maxima
+    assert torch.equal(top[has_candidate, 0].long(), first[has_candidate])
+
+
+@needs_native
 def test_native_selection_trains_like_the_pytorch_one() -> None:
     """A training forward and backward of the aggregation (80 × 80, batch 2): the same output and gradients with the C
     selection as with the PyTorch one."""
