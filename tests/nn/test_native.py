@@ -54,6 +54,8 @@ CASES = [  # (h, w), channels, embedding channels, k, options
     ((9, 83), 11, 8, 3, {"update": "logits"}),
     ((23, 31), 3, 4, 3, {"patch": 4, "stride": 2, "window": 5}),
     ((23, 31), 2, 3, 3, {"patch": 6, "stride": 2, "window": 4}),
+    ((37, 45), 8, 10, 3, {"patch": 8, "stride": 4, "window": 5}),  # stride x embedding = 40, as the published blocks
+    ((47, 53), 8, 5, 3, {"patch": 16, "stride": 8, "window": 3}),
 ]
 
 
@@ -247,17 +249,26 @@ def test_native_selection_is_as_accurate_as_pytorch(update: str, k: int, scale: 
 @needs_native
 @pytest.mark.parametrize("m", [1, 7, 15, 16, 17, 33, 225])
 def test_native_selection_picks_the_first_of_tied_nearest(m: int) -> None:
-    """Each step's top candidate is the first of the largest logits (ties common: integer logits), at row lengths
-    around the kernel's vector width; a row without candidates has none (-1)."""
+    """The first step's top candidate is the first of the largest logits (ties common: integer logits), at row
+    lengths around the kernel's vector width: the maximum anywhere (also only past the first 16 entries, or last),
+    NaN never taken; a row without candidates has none (-1)."""
     g = torch.Generator().manual_seed(m)
-    alpha = -torch.randint(0, 3, (40, m), generator=g).float()
+    alpha = -torch.randint(0, 3, (40, m), generator=g).float() - 1.0
     alpha[torch.rand(40, m, generator=g) < 0.2] = float("-inf")
     alpha[0] = float("-inf")
+    for row in range(1, min(m, 20)):  # a single largest logit at position (row * 7) % m, past 16 where m allows
+        alpha[row, (row * 7 + 16) % m] = 0.5
+    alpha[20, -1] = 0.5  # the last entry
+    alpha[21] = float("-inf")
+    alpha[21, -1] = -2.0  # the only candidate is the last one
+    alpha[22, : m // 2] = float("nan")  # NaN before the largest finite logit
+    alpha[22, -1] = 0.25
     t = torch.full((40,), 0.5)
     _, top, _ = native.knn_forward(alpha.contiguous(), t, 3, True)
-    has_candidate = torch.isfinite(alpha).any(dim=1)
+    finite = torch.where(torch.isnan(alpha), torch.full_like(alpha, float("-inf")), alpha)
+    has_candidate = torch.isfinite(finite).any(dim=1)
     assert (top[~has_candidate, 0] == -1).all()
-    first = torch.argmax(alpha, dim=1)  # the first of equal maxima
+    first = torch.argmax(finite, dim=1)  # the first of equal maxima
     assert torch.equal(top[has_candidate, 0].long(), first[has_candidate])
 
 

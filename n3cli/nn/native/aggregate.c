@@ -149,8 +149,8 @@ static void block_row_distances(const params *P, const float *restrict ep, int r
             if (cr < 0 || cr >= bh) continue;
             const int c0 = J + lo_c < 0 ? -(J + lo_c) : 0;
             const int c1 = J + lo_c + lc > bw ? bw - (J + lo_c) : lc;
-#if defined(__AVX512F__)
-            if (row_len == 40) { /* rows of 40 floats as 16 + 16 + 8: the query block in 15 registers and 30 vector
+#if defined(__AVX512F__) && defined(__FMA__)
+            if (s == 5 && row_len == 40) { /* rows of 40 floats as 16 + 16 + 8: the query block in 15 registers and 30 vector
                                   * operations per pair, where eight-float vectors take 50 (docs/speed.md) */
                 __m512 qa[5], qb[5];
                 __m256 qc[5];
@@ -173,7 +173,8 @@ static void block_row_distances(const params *P, const float *restrict ep, int r
                         sc = _mm256_fmadd_ps(dd, dd, sc);
                     }
                     const __m512 sab = _mm512_add_ps(sa, sb);
-                    __m256 t = _mm256_add_ps(_mm512_castps512_ps256(sab), _mm512_extractf32x8_ps(sab, 1));
+                    __m256 t = _mm256_add_ps(_mm512_castps512_ps256(sab), /* upper half without AVX512DQ */
+                                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sab), 1)));
                     t = _mm256_add_ps(t, sc);
                     __m128 u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
                     u = _mm_add_ps(u, _mm_movehl_ps(u, u));
