@@ -87,8 +87,10 @@ typedef float v8 __attribute__((vector_size(32), aligned(4)));
  * operand, reloading a vector once per use (in the gather, 20 loads where 5 do). */
 #if defined(__x86_64__) && defined(__AVX__)
 #define KEEP_IN_REGISTERS(a, b, c, d, e) __asm__("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d), "+v"(e))
+#define KEEP_IN_REGISTER(a) __asm__("" : "+v"(a))
 #else
 #define KEEP_IN_REGISTERS(a, b, c, d, e) ((void)0)
+#define KEEP_IN_REGISTER(a) ((void)0)
 #endif
 #endif
 
@@ -391,73 +393,65 @@ static void gather_block(const params *P, const float *restrict xp,
 
 #if defined(__GNUC__) || defined(__clang__)
 
-/* gather_block with vector registers, for pixel rows of L = s * C >= 8 floats and NG neighbours n0 .. n0 + NG - 1 at
- * a time: for each pixel row, the NG x V sums (V = ceil(L / 8) vectors; the last one starts at L - 8 and overlaps
- * the one before, which then holds the same sums for the shared floats) stay in registers over all source blocks,
- * and each source row is loaded once for the NG neighbours. L, V and NG are constants at each call (the loops over
- * them unroll). */
-static inline __attribute__((always_inline)) void gather_group(const params *P, const float *restrict xp,
-                                                               const float *restrict spread, int lr, int lc,
-                                                               int base_r, int base_c, int rows, int cols, int n0,
-                                                               float *restrict acc, const int s, const int L,
-                                                               const int V, const int NG) {
-    const int k = P->k, C = L / s;
-    const size_t plane = (size_t)lr * lc, pitch = (size_t)P->wp * C;
-    for (int dy = 0; dy < s; dy++) {
-        v8 a[NG][V];
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++)
-#pragma GCC unroll 8
-            for (int q = 0; q < V; q++) a[g][q] = (v8){0};
+/* gather_group_5x8 for C = 11 (n3net-color): rows of 55 floats as seven vectors, the last at 47 overlapping the one
+ * before on float 47 (both then hold the same sum there). Named accumulators, NG <= 3 neighbours at a time (with
+ * arrays of vectors GCC kept the sums in memory, a load and a store around every FMA). */
+#define ACC7(g) v8 a##g##0 = {0}, a##g##1 = {0}, a##g##2 = {0}, a##g##3 = {0}, a##g##4 = {0}, a##g##5 = {0}, a##g##6 = {0}
+#define FMA7(g, w)                                                                                                  \
+    a##g##0 += (w) * s0, a##g##1 += (w) * s1, a##g##2 += (w) * s2, a##g##3 += (w) * s3, a##g##4 += (w) * s4,       \
+        a##g##5 += (w) * s5, a##g##6 += (w) * s6
+#define STORE7(g, out)                                                                                              \
+    (out)[0] = a##g##0, (out)[1] = a##g##1, (out)[2] = a##g##2, (out)[3] = a##g##3, (out)[4] = a##g##4,             \
+    (out)[5] = a##g##5, *(v8 *)((float *)(out) + 47) = a##g##6
+static inline __attribute__((always_inline)) void gather_group_5x11(const params *P, const float *restrict xp,
+                                                                    const float *restrict spread, int lr, int lc,
+                                                                    int base_r, int base_c, int rows, int cols,
+                                                                    int n0, float *restrict acc, const int NG) {
+    const int k = P->k;
+    const size_t plane = (size_t)lr * lc, pitch = (size_t)P->wp * 11;
+    for (int dy = 0; dy < 5; dy++) {
+        ACC7(0);
+        ACC7(1);
+        ACC7(2);
         for (int sr = 0; sr < rows; sr++) {
             const float *restrict w0 = spread + n0 * plane + (size_t)sr * lc;
-            const float *restrict srow = xp + (size_t)((base_r + sr) * s + dy) * pitch + (size_t)base_c * L;
+            const float *restrict srow = xp + (size_t)((base_r + sr) * 5 + dy) * pitch + (size_t)base_c * 55;
             for (int sc = 0; sc < cols; sc++) {
-                const float *src = srow + (size_t)sc * L;
-                v8 x[V];
-#pragma GCC unroll 8
-                for (int q = 0; q < V; q++) x[q] = *(const v8 *)(src + (q + 1 < V ? 8 * q : L - 8));
-#pragma GCC unroll 8
-                for (int g = 0; g < NG; g++) {
-                    const float w = w0[g * plane + sc];
-#pragma GCC unroll 8
-                    for (int q = 0; q < V; q++) a[g][q] += w * x[q];
-                }
+                const float *src = srow + (size_t)sc * 55;
+                v8 s0 = *(const v8 *)src, s1 = *(const v8 *)(src + 8), s2 = *(const v8 *)(src + 16),
+                   s3 = *(const v8 *)(src + 24), s4 = *(const v8 *)(src + 32), s5 = *(const v8 *)(src + 40),
+                   s6 = *(const v8 *)(src + 47);
+                KEEP_IN_REGISTERS(s0, s1, s2, s3, s4);
+                KEEP_IN_REGISTER(s5);
+                KEEP_IN_REGISTER(s6);
+                FMA7(0, w0[sc]);
+                if (NG > 1) FMA7(1, w0[plane + sc]);
+                if (NG > 2) FMA7(2, w0[2 * plane + sc]);
             }
         }
-#pragma GCC unroll 8
-        for (int g = 0; g < NG; g++) {
-            float *out = acc + ((size_t)dy * k + n0 + g) * L;
-#pragma GCC unroll 8
-            for (int q = 0; q < V; q++) *(v8 *)(out + (q + 1 < V ? 8 * q : L - 8)) = a[g][q];
-        }
+        float *out = acc + ((size_t)dy * k + n0) * 55;
+        STORE7(0, (v8 *)out);
+        if (NG > 1) STORE7(1, (v8 *)(out + 55));
+        if (NG > 2) STORE7(2, (v8 *)(out + 110));
     }
 }
+#undef ACC7
+#undef FMA7
+#undef STORE7
 
-/* Neighbours per call of gather_group: as many as fit 32 vector registers (AVX-512, or Arm's 32 x 128 bit) with the
- * source row, else 16. */
-#if defined(__AVX512F__) || defined(__aarch64__)
-#define GATHER_REGISTERS 28
-#else
-#define GATHER_REGISTERS 15
+static void gather_block_5x11(const params *P, const float *restrict xp, const float *restrict spread, int lr,
+                              int lc, int base_r, int base_c, float *restrict acc) {
+    const int k = P->k, bh = P->hp / 5, bw = P->wp / 5;
+    const int rows = lr < bh - base_r ? lr : bh - base_r, cols = lc < bw - base_c ? lc : bw - base_c;
+    int n0 = 0;
+#if defined(__AVX512F__) || defined(__aarch64__) /* 3 x 7 sums and the 7-vector row fit 32 registers */
+    for (; n0 + 3 <= k; n0 += 3) gather_group_5x11(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 3);
 #endif
+    for (; n0 < k; n0++) gather_group_5x11(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 1);
+}
 
-#define GATHER_BLOCK(NAME, S, L, V)                                                                                   \
-    static void NAME(const params *P, const float *restrict xp, const float *restrict spread, int lr, int lc,      \
-                     int base_r, int base_c, float *restrict acc) {                                                 \
-        const int k = P->k, bh = P->hp / (S), bw = P->wp / (S);                                                    \
-        const int rows = lr < bh - base_r ? lr : bh - base_r, cols = lc < bw - base_c ? lc : bw - base_c;          \
-        enum { NG = GATHER_REGISTERS / (V) - 1 > 0 ? GATHER_REGISTERS / (V) - 1 : 1 };                             \
-        int n0 = 0;                                                                                                \
-        for (; n0 + NG <= k; n0 += NG)                                                                              \
-            gather_group(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, S, L, V, NG);                \
-        for (; n0 < k; n0++) gather_group(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, S, L, V, 1); \
-    }
-
-GATHER_BLOCK(gather_block_5x11, 5, 55, 7) /* n3net-color: 11 channels */
-
-/* gather_group for s = 5, C = 8 (the published N3 blocks), with named accumulators (measured faster than the
- * arrays of gather_group there: 0.22 against 0.35 s for one aggregation at 512², one thread), for NG neighbours n0 .. n0 + NG - 1 at a time: for each
+/* The gather for s = 5, C = 8 (the published N3 blocks), with named accumulators (measured faster than arrays of
+ * vectors: 0.22 against 0.35 s for one aggregation at 512², one thread), for NG neighbours n0 .. n0 + NG - 1 at a time: for each
  * pixel row, the NG x 40 sums stay in vector registers over all source blocks and each source row is loaded once
  * for the NG neighbours. NG is a constant at each call (the loops over it unroll). */
 static inline __attribute__((always_inline)) void gather_group_5x8(const params *P, const float *restrict xp,
