@@ -218,7 +218,7 @@ def test_ctrl_c_while_the_command_starts_is_a_clean_exit(tmp_path: Path, delay: 
     import sys
     import time
 
-    src = _png(tmp_path / "a.png", (192, 192))  # about a second of work after the start
+    src = _png(tmp_path / "a.png", (384, 384))  # seconds of work after the start, so the signal lands before the end
     proc = subprocess.Popen([sys.executable, "-m", "n3cli", "denoise", str(src), "--sigma", "10"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     time.sleep(delay)
