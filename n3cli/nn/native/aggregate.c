@@ -393,6 +393,11 @@ static void gather_block(const params *P, const float *restrict xp,
 
 #if defined(__GNUC__) || defined(__clang__)
 
+/* 32 vector registers (AVX-512, or 32 x 128-bit on Arm) rather than 16: how many neighbours' sums the gathers keep. */
+#if defined(__AVX512F__) || defined(__aarch64__)
+#define HAVE_32_VECTOR_REGISTERS 1
+#endif
+
 /* gather_group_5x8 for C = 11 (n3net-color): rows of 55 floats as seven vectors, the last at 47 overlapping the one
  * before on float 47 (both then hold the same sum there). Named accumulators, NG <= 3 neighbours at a time (with
  * arrays of vectors GCC kept the sums in memory, a load and a store around every FMA). */
@@ -444,7 +449,7 @@ static void gather_block_5x11(const params *P, const float *restrict xp, const f
     const int k = P->k, bh = P->hp / 5, bw = P->wp / 5;
     const int rows = lr < bh - base_r ? lr : bh - base_r, cols = lc < bw - base_c ? lc : bw - base_c;
     int n0 = 0;
-#if defined(__AVX512F__) || defined(__aarch64__) /* 3 x 7 sums and the 7-vector row fit 32 registers */
+#ifdef HAVE_32_VECTOR_REGISTERS /* 3 x 7 sums and the 7-vector row fit */
     for (; n0 + 3 <= k; n0 += 3) gather_group_5x11(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 3);
 #endif
     for (; n0 < k; n0++) gather_group_5x11(P, xp, spread, lr, lc, base_r, base_c, rows, cols, n0, acc, 1);
@@ -496,9 +501,9 @@ static inline __attribute__((always_inline)) void gather_group_5x8(const params 
     }
 }
 
-/* With 32 vector registers (AVX-512, or 32 x 128-bit on Arm) four neighbours' sums fit at once, else two. */
+/* With 32 vector registers four neighbours' sums fit at once, else two. */
 #ifndef GATHER_GROUP /* neighbours per call of gather_group_5x8 */
-#if defined(__AVX512F__) || defined(__aarch64__)
+#ifdef HAVE_32_VECTOR_REGISTERS
 #define GATHER_GROUP 4
 #else
 #define GATHER_GROUP 2
