@@ -71,6 +71,22 @@ def test_native_matches_the_pytorch_block_path(size: tuple[int, int], c: int, e:
 
 
 @needs_native
+@pytest.mark.parametrize("update", ["alpha", "logits"])
+def test_native_at_an_infinite_temperature_matches_pytorch(update: str) -> None:
+    """Input far outside the trained range (an image on 0-255 given as 0-1) drove the temperature CNN to t = inf:
+    the query's own candidate (-inf) became -inf / inf = NaN and the output NaN. Excluded stays excluded: uniform
+    weights, as the PyTorch path gives."""
+    torch.manual_seed(0)
+    agg = N3Aggregation2d(k=3, update=update).eval()
+    fix_distance_norm(agg)
+    x, e, log_t = _inputs(1, 8, 8, 23, 31, seed=5)
+    log_t[..., :12, :] = float("inf")  # t = exp(inf) over the upper half; 0 further down
+    got, expected = _both(agg, [x, e, log_t])
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+@needs_native
 def test_native_runs_for_inference_only() -> None:
     """With autograd (training, or inputs that need gradients) and for float64 the PyTorch path runs."""
     agg = N3Aggregation2d(k=3).eval()

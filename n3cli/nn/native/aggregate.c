@@ -271,7 +271,8 @@ static inline int argmax_first(const float *restrict z, int m, float *best) {
 static void knn_row_forward(const float *restrict alpha, float t, float *restrict w, int32_t *restrict top_out,
                             float *restrict aux, float *restrict z, float *restrict zs, int m, int k, int update_alpha) {
     const float tiny = 4.5308161e-31f; /* float32 tiny^0.8 (as knn.py): below it the others' sum lost precision */
-    for (int n = 0; n < m; n++) z[n] = alpha[n] / t;
+    for (int n = 0; n < m; n++) /* excluded stay excluded at any t (-inf / inf is NaN), as knn._divide */
+        z[n] = alpha[n] == -INFINITY ? -INFINITY : alpha[n] / t;
     memset(w, 0, sizeof(float) * (size_t)k * m);
     memset(aux, 0, sizeof(float) * (size_t)k * KNN_AUX);
     for (int j = 0; j < k; j++) top_out[j] = -1;
