@@ -109,7 +109,7 @@ def record(reg: dict[str, Any], name: str, results: Path, method: str | None = N
     command = command or bench_command(Path(results))
     if command is None:
         raise N3Error(f"{results}: no bench command found beside it (no .md with one); give --command")
-    figures = {f"{r['dataset']}/{record_key(entry['task'], r)}": {"psnr": round(r["psnr"], 3),
+    figures = {f"{r['dataset']}/{record_key(entry['task'], r)}": {"psnr": round(r["psnr"], 6),
                                                                    "ssim": round(r["ssim"], 4)}
                for r in records if r.get("method") == label}
     entry.setdefault("metrics", {}).update(figures)

@@ -220,7 +220,7 @@ def run(restorer: Restorer, x: Tensor, tile: TileSize | None = None, overlap: in
     try:
         with torch.inference_mode(), half:
             if not restorer.self_ensemble:
-                return tiled_apply(fn, x, tile, overlap, progress)
+                return _finite(tiled_apply(fn, x, tile, overlap, progress))
             total: Tensor | None = None
             for t, (flip, turns) in enumerate(DIHEDRAL):
                 def part_progress(i: float, n: int, t: int = t) -> None:
@@ -231,12 +231,20 @@ def run(restorer: Restorer, x: Tensor, tile: TileSize | None = None, overlap: in
                 y = _undo(tiled_apply(fn, _transform(x, flip, turns), turned, overlap, part_progress), flip, turns)
                 total = y if total is None else total.add_(y)
             assert total is not None
-            return total.div_(len(DIHEDRAL))
+            return _finite(total.div_(len(DIHEDRAL)))
     finally:
         if remove_hooks is not None:
             remove_hooks()
         if flush:
             torch.set_flush_denormal(False)
+
+
+def _finite(y: Tensor) -> Tensor:
+    """The network's output, refused where it holds NaN or infinite values (never handed on as an image)."""
+    if not bool(torch.isfinite(y).all()):
+        raise N3Error("the network's output holds NaN or infinite values (the input is far from anything the model "
+                      "was trained on)")
+    return y
 
 
 #: The 8 symmetries of the square (flip left-right or not, then 0-3 quarter turns): the self-ensemble.
@@ -274,7 +282,10 @@ def estimate_channel_sigmas(image: np.ndarray, color: str = "rgb", channels: int
     if color == "opponent":
         img = rgb2opponent(img)
     img = img[:, :, :channels] if channels else img
-    return tuple(float(v) * 255.0 for v in _est(img, channel_axis=-1, average_sigmas=False))
+    with warnings.catch_warnings():  # a flat channel has no nonzero detail coefficient: NaN ("mean of empty slice")
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = _est(img, channel_axis=-1, average_sigmas=False)
+    return tuple(float(v) * 255.0 if math.isfinite(v) else 0.0 for v in values)
 
 
 #: How ``denoise`` treats colour: ``opponent`` (luma and two chroma channels, each with its own noise level),
@@ -325,10 +336,29 @@ def _hwc(image: np.ndarray, channels: tuple[int, ...] = (1, 3, 4)) -> np.ndarray
         arr = arr.astype(np.float32) / 65535.0
     elif not np.issubdtype(arr.dtype, np.floating):
         raise N3Error(f"expected a float, uint8 or uint16 image, got {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise N3Error("the image holds NaN or infinite values")
+    else:
+        arr = arr.astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            raise N3Error("the image holds NaN or infinite values")
+        check_float_range(arr)
     return arr
+
+
+#: Where the central 98 % of a float image's values must lie: [0, 1] and what noise up to σ = SIGMA_LIMIT (0.59 on
+#: that scale) adds to it (2.33 σ at the 1st / 99th percentile). An image on 0-255 or 0-65535 is far outside.
+FLOAT_RANGE = (-1.5, 2.5)
+
+
+def check_float_range(arr: np.ndarray) -> None:
+    """Refuse float pixels on another scale than [0, 1] (e.g. 0-255): the models' output there is no estimate of
+    the image. Judged on the 1st and 99th percentiles (of at most about a million samples), so noise may reach
+    beyond [0, 1]."""
+    flat = arr.reshape(-1)
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    lo, hi = (float(v) for v in np.percentile(sample, [1, 99]))
+    if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
+        raise N3Error(f"float pixel values span {lo:.4g} to {hi:.4g} (1st to 99th percentile); images are expected "
+                      "in [0, 1]: scale them first (e.g. divide 0-255 values by 255)")
 
 
 def _check_side(img: np.ndarray) -> np.ndarray:
@@ -411,6 +441,8 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
         plan = plan_denoise(img, restorer.info, sigma, nlf=nlf, color=color)
         for note in plan.notes:
             warnings.warn(note, stacklevel=2)
+    else:
+        _check_plan(plan, img, restorer.info, sigma is not None or nlf is not None or color != "auto")
     alpha = img[:, :, 3:] if img.shape[2] == 4 else None
     rgb = img[:, :, :3] if alpha is not None else img
     planes = rgb2opponent(rgb) if plan.mode == "opponent" else rgb
@@ -436,6 +468,21 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     if alpha is not None:
         y = np.concatenate([y, alpha], axis=2)
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
+
+
+def _check_plan(plan: DenoisePlan, img: np.ndarray, info: ModelInfo, also_given: bool) -> None:
+    """A plan handed to :func:`denoise` must fit the image and the model, and comes instead of sigma / nlf / color."""
+    if also_given:
+        raise N3Error("give either a plan or sigma / nlf / color, not both (the plan holds them)")
+    channels = min(img.shape[2], 3)
+    fits = {"gray": channels == 1 and info.channels == 1, "color": info.channels == 3,
+            "opponent": channels == 3 and info.channels == 1, "rgb": channels == 3 and info.channels == 1}
+    if not fits.get(plan.mode, False):
+        kind = "gray" if channels == 1 else "colour"
+        raise N3Error(f"the plan's colour mode {plan.mode!r} does not fit a {kind} image and the model {info.name}")
+    count = 1 if plan.mode in ("gray", "color") else 3
+    if plan.sigmas is not None and len(plan.sigmas) != count:
+        raise N3Error(f"the plan holds {len(plan.sigmas)} sigma(s); colour mode {plan.mode} takes {count}")
 
 
 #: Luma noise σ (0-255 scale; wavelet MAD of the opponent luma) under which a colour image given no noise level goes
@@ -520,9 +567,11 @@ def channel_sigmas(rgb: np.ndarray, sigma: float | Sequence[float] | None, mode:
             raise N3Error("a colour model takes one sigma for R, G and B, not one per channel")
         sigma = values[0]
     if sigma is None:
-        if mode == "opponent":
-            return estimate_channel_sigmas(rgb, "opponent")
-        return (estimate_sigma(rgb),) * channels
+        found = estimate_channel_sigmas(rgb, "opponent") if mode == "opponent" else (estimate_sigma(rgb),) * channels
+        if max(found) > SIGMA_LIMIT:
+            raise N3Error(f"estimated sigma {max(found):.0f} is above the limit of {SIGMA_LIMIT:g}: beyond it the "
+                          "output is no estimate of the image")
+        return found
     if isinstance(sigma, (int, float)) and mode == "opponent":
         base = _check_sigmas(sigma, 1)[0]
         return tuple(base * g for g in OPPONENT_NOISE_GAIN)
@@ -681,11 +730,16 @@ def _raw_nlf_found(raw: RawImage) -> NLFInfo:
     try:
         est = estimate_raw_nlf(raw)
     except ValueError as e:
-        raise N3Error(f"{raw.path}: cannot estimate the noise level ({e}); pass nlf=(a, b)") from None
+        raise NLFUnknownError(f"{raw.path}: cannot estimate the noise level ({e})") from None
     if not (math.isfinite(est.a) and math.isfinite(est.b)):
-        raise N3Error(f"{raw.path}: cannot estimate the noise level (too little flat area); "
-                      "pass nlf=(a, b)")
+        raise NLFUnknownError(f"{raw.path}: cannot estimate the noise level (too little flat area)")
     return NLFInfo(est.a, est.b, "estimated")
+
+
+class NLFUnknownError(N3Error):
+    """No noise level function for a raw: none given, no DNG NoiseProfile tag, and none estimable; give ``nlf``."""
+
+    about = "nlf"
 
 
 def load_raw_model(model: Restorer | str | Path | None = None, device: str | torch.device | None = "auto",

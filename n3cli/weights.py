@@ -262,8 +262,15 @@ def load_weights(path: Path) -> tuple[N3Net, ModelInfo]:
         model = build(config)
         model.load_state_dict(state)
     except (ValueError, RuntimeError, TypeError, KeyError) as exc:
-        raise WeightsError(f"{path}: weights do not match the model ({str(exc).splitlines()[0]})") from None
+        raise WeightsError(f"{path}: weights do not match the model ({_first_reason(exc)})") from None
     return model.eval(), info
+
+
+def _first_reason(exc: BaseException) -> str:
+    """The first line of an error that says what is wrong (load_state_dict's first line only announces a list)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    reason = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return reason if len(reason) <= 200 else reason[:197] + "..."
 
 
 # --- the authors' published checkpoints -------------------------------------------------------

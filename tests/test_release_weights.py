@@ -75,7 +75,7 @@ def test_register_a_weights_file(tmp_path: Path, release: ModuleType, capsys: py
     args = ["--name", "tiny", "--results", str(results), "--command", "n3 bench X", "--manifest", str(manifest)]
     assert release.main(args) == 0
     entry = json.loads(manifest.read_text())["models"]["tiny"]
-    assert entry["metrics"] == {"Set12/sigma25": {"psnr": 20.123, "ssim": 0.5123}}
+    assert entry["metrics"] == {"Set12/sigma25": {"psnr": 20.12345, "ssim": 0.5123}}
     assert entry["measured_with"] == {"Set12": "n3 bench X"}
     assert release.main([str(folder / "tiny.safetensors"), "--manifest", str(manifest)]) == 0
     assert json.loads(manifest.read_text())["models"]["tiny"]["metrics"] == entry["metrics"]
@@ -129,5 +129,5 @@ def test_a_colour_model_is_the_default_for_colour_images(tmp_path: Path, release
     args = ["--name", "tiny-color", "--results", str(results), "--command", "n3 bench Y", "--manifest", str(manifest)]
     assert release.main(args) == 0
     metrics = json.loads(manifest.read_text())["models"]["tiny-color"]["metrics"]
-    assert metrics == {"PolyU-val/real": {"psnr": 38.123, "ssim": 0.9512}, "CBSD68/sigma25": {"psnr": 30.5,
+    assert metrics == {"PolyU-val/real": {"psnr": 38.12345, "ssim": 0.9512}, "CBSD68/sigma25": {"psnr": 30.5,
                                                                                                "ssim": 0.87}}

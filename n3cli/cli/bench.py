@@ -335,6 +335,8 @@ def data_list_cmd(
     """The registered test sets, where they are present locally and where they come from."""
     root, origin = datasets.data_root(data_dir)
     origin = "--data-dir" if origin == "data_dir" else origin
+    if data_dir is not None and not data_dir.is_dir():
+        raise N3Error(f"{data_dir}: {'is not a folder' if data_dir.exists() else 'no such folder'}")
     table = Table(title=f"data root: {root} (from {origin})", title_justify="left")
     for name in ("name", "task", "kind", "images", "present locally", "source"):
         table.add_column(name, justify="right" if name == "images" else "left", no_wrap=name in ("name", "task"),

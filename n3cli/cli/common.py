@@ -41,6 +41,7 @@ FLAG_HINTS = {
     "export": "n3 weights export RUN/last.pt -o NAME.safetensors --name NAME",
     "data_dir": "--data-dir DIR",
     "color": "use --color rgb",
+    "nlf": "give it with --nlf a,b",
 }
 
 #: Where shipped weights and their figures are recorded: a release step from a repository checkout.
@@ -101,7 +102,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per image
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 AllowLargeOpt = Annotated[bool, typer.Option("--allow-large", help="Decode images over "
                                              f"{DEFAULT_MAX_PIXELS // 1_000_000} megapixels.")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads (default: $OMP_NUM_THREADS, else the cores this "
+                                               "process may run on).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary lines.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from ..api import MIN_SIDE
 from ..errors import N3Error
 from ..imaging.io import (
+    BIT_DEPTHS,
     DEFAULT_MAX_PIXELS,
     FORMAT_OF_EXTENSION,
     Image,
@@ -64,6 +66,7 @@ class Options:
     bit_depth: int | None = None
     suffix: str = "_n3"
     min_side: int = MIN_SIDE  # smallest input side (SR: the output's side counts)
+    debug: bool = False  # each failed input's traceback too
 
 
 def make_options(run: RunOptions, *, bit_depth: int | None, suffix: str = "_n3", min_side: int = MIN_SIDE) -> Options:
@@ -72,26 +75,53 @@ def make_options(run: RunOptions, *, bit_depth: int | None, suffix: str = "_n3",
     check_bit_depth(bit_depth)
     set_threads(run.threads)
     return Options(force=run.force, quiet=run.quiet, json=run.json_out, bit_depth=bit_depth, suffix=suffix,
-                   min_side=min_side, max_pixels=None if run.allow_large else DEFAULT_MAX_PIXELS)
+                   min_side=min_side, max_pixels=None if run.allow_large else DEFAULT_MAX_PIXELS, debug=run.debug)
 
 
-def _expand(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:
-    """Images of all inputs, and one error line per input that could not be expanded."""
+def _expand(inputs: Sequence[Path], suffix: str) -> tuple[list[Path], list[str], int]:
+    """Images of all inputs (each file once), one error line per input that could not be expanded, and how many
+    earlier outputs were left out of folders (:func:`_earlier_outputs`)."""
     files: list[Path] = []
     errors: list[str] = []
+    seen: set[Path] = set()
+    skipped = 0
     for item in inputs:
         try:
-            files += [f for f in list_images([item]) if f not in files]
+            found = list_images([item])
         except N3Error as exc:
             errors.append(error_line(exc))
-    return files, errors
+            continue
+        if Path(item).is_dir():
+            earlier = _earlier_outputs(found, suffix)
+            skipped += len(earlier)
+            found = [f for f in found if f not in earlier]
+        for f in found:
+            if f.resolve() not in seen:
+                seen.add(f.resolve())
+                files.append(f)
+    return files, errors, skipped
+
+
+def _earlier_outputs(files: list[Path], suffix: str) -> set[Path]:
+    """Files of one folder named like an output of another file there (``photo_n3.png`` beside ``photo.png``):
+    the results of an earlier run, not inputs of this one."""
+    stems = {f.stem for f in files}
+    return {f for f in files if suffix and f.stem.endswith(suffix) and f.stem[: -len(suffix)] in stems}
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | None, opts: Options
               ) -> tuple[list[Job], list[str]]:
-    """Decide every output path before any work, so that clashes are reported up front."""
-    files, errors = _expand(inputs)
-    several = len(files) > 1 or any(Path(i).is_dir() for i in inputs)
+    """Decide every output path before any work, so that clashes are reported up front.
+
+    ``-o`` names a folder when several inputs are given (or a folder), whether or not each of them turns out to be
+    readable; a file otherwise. Two inputs that would write one output, or an output that is another input, stop
+    the run before any work (also with --force)."""
+    files, errors, skipped = _expand(inputs, opts.suffix)
+    if skipped and not opts.quiet:
+        err_console.print(f"note: left out {skipped} earlier output{'s' if skipped > 1 else ''} (*{opts.suffix}.*) "
+                          "found beside their inputs in the folder(s); name them as files to process them",
+                          highlight=False)
+    several = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs)
     jobs: list[Job] = []
     if output is not None and several:
         if output.exists() and not output.is_dir():
@@ -115,15 +145,35 @@ def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | Non
         jobs.append(Job(f, out, ref))
     if reference is not None and reference.is_file() and len(jobs) > 1:
         raise N3Error("--reference FILE needs a single input; give a folder of references for several")
+    _check_clashes(jobs)
     return jobs, errors
+
+
+def _check_clashes(jobs: list[Job]) -> None:
+    """Refuse a run in which two inputs would write one output, or an output would replace another input."""
+    writers: dict[Path, Path] = {}
+    inputs = {job.input.resolve(): job.input for job in jobs}
+    for job in jobs:
+        key = job.output.resolve()
+        if key in writers:
+            raise N3Error(f"{writers[key]} and {job.input} would both be written to {job.output}; "
+                          "give them separate output folders")
+        writers[key] = job.input
+        if key in inputs and key != job.input.resolve():
+            raise N3Error(f"{job.output}: the output of {job.input} is also an input of this run")
 
 
 def check_output(job: Job, opts: Options) -> None:
     """Refuse before computing: same file as the input, an existing file, a missing or unwritable folder."""
     out, inp = job.output, job.input
-    if out.suffix.lower() not in FORMAT_OF_EXTENSION:
+    fmt = FORMAT_OF_EXTENSION.get(out.suffix.lower())
+    if fmt is None:
         raise N3Error(f"{out}: unknown output format {out.suffix or '(no extension)'!r}; "
                       f"use one of {', '.join(sorted(set(FORMAT_OF_EXTENSION)))}")
+    if opts.bit_depth is not None and opts.bit_depth not in BIT_DEPTHS[fmt]:
+        able = sorted(f for f, depths in BIT_DEPTHS.items() if opts.bit_depth in depths)
+        raise N3Error(f"{out}: {fmt} holds {' or '.join(str(d) for d in BIT_DEPTHS[fmt])} bits per sample; "
+                      f"--bit-depth {opts.bit_depth} needs {' or '.join(able)}")
     check_target(out, inp, opts.force)
 
 
@@ -132,6 +182,8 @@ def check_target(path: Path, inp: Path, force: bool, what: str = "output") -> No
     unwritable folder (every subcommand's outputs go through this)."""
     if path.exists() and inp.exists() and os.path.samefile(path, inp):
         raise N3Error(f"{path}: {what} is the input file; writing it would overwrite the input")
+    if path.is_symlink() and not path.exists():
+        raise N3Error(f"{path}: {what} is a broken symbolic link")
     if path.is_dir():
         raise N3Error(f"{path}: {what} is a folder")
     if path.exists() and not force:
@@ -177,6 +229,8 @@ def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
                 check(job, (w, h))
             kept.append(job)
         except N3Error as exc:
+            if opts.debug:
+                traceback.print_exc()
             errors.append(error_line(exc))
     return kept, errors
 
@@ -225,7 +279,10 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
                 done += 1
                 _report(record, opts)
             except N3Error as exc:
-                failures.append(error_line(exc))
+                if opts.debug:
+                    traceback.print_exc()
+                line = error_line(exc)
+                failures.append(line if line.startswith(str(job.input)) else f"{job.input}: {line}")
                 err_console.print(f"[bold red]error:[/] {failures[-1]}", highlight=False, soft_wrap=True)
             progress.finish()
     if not failures:

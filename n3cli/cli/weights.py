@@ -33,6 +33,10 @@ def list_cmd(
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Show the shipped weights with their measured figures."""
+    shipped = list_weights()
+    tasks = sorted({w.task for w in shipped})
+    if task is not None and task not in tasks:
+        raise N3Error(f"--task must be one of {', '.join(tasks)}, got {task!r}")
     table = Table(title="shipped weights")
     for col in ("name", "task", "default", "arch", "input planes", "training", "measured", "sha256"):
         table.add_column(col)

@@ -187,6 +187,9 @@ def _read_pil(path: Path, max_pixels: int | None, formats: tuple[str, ...] = _PI
             colour, alpha = _split(arr)
         except PILImage.DecompressionBombError as e:
             raise TooLargeError(f"{path}: image too large ({_one_line(e)})") from e
+        except MemoryError:
+            w, h = im.size
+            raise ImageError(f"{path}: not enough memory to decode {w}x{h} pixels") from None
         except Exception as e:  # decoders fail in many ways on bad data
             raise ImageError(f"{path}: corrupt or truncated {fmt} image ({_one_line(e)})") from e
     return Image(_to_float(colour), alpha, depth, fmt, icc, exif, path)
@@ -254,6 +257,8 @@ def _head(p: Path) -> bytes:
     """The first bytes of a file that should be an image (ImageError for folders, missing or empty files)."""
     if p.is_dir():
         raise ImageError(f"{p}: is a folder, not an image")
+    if p.exists() and not p.is_file():  # a pipe or device: its bytes would be gone once the header is read
+        raise ImageError(f"{p}: not a regular file (a pipe?); save the image to a file first")
     try:
         with open(p, "rb") as f:
             head = f.read(8)

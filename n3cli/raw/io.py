@@ -125,6 +125,8 @@ def open_rawpy(path: str | Path) -> Iterator[Any]:
         raise RawError(f"{p}: no such file")
     if not p.is_file():
         raise RawError(f"{p}: not a regular file")
+    if p.stat().st_size == 0:
+        raise RawError(f"{p}: empty file")
     with _libraw_messages() as said:
         try:
             with _open_rawpy(p) as rp:

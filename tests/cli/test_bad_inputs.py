@@ -254,9 +254,31 @@ MAKERS: dict[str, Callable[[Ctx], object]] = {
     "{good+missing}": lambda c: [c.img("a.png"), c.tmp / "missing.png"],
     "{mixdir}": lambda c: _mixdir(c),
     "{outdir}": lambda c: c.folder("out"),
+    "{f255.tif}": lambda c: _float_tiff_255(c.tmp / "f255.tif"),
+    "{same-names}": lambda c: [c.img("a.png"), gray_png(c.folder("sub") / "a.png")],
+    "{input+its-output}": lambda c: [c.img("in.png"), c.img("in_n3.png")],
+    "{dangling}": lambda c: _dangling(c.tmp / "link.png"),
+    "{black}": lambda c: _write(c.tmp / "black.png", _png_of(np.zeros((32, 32), np.uint8))),
     "{dataset-empty}": lambda c: c.folder("set"),
     "{dataset-trunc}": lambda c: _trunc_dataset(c),
 }
+
+
+def _float_tiff_255(path: Path) -> Path:
+    """A float TIFF on the 0-255 scale (fed as it is, its values drove the N3 temperature to inf and out came NaN)."""
+    tifffile.imwrite(path, 255 * _rng().random((32, 32), dtype=np.float32))
+    return path
+
+
+def _dangling(path: Path) -> Path:
+    path.symlink_to(path.parent / "nowhere.png")
+    return path
+
+
+def _png_of(arr: np.ndarray) -> bytes:
+    buf = BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -347,6 +369,9 @@ CASES = [
     param("denoise-3x3", Case(denoise("{3x3}", "--sigma", "25"), says="three.png")),
     param("denoise-float-tiff-nan", Case(denoise("{nan.tif}", "--sigma", "25"), says="nan.tif")),
     param("denoise-float-tiff-inf", Case(denoise("{inf.tif}", "--sigma", "25"), says="inf.tif")),
+    param("denoise-float-tiff-0-255", Case(denoise("{f255.tif}", "--sigma", "25"), says="f255.tif",
+                                           before_work=True)),
+    param("denoise-float-tiff-0-255-blind", Case(denoise("{f255.tif}"), says="f255.tif", before_work=True)),
     param("denoise-animated-gif", Case(denoise("{anim.gif}", "--sigma", "25", "-o", "{tmp}/out.png"),
                                        says="anim.gif")),
     # --- denoise: bad numbers and options
@@ -372,6 +397,16 @@ CASES = [
                                                 says="nowhere")),
     param("denoise-output-under-proc", Case(denoise("{img}", "--sigma", "25", "-o", "/proc/n3test-out.png"),
                                             says="/proc", outside=("/proc/n3test-out.png",), before_work=True)),
+    param("denoise-two-inputs-one-output", Case(denoise("{same-names}", "--sigma", "25", "-o", "{outdir}", "--force"),
+                                                says="a_n3.png", before_work=True)),
+    param("denoise-output-is-another-input", Case(denoise("{input+its-output}", "--sigma", "25", "--force"),
+                                                  says="in_n3.png", before_work=True)),
+    param("denoise-bit-depth-16-jpeg", Case(denoise("{img}", "--sigma", "25", "-o", "{tmp}/out.jpg", "--bit-depth",
+                                                    "16"), says="--bit-depth", before_work=True)),
+    param("denoise-bit-depth-32-png", Case(denoise("{img}", "--sigma", "25", "-o", "{tmp}/out.png", "--bit-depth",
+                                                   "32"), says="--bit-depth", before_work=True)),
+    param("denoise-output-broken-symlink", Case(denoise("{img}", "--sigma", "25", "-o", "{dangling}"),
+                                                says="link.png", before_work=True)),
     param("denoise-existing-output-no-force", Case(denoise("{img}", "--sigma", "25", "-o", "{existing}"),
                                                    says="out.png")),
     # --- denoise: bad weights
@@ -403,7 +438,11 @@ CASES = [
     param("denoise-mixed-good-and-missing",
           Case(denoise("{good+missing}", "--sigma", "25", "-o", "{outdir}", "--json"), code=1, says="missing.png",
                written=("out/a_n3.png",), records=1)),
+    param("denoise-mixed-missing-then-good-o-folder",  # -o is a folder for two inputs, even with one missing
+          Case(denoise("{tmp}/missing.png", "{img}", "--sigma", "25", "-o", "{tmp}/res", "--json"), code=1,
+               says="missing.png", written=("res/", "res/in_n3.png"), records=1)),
     # --- sr
+    param("sr-float-tiff-0-255", Case(sr("{f255.tif}", "--scale", "2"), says="f255.tif", before_work=True)),
     param("sr-missing-file", Case(sr("{missing}", "--scale", "2"), says="missing.png")),
     param("sr-truncated-png", Case(sr("{trunc.png}", "--scale", "2"), says="trunc.png")),
     param("sr-text-named-png", Case(sr("{text.png}", "--scale", "2"), says="text.png")),
@@ -486,14 +525,16 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, bytes]
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` (hidden ones included) with a hash of its content."""
+    """Every file and folder under ``root`` (hidden ones included) with a hash of its content (links: their target)."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
             out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = "dir"
         for f in filenames:
             p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            link = os.path.islink(p)
+            out[os.path.relpath(p, root)] = ("link to " + os.readlink(p) if link
+                                             else hashlib.sha256(Path(p).read_bytes()).hexdigest())
     return out
 
 

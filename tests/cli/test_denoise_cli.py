@@ -87,6 +87,29 @@ def test_folder_input_and_one_bad_file(tmp_path: Path, weights: Path) -> None:
     assert "3.png" in result.output
 
 
+def test_a_second_run_on_a_folder_leaves_the_first_runs_outputs_out(tmp_path: Path, weights: Path) -> None:
+    """Outputs written beside their inputs are not inputs of the next run on that folder (no photo_n3_n3.png);
+    named as files they are."""
+    _img(tmp_path / "1.png")
+    _img(tmp_path / "2_n3.png")  # no 2.png beside it: an input like any other
+    assert run("denoise", tmp_path, "--sigma", "15", "--weights", weights, "-q").exit_code == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["1.png", "1_n3.png", "2_n3.png", "2_n3_n3.png"]
+    again = run("denoise", tmp_path, "--sigma", "15", "--weights", weights, "--force")
+    assert again.exit_code == 0, again.output
+    assert "left out 2 earlier outputs" in again.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert run("denoise", tmp_path / "1_n3.png", "--sigma", "15", "--weights", weights).exit_code == 0
+    assert (tmp_path / "1_n3_n3.png").exists()
+
+
+def test_debug_shows_the_traceback_of_a_failed_input(tmp_path: Path, weights: Path) -> None:
+    (tmp_path / "zero.png").write_bytes(b"")
+    result = run("denoise", tmp_path / "zero.png", "--weights", weights, "--debug")
+    assert result.exit_code == 2
+    assert "Traceback" in result.output and "empty file" in result.output
+
+
 def test_tiled_matches_whole(tmp_path: Path, weights: Path) -> None:
     src = _img(tmp_path / "big.png", (150, 170))
     assert run("denoise", src, "-o", tmp_path / "w.png", "--sigma", "20", "--weights", weights,
