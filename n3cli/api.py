@@ -242,8 +242,8 @@ def run(restorer: Restorer, x: Tensor, tile: TileSize | None = None, overlap: in
 def _finite(y: Tensor) -> Tensor:
     """The network's output, refused where it holds NaN or infinite values (never handed on as an image)."""
     if not bool(torch.isfinite(y).all()):
-        raise N3Error("the network's output holds NaN or infinite values (the input is far from anything the model "
-                      "was trained on)")
+        raise N3Error("the network's output holds NaN or infinite values (an input far from anything the model was "
+                      "trained on, or an overflow at reduced precision, which fp32 avoids)")
     return y
 
 
@@ -351,11 +351,10 @@ FLOAT_RANGE = (-1.5, 2.5)
 
 def check_float_range(arr: np.ndarray) -> None:
     """Refuse float pixels on another scale than [0, 1] (e.g. 0-255): the models' output there is no estimate of
-    the image. Judged on the 1st and 99th percentiles (of at most about a million samples), so noise may reach
-    beyond [0, 1]."""
-    flat = arr.reshape(-1)
-    sample = flat[:: max(1, flat.size // 1_000_000)]
-    lo, hi = (float(v) for v in np.percentile(sample, [1, 99]))
+    the image. Judged on the 1st and 99th percentiles (of every channel of a grid of about 250,000 pixels), so noise
+    may reach beyond [0, 1]."""
+    step = max(1, math.isqrt(arr.shape[0] * arr.shape[1] // 250_000))  # a grid of pixels, all their channels
+    lo, hi = (float(v) for v in np.percentile(arr[::step, ::step], [1, 99]))
     if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
         raise N3Error(f"float pixel values span {lo:.4g} to {hi:.4g} (1st to 99th percentile); images are expected "
                       "in [0, 1]: scale them first (e.g. divide 0-255 values by 255)")
@@ -442,7 +441,7 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
         for note in plan.notes:
             warnings.warn(note, stacklevel=2)
     else:
-        _check_plan(plan, img, restorer.info, sigma is not None or nlf is not None or color != "auto")
+        _check_plan(plan, img, restorer.info, sigma is not None or nlf is not None, color)
     alpha = img[:, :, 3:] if img.shape[2] == 4 else None
     rgb = img[:, :, :3] if alpha is not None else img
     planes = rgb2opponent(rgb) if plan.mode == "opponent" else rgb
@@ -470,17 +469,21 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
 
 
-def _check_plan(plan: DenoisePlan, img: np.ndarray, info: ModelInfo, also_given: bool) -> None:
-    """A plan handed to :func:`denoise` must fit the image and the model, and comes instead of sigma / nlf / color."""
-    if also_given:
-        raise N3Error("give either a plan or sigma / nlf / color, not both (the plan holds them)")
+def _check_plan(plan: DenoisePlan, img: np.ndarray, info: ModelInfo, level_given: bool, color: str) -> None:
+    """A plan handed to :func:`denoise` must fit the image and the model; it comes instead of sigma / nlf, and a
+    colour mode given beside it must be the plan's."""
+    if level_given:
+        raise N3Error("give either a plan or sigma / nlf, not both (the plan holds the noise level)")
+    if color not in ("auto", plan.mode):
+        raise N3Error(f"colour mode {color!r} differs from the plan's ({plan.mode!r})")
     channels = min(img.shape[2], 3)
     fits = {"gray": channels == 1 and info.channels == 1, "color": info.channels == 3,
             "opponent": channels == 3 and info.channels == 1, "rgb": channels == 3 and info.channels == 1}
     if not fits.get(plan.mode, False):
         kind = "gray" if channels == 1 else "colour"
         raise N3Error(f"the plan's colour mode {plan.mode!r} does not fit a {kind} image and the model {info.name}")
-    count = 1 if plan.mode in ("gray", "color") else 3
+    # as plan_denoise counts them: one σ for a gray plan and for a conditional colour model's one pass
+    count = 1 if plan.mode == "gray" or (plan.mode == "color" and info.conditional) else 3
     if plan.sigmas is not None and len(plan.sigmas) != count:
         raise N3Error(f"the plan holds {len(plan.sigmas)} sigma(s); colour mode {plan.mode} takes {count}")
 

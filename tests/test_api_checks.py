@@ -72,6 +72,11 @@ def test_a_plan_comes_instead_of_sigma(gray_model: api.Restorer) -> None:
     with pytest.raises(N3Error, match="either a plan or sigma"):
         api.denoise(img, 50, model=gray_model, plan=plan)
     assert np.isfinite(api.denoise(img, model=gray_model, plan=plan)).all()
+    rgb = _image((32, 32, 3))
+    plan = api.plan_denoise(rgb, gray_model.info, color="rgb")  # n3 bench --color rgb on real pairs
+    assert api.denoise(rgb, model=gray_model, plan=plan, color="rgb").shape == rgb.shape
+    with pytest.raises(N3Error, match="differs from the plan"):
+        api.denoise(rgb, model=gray_model, plan=plan, color="opponent")
 
 
 def test_a_plan_must_fit_the_image_and_the_model(gray_model: api.Restorer, color_model: api.Restorer) -> None:
@@ -119,3 +124,10 @@ def test_weights_that_do_not_fit_say_which_tensor(tmp_path: Path) -> None:
     save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
     with pytest.raises(N3Error, match=f"size mismatch for {name}"):
         load_weights(tmp_path / "bad.safetensors")
+
+
+def test_a_raw_without_a_noise_level_names_the_flag_on_the_command_line() -> None:
+    from n3cli.cli.common import error_line
+
+    exc = api.NLFUnknownError("x.dng: cannot estimate the noise level (too little flat area)")
+    assert exc.about == "nlf" and error_line(exc).endswith("(give it with --nlf a,b)")

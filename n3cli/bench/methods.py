@@ -506,7 +506,7 @@ def _real_model_method(restorer: api.Restorer, options: MethodOptions, task: str
     def run(noisy: np.ndarray, setting: float) -> np.ndarray:
         plan = api.plan_denoise(noisy, info, None, color=options.color)
         notes.update(dict.fromkeys(plan.notes))
-        return api.denoise(noisy, model=restorer, tile=options.tile, color=options.color, plan=plan)
+        return api.denoise(noisy, model=restorer, tile=options.tile, plan=plan)  # the plan holds the colour mode
 
     def unavailable(setting: float) -> str | None:
         try:  # the colour mode's own rules (api.color_mode), for a colour image

@@ -7,13 +7,14 @@ file ──read──▶ array + metadata ──process──▶ array ──wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class Options:
     suffix: str = "_n3"
     min_side: int = MIN_SIDE  # smallest input side (SR: the output's side counts)
     debug: bool = False  # each failed input's traceback too
+    created: list[Path] = field(default_factory=list)  # output folders this run made (removed again if unused)
 
 
 def make_options(run: RunOptions, *, bit_depth: int | None, suffix: str = "_n3", min_side: int = MIN_SIDE) -> Options:
@@ -103,10 +105,10 @@ def _expand(inputs: Sequence[Path], suffix: str) -> tuple[list[Path], list[str],
 
 
 def _earlier_outputs(files: list[Path], suffix: str) -> set[Path]:
-    """Files of one folder named like an output of another file there (``photo_n3.png`` beside ``photo.png``):
+    """Files of one folder named as the output of another file there (``photo_n3.png`` beside ``photo.png``):
     the results of an earlier run, not inputs of this one."""
-    stems = {f.stem for f in files}
-    return {f for f in files if suffix and f.stem.endswith(suffix) and f.stem[: -len(suffix)] in stems}
+    outputs = {f"{f.stem}{suffix}{f.suffix}" for f in files} if suffix else set()
+    return {f for f in files if f.name in outputs}
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | None, opts: Options
@@ -121,15 +123,16 @@ def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | Non
         err_console.print(f"note: left out {skipped} earlier output{'s' if skipped > 1 else ''} (*{opts.suffix}.*) "
                           "found beside their inputs in the folder(s); name them as files to process them",
                           highlight=False)
-    several = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs)
+    several = len({Path(i).resolve() for i in inputs}) > 1 or any(Path(i).is_dir() for i in inputs)
     jobs: list[Job] = []
+    new_folder = output is not None and several and not output.exists()
     if output is not None and several:
         if output.exists() and not output.is_dir():
             raise N3Error(f"{output}: with several inputs -o must name a folder")
-        if not output.exists():
-            if not output.parent.exists():
-                raise N3Error(f"{output.parent}: output folder does not exist")
-            output.mkdir()
+        if new_folder and output.suffix.lower() in FORMAT_OF_EXTENSION:
+            raise N3Error(f"{output}: with several inputs -o must name a folder, not an image file")
+        if new_folder and not output.parent.exists():
+            raise N3Error(f"{output.parent}: output folder does not exist")
     for f in files:
         if output is None:
             out = f.with_name(f"{f.stem}{opts.suffix}{f.suffix}")
@@ -146,7 +149,17 @@ def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | Non
     if reference is not None and reference.is_file() and len(jobs) > 1:
         raise N3Error("--reference FILE needs a single input; give a folder of references for several")
     _check_clashes(jobs)
+    if new_folder and output is not None:
+        output.mkdir()
+        opts.created.append(output)
     return jobs, errors
+
+
+def _remove_unused_folders(opts: Options) -> None:
+    """Output folders this run created, removed again when nothing was written into them."""
+    for folder in opts.created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def _check_clashes(jobs: list[Job]) -> None:
@@ -232,6 +245,8 @@ def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
             if opts.debug:
                 traceback.print_exc()
             errors.append(error_line(exc))
+    if not kept:
+        _remove_unused_folders(opts)
     return kept, errors
 
 
@@ -287,6 +302,8 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
             progress.finish()
     if not failures:
         return 0
+    if not done:
+        _remove_unused_folders(opts)
     return EXIT_PARTIAL if done else EXIT_BAD_INPUT
 
 

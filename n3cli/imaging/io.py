@@ -140,6 +140,8 @@ def _pil_array(im: PILImage.Image) -> tuple[np.ndarray, int]:
         im = im.convert(mode.upper())
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         im = im.convert("RGB")
+    elif mode in ("L", "RGB") and "transparency" in im.info:  # a PNG tRNS colour key: the alpha it stands for
+        im = im.convert(mode + "A")
     arr = np.asarray(im)
     if mode.startswith("I;16"):
         return arr.astype(np.uint16), 16
@@ -188,8 +190,7 @@ def _read_pil(path: Path, max_pixels: int | None, formats: tuple[str, ...] = _PI
         except PILImage.DecompressionBombError as e:
             raise TooLargeError(f"{path}: image too large ({_one_line(e)})") from e
         except MemoryError:
-            w, h = im.size
-            raise ImageError(f"{path}: not enough memory to decode {w}x{h} pixels") from None
+            raise
         except Exception as e:  # decoders fail in many ways on bad data
             raise ImageError(f"{path}: corrupt or truncated {fmt} image ({_one_line(e)})") from e
     return Image(_to_float(colour), alpha, depth, fmt, icc, exif, path)
@@ -231,7 +232,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
         colour, alpha = _split(data)
     except _NeedsPillow:
         return _read_pil(path, max_pixels, ("TIFF",))
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except Exception as e:  # decoders fail in many ways on bad data
         raise ImageError(f"{path}: corrupt or unsupported TIFF image ({_one_line(e)})") from e
@@ -247,7 +248,11 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     """
     p = Path(path)
     head = _head(p)
-    img = _read_tiff(p, max_pixels) if head[:4] in _TIFF_MAGIC else _read_pil(p, max_pixels)
+    try:
+        img = _read_tiff(p, max_pixels) if head[:4] in _TIFF_MAGIC else _read_pil(p, max_pixels)
+    except MemoryError:  # (within a decoder, reported as corrupt data otherwise)
+        w, h = image_size(p)
+        raise ImageError(f"{p}: not enough memory to read {w}x{h} pixels") from None
     if img.pixels.dtype.kind == "f" and not np.isfinite(img.pixels).all():
         raise ImageError(f"{p}: the image holds NaN or infinite values")
     return img

@@ -107,6 +107,18 @@ def test_model_methods(pairs: Path, tmp_path: Path) -> None:
     assert all(np.isfinite(s.psnr) and s.images == 1 and not s.full_set for s in res.summaries)
 
 
+@pytest.mark.parametrize("color", ["rgb", "opponent"])
+def test_a_gray_model_with_a_colour_mode(pairs: Path, tmp_path: Path, color: str) -> None:
+    """``n3 bench --task real --color rgb|opponent`` with a gray model (the plan carries the mode)."""
+    from n3cli.bench.methods import MethodOptions
+
+    gray = tiny_nlf_weights(tmp_path, "tinyg")
+    method = build_method(f"weights:{gray}", "real", MethodOptions(device="cpu", color=color))
+    ds = resolve_dataset(str(pairs), task="real")
+    res = run_bench(ds, [method], BenchConfig("real", [REAL_SETTING], limit=1))
+    assert np.isfinite(res.summaries[0].psnr)
+
+
 def test_n3net_is_the_colour_default(pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``n3net`` loads the registry's denoise-color default, falling back to the gray denoise default."""
     shipped_tiny_default(tmp_path / "weights", monkeypatch)

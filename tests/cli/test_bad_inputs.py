@@ -397,8 +397,10 @@ CASES = [
                                                 says="nowhere")),
     param("denoise-output-under-proc", Case(denoise("{img}", "--sigma", "25", "-o", "/proc/n3test-out.png"),
                                             says="/proc", outside=("/proc/n3test-out.png",), before_work=True)),
-    param("denoise-two-inputs-one-output", Case(denoise("{same-names}", "--sigma", "25", "-o", "{outdir}", "--force"),
-                                                says="a_n3.png", before_work=True)),
+    param("denoise-two-inputs-one-output", Case(denoise("{same-names}", "--sigma", "25", "-o", "{tmp}/new", "--force"),
+                                                says="a_n3.png", before_work=True)),  # and no folder new/ left
+    param("denoise-two-inputs-o-file", Case(denoise("{good+missing}", "--sigma", "25", "-o", "{tmp}/out.png"),
+                                            says="must name a folder", before_work=True)),
     param("denoise-output-is-another-input", Case(denoise("{input+its-output}", "--sigma", "25", "--force"),
                                                   says="in_n3.png", before_work=True)),
     param("denoise-bit-depth-16-jpeg", Case(denoise("{img}", "--sigma", "25", "-o", "{tmp}/out.jpg", "--bit-depth",

@@ -101,6 +101,17 @@ def test_a_second_run_on_a_folder_leaves_the_first_runs_outputs_out(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == names
     assert run("denoise", tmp_path / "1_n3.png", "--sigma", "15", "--weights", weights).exit_code == 0
     assert (tmp_path / "1_n3_n3.png").exists()
+    _img(tmp_path / "1_n3.bmp")  # not the output of 1.png (that is a PNG): an input
+    assert run("denoise", tmp_path, "--sigma", "15", "--weights", weights, "-q", "--force").exit_code == 0
+    assert (tmp_path / "1_n3_n3.bmp").exists()
+
+
+def test_a_run_that_writes_nothing_leaves_no_new_output_folder(tmp_path: Path, weights: Path) -> None:
+    tiny = _img(tmp_path / "tiny.png", (4, 4))  # refused after the folder was planned: under 8x8
+    for inputs in ([tmp_path / "m1.png", tmp_path / "m2.png"], [tmp_path / "m1.png", tiny]):
+        result = run("denoise", *inputs, "--sigma", "15", "--weights", weights, "-o", tmp_path / "new")
+        assert result.exit_code == 2, result.output
+        assert not (tmp_path / "new").exists()
 
 
 def test_debug_shows_the_traceback_of_a_failed_input(tmp_path: Path, weights: Path) -> None:

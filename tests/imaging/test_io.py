@@ -99,6 +99,37 @@ def test_pil_written_rgba_and_palette(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.round(im.pixels * 255), np.asarray(pal.convert("RGB")))
 
 
+@pytest.mark.parametrize("name", ["a.png", "a.tif"])
+def test_out_of_memory_while_reading_says_so(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not "corrupt or truncated": the float conversion (4 bytes a sample) is where a large image runs out."""
+    path = tmp_path / name
+    if name.endswith(".tif"):
+        tifffile.imwrite(path, np.zeros((20, 30), np.uint8))
+    else:
+        PILImage.fromarray(np.zeros((20, 30), np.uint8)).save(path)
+
+    def out_of_memory(*args: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr("n3cli.imaging.io._to_float", out_of_memory)
+    with pytest.raises(ImageError, match="not enough memory to read 30x20 pixels"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_png_transparency_key_becomes_alpha(tmp_path: Path, mode: str) -> None:
+    """A tRNS colour key (8-bit gray or RGB) marks its pixels transparent: read as an alpha channel, written back."""
+    gray = RNG.integers(0, 256, (9, 11)).astype(np.uint8)
+    gray[2, 3] = 7
+    arr = gray if mode == "L" else np.stack([gray] * 3, axis=-1)
+    PILImage.fromarray(arr, mode).save(tmp_path / "key.png", transparency=7 if mode == "L" else (7, 7, 7))
+    im = read_image(tmp_path / "key.png")
+    assert im.alpha is not None and im.alpha[2, 3] == 0 and (im.alpha[gray != 7] == 255).all()
+    np.testing.assert_array_equal(np.round(im.pixels[..., 0] * 255), gray)
+    back = read_image(write_image(tmp_path / "out.png", im.pixels, like=im))
+    np.testing.assert_array_equal(back.alpha, im.alpha)
+
+
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_16bit_png_bit_exact(tmp_path: Path, channels: int) -> None:
     a = (smooth(31, 45, channels) * 65535).astype(np.uint16)
