@@ -19,8 +19,14 @@ def load_tensors(path: str | Path, error: type[N3Error] = N3Error) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU: a file holding any other Python object (which
     unpickling could run as code) is refused. Every failure is an ``error`` with a one-line message."""
     p = Path(path)
+    if p.is_dir():
+        raise error(f"{p}: is a folder; give a file in it (a run's checkpoint is FOLDER/last.pt)")
     if not p.is_file():
         raise error(f"{p}: no such file")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip, or a plain pickle
+        raise error(f"{p}: not a PyTorch checkpoint (a .pt / .pth / .t7 file written by torch.save)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol

@@ -28,7 +28,7 @@ from ..bench.run import (
     to_markdown,
 )
 from ..errors import N3Error
-from .common import RELEASE_STEP, err_console, handle_errors, is_tty, out_console, parse_nlf
+from .common import RELEASE_STEP, ThreadsOpt, err_console, handle_errors, is_tty, out_console, parse_nlf
 from .devices import set_threads
 from .progress import ProgressDisplay
 
@@ -144,7 +144,7 @@ def bench_cmd(
                                            "(labelled -x8).")] = False,
     color: Annotated[str, typer.Option(help="Colour sets: how model methods treat colour (auto, opponent, rgb; "
                                        "see n3 denoise --help); a forced mode is labelled -opponent / -rgb.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:

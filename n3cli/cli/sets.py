@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..errors import N3Error
 from ..sets.train import SetsTrainConfig, execute
 from .common import handle_errors
+from .devices import pick_device
 
 
 @handle_errors
@@ -28,7 +30,7 @@ def sets_cmd(
     val_sets: Annotated[int, typer.Option(help="Validation pairs per validation.")] = 64,
     val_every: Annotated[int, typer.Option(help="Steps between validations (0: never).")] = 500,
     time_limit: Annotated[float | None, typer.Option(help="Minutes of training per net (cap).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
     threads: Annotated[int, typer.Option(help="Torch CPU threads.")] = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for results.json and the weights.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -37,8 +39,18 @@ def sets_cmd(
 
     Example: n3 sets --steps 3000 --out runs/sets
     """
+    positive = {"--steps": steps, "--n": n, "--batch": batch, "--k": k, "--test-sets": test_sets,
+                "--val-sets": val_sets}
+    for flag, value in positive.items():
+        if value < 1:
+            raise N3Error(f"{flag} must be >= 1, got {value}")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise N3Error("--models names no model (cnnnet, n3)")
+    if out is not None and (out / "results.json").exists():
+        raise N3Error(f"{out} holds the results of an earlier run (results.json); choose another --out")
     cfg = SetsTrainConfig(steps=steps, n=n, batch=batch, seed=seed, lr=lr, schedule=schedule, select=select,
-                          models=[m.strip() for m in models.split(",") if m.strip()], k=k, ess_weight=ess_weight,
-                          ess_after=ess_after, test_sets=test_sets, val_sets=val_sets, val_every=val_every,
-                          time_limit_min=time_limit, device=device, out=str(out) if out else None)
+                          models=names, k=k, ess_weight=ess_weight, ess_after=ess_after, test_sets=test_sets,
+                          val_sets=val_sets, val_every=val_every, time_limit_min=time_limit,
+                          device=str(pick_device(device)), out=str(out) if out else None)
     execute(cfg, threads)

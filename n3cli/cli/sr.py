@@ -69,7 +69,8 @@ def _check_job(job: Job, size: tuple[int, int], scale: int, max_pixels: int | No
 @with_run_options
 def sr_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
-    scale: Annotated[str, typer.Option(help="Upscaling factor: 2, 3 or 4 (the trained scales).", show_default=False)],
+    scale: Annotated[str, typer.Option(help="Upscaling factor: 2, 3 or 4 (the trained scales); 5 to 8 run with a "
+                                             "warning.", show_default=False)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file, or folder for several "
                                                 "inputs (default: <stem>_x<scale>.<ext> beside each input).")
                       ] = None,

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from ..errors import N3Error
 from ..train.config import TrainConfig, parse_sets, read_config
 from ..train.trainer import train
-from .common import err_console, handle_errors, is_tty
+from .common import ThreadsOpt, err_console, handle_errors, is_tty
 from .devices import pick_device, set_threads
 
 #: ``n3 train`` also takes any run setting as a flag of its own (``--batch-size 8``, ``--model depth=10``):
@@ -53,7 +53,7 @@ def train_cmd(
     revive: Annotated[bool, typer.Option("--revive", hidden=True, help="Before training, redraw the local "
                                          "blocks' silent channels, with the output kept.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Train a model with the paper's protocol (resumable; use torchrun for several processes)."""
@@ -62,7 +62,7 @@ def train_cmd(
     given = {**flag_settings(ctx.args), **parse_sets(sets or []), **{k: v for k, v in flags.items() if v is not None}}
     settings = {**(read_config(config) if config else {}), **given}
     if resume and ("model" in given or "init" in given):
-        what = "--model changes the network" if "model" in given else "--init starts a new run from weights"
+        what = "model.KEY settings change the network" if "model" in given else "--init starts a new run from weights"
         raise N3Error(f"{what}; it cannot be combined with --resume")
     if resume and "out" in settings and (Path(settings["out"]) / "last.pt").exists():
         settings.setdefault("data", [])  # the run's own data is used
@@ -72,7 +72,8 @@ def train_cmd(
     set_threads(threads)
     noise = f", noise {cfg.noise}" if cfg.task == "denoise" else ""
     what = f"resuming {cfg.out}" if resume else f"training {cfg.arch} ({cfg.task}{noise})"
-    err_console.print(f"{what} on {dev}, {torch.get_num_threads()} threads", highlight=False)
+    n = torch.get_num_threads()
+    err_console.print(f"{what} on {dev}, {n} thread{'s' if n != 1 else ''}", highlight=False)
     bar = Progress(TextColumn("step {task.completed}/{task.total}"), BarColumn(),
                    TextColumn("{task.fields[rate]:.2f} steps/s  loss {task.fields[loss]:.2e}"), TimeRemainingColumn(),
                    console=err_console, disable=not is_tty())

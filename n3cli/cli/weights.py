@@ -13,8 +13,9 @@ from rich.table import Table
 from ..errors import N3Error
 from ..train.export import export_run
 from ..weights import import_official, list_weights, save_weights
-from .common import RELEASE_STEP, err_console, handle_errors, out_console
+from .common import RELEASE_STEP, DebugOpt, ThreadsOpt, err_console, handle_errors, out_console
 from .devices import set_threads
+from .pipeline import check_target
 
 weights_app = typer.Typer(help="Manage model weights (shipped registry, imports, exports).", no_args_is_help=True,
                           rich_markup_mode=None)
@@ -30,7 +31,7 @@ def _psnr(metric: object) -> float | None:
 @handle_errors
 def list_cmd(
     task: Annotated[str | None, typer.Option(help="Only the models of this task (denoise, sr, raw).")] = None,
-    debug: Annotated[bool, typer.Option("--debug")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Show the shipped weights with their measured figures."""
     shipped = list_weights()
@@ -56,7 +57,7 @@ def import_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="An authors' N3Net checkpoint, e.g. n3net_sigma25.t7.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write our .safetensors file.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    debug: Annotated[bool, typer.Option("--debug")] = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Convert an authors' checkpoint you downloaded to our format, for your own use.
 
@@ -64,9 +65,18 @@ def import_cmd(
 
     Example: n3 weights import n3net_sigma25.t7 -o n3net_sigma25.safetensors
     """
+    _check_output(output, checkpoint, force)
     model, info = import_official(checkpoint)
     save_weights(output, model, info, overwrite=force)
     err_console.print(f"wrote {output} ({info.name}, sigma {info.sigma})")
+
+
+def _check_output(output: Path, source: Path, force: bool) -> None:
+    """A weights file to write: named .safetensors, not the source, not replacing a file without --force, in a
+    folder that exists and is writable (checked before any work)."""
+    if output.suffix.lower() != ".safetensors":
+        raise N3Error(f"{output}: weights are written as safetensors; name the file *.safetensors")
+    check_target(output, source, force)
 
 
 @weights_app.command("export")
@@ -87,8 +97,8 @@ def export_cmd(
         "--bn-noise", help="Draw the BN calibration batches with this training noise of the run's kind instead of "
         "the run's own (e.g. real:camera=0.8,known=0.5 for a real:camera=0.5 run); for a blind model it sets how "
         "much noise is removed (docs/real-photos.md).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
-    debug: Annotated[bool, typer.Option("--debug")] = False,
+    threads: ThreadsOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     """Export the model of a training checkpoint (with its training facts) to safetensors.
 
@@ -96,6 +106,11 @@ def export_cmd(
     """
     if ship or default:
         raise N3Error(f"--ship/--default were removed: n3 never writes into the installed package; {RELEASE_STEP}")
+    if not name.strip():
+        raise N3Error("--name must not be empty")
+    if precise_bn is not None and precise_bn < 0:
+        raise N3Error(f"--precise-bn must be >= 0 batches (0: keep the running averages), got {precise_bn}")
+    _check_output(output, run, force)
     set_threads(threads)
     model, info = export_run(run, name, precise_bn=precise_bn, ema=ema, bn_noise=bn_noise)
     save_weights(output, model, info, overwrite=force)

@@ -11,6 +11,7 @@ from typing import Any
 import tomllib
 
 from ..errors import N3Error
+from ..imaging.noise import SIGMA_LIMIT
 from ..nn.nets import BUILDERS, NetConfig
 
 LOSSES = ("mse", "nmse")
@@ -101,6 +102,19 @@ class TrainConfig:
             raise N3Error("freeze_bn keeps the BN statistics of the init weights: give --set init=WEIGHTS")
         if self.steps < 1 or self.batch_size < 1 or self.patch < 8:
             raise N3Error("steps and batch size must be >= 1 and the patch size >= 8")
+        at_least_one = {"eval_every": self.eval_every, "log_every": self.log_every, "val_limit": self.val_limit}
+        for key, count in at_least_one.items():
+            if count < 1:
+                raise N3Error(f"{key} must be >= 1, got {count}")
+        if self.precise_bn < 0:
+            raise N3Error(f"precise_bn must be >= 0 batches (0: off), got {self.precise_bn}")
+        positive = {"checkpoint_minutes": self.checkpoint_minutes, "grad_clip": self.grad_clip,
+                    "budget_hours": self.budget_hours}
+        for key, value in positive.items():
+            if value is not None and not value > 0:
+                raise N3Error(f"{key} must be positive, got {value:g}")
+        if not 0 <= self.val_sigma <= SIGMA_LIMIT:
+            raise N3Error(f"val_sigma must be a σ in [0, {SIGMA_LIMIT:g}] (0-255 scale), got {self.val_sigma:g}")
 
     def with_overrides(self, **kw: Any) -> TrainConfig:
         """A copy with some settings changed (values checked and converted to the field's type)."""
@@ -200,16 +214,22 @@ def parse_sets(items: list[str], flag: str = "--set") -> dict[str, Any]:
 
 def read_config(path: Path) -> dict[str, Any]:
     """The settings of a run file: TOML (``run.toml``) or a run's own ``config.json``."""
+    if path.is_dir():
+        raise N3Error(f"--config: {path} is a folder; give a run file (TOML) or a run's config.json")
+    kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
-        if path.suffix == ".json":
+        if kind == "JSON":
             d = json.loads(path.read_text())
         else:
             with path.open("rb") as fh:
                 d = tomllib.load(fh)
     except FileNotFoundError:
         raise N3Error(f"--config: file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise N3Error(f"--config: {path} is not valid {path.suffix.lstrip('.') or 'TOML'} ({exc})") from None
+    except OSError as exc:
+        raise N3Error(f"--config: cannot read {path} ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise N3Error(f"--config: {path} is not valid {kind} (run files are TOML, or a run's config.json): "
+                      f"{exc}") from None
     if not isinstance(d, dict):
         raise N3Error(f"--config: {path} holds no settings table")
     return {k: coerce(k, v) for k, v in d.items() if v is not None}

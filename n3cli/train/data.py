@@ -38,12 +38,13 @@ def _luma_u8(path: Path, luma: str = "L") -> np.ndarray:
 class ImageBank:
     """All training images of some folders, decoded once and kept in memory as 8-bit luma (or RGB, ``luma="rgb"``)."""
 
-    def __init__(self, folders: Sequence[str | Path], min_size: int = 1, luma: str = "L") -> None:
+    def __init__(self, folders: Sequence[str | Path], min_size: int = 1, luma: str = "L",
+                 what: str = "training") -> None:
         files: list[Path] = []
         for folder in folders:
             folder = Path(folder)
             if not folder.is_dir():
-                raise N3Error(f"training data folder not found: {folder}")
+                raise N3Error(f"{what} data folder not found: {folder}")
             files += sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
         self.images: list[Tensor] = []
         for f in files:
@@ -51,7 +52,7 @@ class ImageBank:
             if min(arr.shape[-2:]) >= min_size:
                 self.images.append(torch.from_numpy(arr.copy()))
         if not self.images:
-            raise N3Error(f"no usable training images (at least {min_size}×{min_size}) in: "
+            raise N3Error(f"no usable {what} images (at least {min_size}×{min_size}) in: "
                           + ", ".join(str(f) for f in folders))
         # Sample images proportionally to their area, so every pixel is equally likely.
         self.weights = torch.tensor([float(im.numel()) for im in self.images], dtype=torch.float64)

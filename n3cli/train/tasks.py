@@ -247,7 +247,8 @@ class Validation:
 
 
 def _gray_images(folder: str, limit: int, luma: str = "L") -> list[Tensor]:
-    return [im.float()[None, None] / 255.0 for im in ImageBank([folder], luma=luma).images[:limit]]
+    bank = ImageBank([folder], luma=luma, what="validation")
+    return [im.float()[None, None] / 255.0 for im in bank.images[:limit]]
 
 
 # --- tasks --------------------------------------------------------------------------------------
@@ -519,7 +520,7 @@ class RealColorTask(Task):
                 items.append(((noisy, None), clean, 0))
             return Validation(items, {"val_sigma": None, "val_real": len(items)}, quantize=True)
         level = (0.0, (val_sigma / 255.0) ** 2, 1.0)
-        for i, clean in enumerate(ImageBank([folder], luma="rgb").images[:limit]):
+        for i, clean in enumerate(ImageBank([folder], luma="rgb", what="validation").images[:limit]):
             clean = clean.float()[None] / 255.0
             noisy = noise.add_gaussian(clean, val_sigma, noise.generator(noise.seed_for("val", i, val_sigma)))
             items.append(((noisy, level), clean, 0))

@@ -110,12 +110,30 @@ def load_initial_weights(model: nn.Module, path: Path) -> None:
                       "use the same --arch and --noise kind") from None
 
 
+def _repointed(cfg: TrainConfig, data: Any, val: Any) -> TrainConfig:
+    """A resumed run's folders where they are now: ``data`` (any given folders: the run's images elsewhere, or
+    others by choice) and ``val`` (only in place of a stored validation folder that is gone, as in a moved run: the
+    run's best score was measured on it)."""
+    if data:
+        folders = coerce("data", data)
+        if folders != cfg.data:
+            print(f"training data: {', '.join(folders)} (the run had {', '.join(cfg.data)})", file=sys.stderr)
+            cfg = cfg.with_overrides(data=folders)
+    if val is not None and str(val) != cfg.val:
+        if cfg.val is None or Path(cfg.val).is_dir():
+            raise N3Error(f"--resume keeps the run's validation folder ({cfg.val}); --val may only point a moved "
+                          "run at its validation images when the stored folder is gone")
+        cfg = cfg.with_overrides(val=str(val))
+    return cfg
+
+
 def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[str, Any]) -> TrainConfig:
     """A checkpoint's run settings in the folder ``out`` (a run may be moved or copied), with the switches
     a resumed run may make (:data:`n3cli.train.config.RESUME_SWITCHES`)."""
     cfg = TrainConfig.from_dict({**stored, "out": str(out)})
-    # the folder and the training data are the run's own; settings as stored are no change (a run file)
-    switches = {k: v for k, v in switches.items() if v is not None and k not in ("out", "data")}
+    cfg = _repointed(cfg, switches.get("data"), switches.get("val"))
+    # the folder is the run's own; settings as stored are no change (a run file)
+    switches = {k: v for k, v in switches.items() if v is not None and k not in ("out", "data", "val")}
     switches = {k: v for k, v in switches.items() if k in RESUME_SWITCHES or coerce(k, v) != getattr(cfg, k)}
     fixed = sorted(set(switches) - set(RESUME_SWITCHES))
     if fixed:
@@ -202,16 +220,28 @@ class Trainer:
             raise N3Error(f"--init: weights file not found: {cfg.init}")
         self.cfg, self.task = cfg, run_task(cfg)
         self._build_model(state)
-        self.bank = training_bank(cfg)
-        self.validation: Validation | None = None
-        if cfg.val and self.dist.main:
-            self.validation = self.task.validation(cfg.val, cfg.val_limit, cfg.val_sigma)
+        try:
+            self.bank = training_bank(cfg)
+            self.validation: Validation | None = None
+            if cfg.val and self.dist.main:
+                self.validation = self.task.validation(cfg.val, cfg.val_limit, cfg.val_sigma)
+        except N3Error as exc:
+            if state is None:
+                raise
+            raise N3Error(f"{exc} (as the run stored it, relative to where it started; point a moved run at its "
+                          "images with --data FOLDER and --val FOLDER)") from None
+        self._resumed_at_end = state is not None and self.finished
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
             if state is not None and (dropped := trim_to_step(self.log_path, self.progress.step)):
                 print(f"resuming at step {self.progress.step}: dropped {dropped} log records written after that "
                       "checkpoint", file=sys.stderr)
+
+    @property
+    def resumed_finished(self) -> bool:
+        """Whether a resumed run had already reached its end when this call started."""
+        return self._resumed_at_end
 
     def _load_state(self, resume: bool) -> dict[str, Any] | None:
         if resume and self.last_path.exists():
@@ -220,6 +250,12 @@ class Trainer:
             print(f"no checkpoint in {self.out}; starting a new run", file=sys.stderr)
         elif not resume and self.last_path.exists():
             raise N3Error(f"{self.last_path} exists; pass --resume to continue that run or choose another --out")
+        # A run that ended before its first checkpoint: a new one would mix its log and best.pt in. (The main
+        # process only: it writes config.json, which another rank could otherwise find here.)
+        stale = [name for name in ("config.json", "log.jsonl", "best.pt") if (self.out / name).exists()]
+        if stale and self.dist.main:
+            raise N3Error(f"{self.out} holds another run's {', '.join(stale)} but no checkpoint (last.pt); remove "
+                          "them or choose another --out")
         return None
 
     def _build_model(self, state: dict[str, Any] | None) -> None:
@@ -449,6 +485,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
     finished = False
     try:
         trainer = Trainer(cfg, resume=resume, device=device, on_log=on_log, switches=switches)
+        if resume and trainer.resumed_finished:  # measured and saved at its end already: nothing to do
+            if trainer.dist.main:
+                by_budget = trainer.cfg.budget_hours and trainer.progress.step < trainer.cfg.steps
+                extend = "a larger budget_hours" if by_budget else "--steps N"
+                print(f"the run in {trainer.out} is finished (step {trainer.progress.step}); give {extend} to extend "
+                      "it", file=sys.stderr)
+            finished = True
+            return trainer.last_path
         if revive:
             trainer.revive()
         last = trainer.run(stop_after)

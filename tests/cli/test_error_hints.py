@@ -44,7 +44,10 @@ def test_weights_import_and_removed_ship(tmp_path: Path) -> None:
 
     torch.save({"net": {"blocks.0.conv1.weight": torch.zeros(64, 1, 3, 3)}}, ckpt)
     res = runner.invoke(app, ["weights", "import", str(ckpt), "-o", str(w)])
-    assert res.exit_code == 2 and "unexpected checkpoint layout" in res.output  # refused before the output check
+    assert res.exit_code == 2 and "already exists (use --force" in res.output  # the output is checked first
+    res = runner.invoke(app, ["weights", "import", str(ckpt), "-o", str(tmp_path / "new.safetensors")])
+    assert res.exit_code == 2 and "unexpected checkpoint layout" in res.output
+    assert not (tmp_path / "new.safetensors").exists()
     res = runner.invoke(app, ["weights", "export", str(ckpt), "-o", str(tmp_path / "x.safetensors"),
                               "--name", "x", "--ship"])
     assert res.exit_code == 2 and "release_weights.py" in res.output and not (tmp_path / "x.safetensors").exists()

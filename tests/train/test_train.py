@@ -326,7 +326,7 @@ def test_noise_normalised_loss_runs_and_switches_on_resume(tmp_path: Path, data:
                  on_log=records.append)
     state = load(last)
     assert state["step"] == 4 and state["train_config"]["loss"] == "nmse"
-    last = train(_cfg(tmp_path, data, noise="nlf", steps=5, val=None), resume=True, nmse_floor=10)
+    last = train(_cfg(tmp_path, data, noise="nlf", steps=5, val=None), resume=True, nmse_floor=10, steps=5)
     assert load(last)["train_config"]["nmse_floor"] == 10.0
     with pytest.raises(N3Error, match="nmse_floor"):
         train(_cfg(tmp_path / "z", data, loss="nmse", nmse_floor=0))
@@ -534,3 +534,60 @@ def test_a_failed_final_barrier_still_leaves_the_process_group(monkeypatch: pyte
     trainer._end_distributed(wait=True)  # reported, not raised
     assert left == [True]
     assert "final barrier failed (Connection closed by peer)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key,value", [("eval_every", 0), ("log_every", 0), ("val_limit", 0), ("precise_bn", -1),
+                                       ("checkpoint_minutes", -1.0), ("grad_clip", -1.0), ("budget_hours", -1.0),
+                                       ("val_sigma", -5.0), ("val_sigma", 500.0)])
+def test_settings_out_of_range_are_refused_before_the_run_folder(tmp_path: Path, data: Path, key: str,
+                                                                 value: float) -> None:
+    """(eval_every / log_every / val_limit 0 divided by zero mid-run; negative budgets ran 0 steps and exited 0.)"""
+    with pytest.raises(N3Error, match=key):
+        train(_cfg(tmp_path, data, **{key: value}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_moved_run_resumes_with_its_folders_given_again(tmp_path: Path, data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders are stored as given (relative to where the run started): a moved run is pointed at them with
+    --data / --val; a validation folder that still exists stays the run's own."""
+    monkeypatch.chdir(tmp_path)
+    train(tiny_config(Path("run"), Path("imgs"), val="imgs"), stop_after=2)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "run").rename(tmp_path / "sub" / "run")
+    with pytest.raises(N3Error, match="keeps the run's validation folder"):  # "imgs" is still there
+        train(tiny_config(Path("sub/run"), data), resume=True, val=str(tmp_path / "other"))
+    monkeypatch.chdir(tmp_path / "sub")
+    with pytest.raises(N3Error, match="point a moved run at its images with --data"):
+        train(tiny_config(Path("run"), data), resume=True)
+    last = train(tiny_config(Path("run"), data), resume=True, data=["../imgs"], val="../imgs")
+    state = load(last)
+    assert state["step"] == 4 and state["train_config"]["data"] == ["../imgs"]
+    assert state["train_config"]["val"] == "../imgs"
+
+
+def test_a_finished_run_resumed_says_so_and_changes_nothing(tmp_path: Path, data: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    last = train(_cfg(tmp_path, data))
+    before = last.read_bytes()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert train(_cfg(tmp_path, data), resume=True) == last
+    assert "is finished (step 4); give --steps N" in capsys.readouterr().err
+    assert last.read_bytes() == before and (tmp_path / "run" / "log.jsonl").read_text() == log
+
+
+def test_a_folder_with_another_runs_files_but_no_checkpoint_is_refused(tmp_path: Path, data: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 10}\n')
+    (run / "train.out").write_text("a shell's redirect, made before n3 starts\n")
+    for resume in (False, True):
+        with pytest.raises(N3Error, match="log.jsonl but no checkpoint"):
+            train(_cfg(tmp_path, data), resume=resume)
+    (run / "log.jsonl").unlink()
+    assert load(train(_cfg(tmp_path, data)))["step"] == 4  # train.out alone is no run
+
+
+def test_a_missing_validation_folder_is_named_as_such(tmp_path: Path, data: Path) -> None:
+    with pytest.raises(N3Error, match="validation data folder not found"):
+        train(_cfg(tmp_path, data, val=str(tmp_path / "nope")))
