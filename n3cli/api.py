@@ -404,8 +404,14 @@ def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[flo
     mode = color_mode(info, rgb.shape[2], color, None)
     if sigma is None and info.blind_capable:
         return DenoisePlan(mode, None, None, blind=True)
-    if not info.conditional and sigma is None:  # a one-σ model takes no noise level: nothing to estimate
+    if not info.conditional:  # a one-σ model takes no noise level: nothing to estimate, and a given σ is not used
         fixed = None if info.sigma is None else (float(info.sigma),) * (1 if mode == "gray" else 3)
+        given = () if sigma is None else _check_sigmas(sigma, 1 if isinstance(sigma, (int, float)) else len(sigma))
+        if any(info.sigma is None or abs(v - info.sigma) > 1e-6 for v in given):
+            own = f"sigma {info.sigma:g}" if info.sigma is not None else "one noise level"
+            shown = "/".join(f"{v:g}" for v in given)
+            note = f"{info.name} is trained for {own} only and takes no noise level: sigma {shown} is not used"
+            return DenoisePlan(mode, fixed, None, notes=(note,))
         return DenoisePlan(mode, fixed, None)
     sigmas = channel_sigmas(rgb, sigma, mode)
     note = untrained_noise_note(info, sigma=max(sigmas))

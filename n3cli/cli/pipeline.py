@@ -322,7 +322,7 @@ def summary_line(record: dict[str, Any]) -> str:
     sigma = record.get("sigma")
     if record.get("blind"):
         parts.append("noise level inferred (blind)")
-    elif sigma is not None:
+    elif sigma is not None and sigma != []:  # (none: a model trained for a level it does not record)
         values = sigma if isinstance(sigma, (list, tuple)) else [sigma]
         shown = "/".join(f"{v:.1f}" for v in values)
         parts.append(f"σ {shown}" + (f" ({record['color']})" if record.get("color") and len(values) > 1 else ""))

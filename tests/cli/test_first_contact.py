@@ -244,6 +244,13 @@ def test_plan_for_a_one_sigma_model_estimates_nothing_and_refuses_an_nlf() -> No
         api.plan_denoise(img, one, nlf=(1e-3, 1e-5))
     cond = ModelInfo(name="c", planes=["image", "sqrt_a", "sqrt_b"])
     assert api.plan_denoise(img, cond).estimated and api.plan_denoise(img, cond).mode == "opponent"
+    # a given σ is not the model's: said, and the plan holds the σ the model denoises for (as reported)
+    assert api.plan_denoise(img, one, 25).notes == ()
+    plan = api.plan_denoise(img, one, 50)
+    assert plan.sigmas == (25.0, 25.0, 25.0) and plan.notes == (
+        "one-sigma is trained for sigma 25 only and takes no noise level: sigma 50 is not used",)
+    unknown = ModelInfo(name="renamed", planes=["image"], sigma=None)
+    assert api.plan_denoise(img, unknown, 25).notes[0].startswith("renamed is trained for one noise level only")
 
 
 @pytest.mark.parametrize("name", ["101085.png", "102061.png"])
