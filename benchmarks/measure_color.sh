@@ -14,7 +14,7 @@ LOG="${2:-/tmp/measure-color}"
 mkdir -p "$LOG"
 export OMP_NUM_THREADS=1
 DATA=../shared/data
-bench() { n3 bench --data-dir $DATA --threads 1 --quiet "$@"; }
+bench() { n3 bench --data-dir $DATA --threads 1 --quiet --force "$@"; }
 
 lane1() {
     bench --task real --dataset PolyU-val --methods noisy,weights:"$W" --markdown "$LOG/polyu.md"

@@ -9,12 +9,12 @@ LOG="${1:-/tmp/precision}"
 mkdir -p "$LOG"
 export OMP_NUM_THREADS=1
 DATA=../shared/data
-n3 bench --dataset BSD68 --data-dir $DATA --sigma 25 --methods n3net --precision bf16 --threads 1 --quiet \
+n3 bench --dataset BSD68 --data-dir $DATA --sigma 25 --methods n3net --precision bf16 --threads 1 --quiet --force \
     --json results/bf16-BSD68.json --markdown results/bf16-BSD68.md > "$LOG/a.txt" 2>&1 &
 a=$!
-( n3 bench --dataset Set12 --data-dir $DATA --sigma 25 --methods n3net --precision bf16 --threads 1 --quiet \
+( n3 bench --dataset Set12 --data-dir $DATA --sigma 25 --methods n3net --precision bf16 --threads 1 --quiet --force \
     --json results/bf16-Set12.json --markdown results/bf16-Set12.md
-  n3 bench --task sr --dataset Set5 --data-dir $DATA --scale 2 --methods n3net --precision bf16 --threads 1 --quiet \
+  n3 bench --task sr --dataset Set5 --data-dir $DATA --scale 2 --methods n3net --precision bf16 --threads 1 --quiet --force \
     --json results/bf16-sr-Set5.json --markdown results/bf16-sr-Set5.md ) > "$LOG/b.txt" 2>&1 &
 b=$!
 status=0

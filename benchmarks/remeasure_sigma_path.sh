@@ -18,18 +18,18 @@ export OMP_NUM_THREADS=1
 DATA=../shared/data
 
 lane_a() {
-    n3 bench --dataset BSD68 --data-dir $DATA --sigma 15,25,50,70 --methods n3net --threads 1 --quiet \
+    n3 bench --dataset BSD68 --data-dir $DATA --sigma 15,25,50,70 --methods n3net --threads 1 --quiet --force \
         --json results/n3net-BSD68.json --markdown results/n3net-BSD68.md
-    n3 bench --dataset CBSD68 --data-dir $DATA --sigma 25 --methods n3net --threads 1 --quiet \
+    n3 bench --dataset CBSD68 --data-dir $DATA --sigma 25 --methods n3net --threads 1 --quiet --force \
         --json results/color-CBSD68.json --markdown results/color-CBSD68.md
 }
 
 lane_b() {
-    n3 bench --dataset Set12 --data-dir $DATA --sigma 15,25,50,70 --methods n3net --threads 1 --quiet \
+    n3 bench --dataset Set12 --data-dir $DATA --sigma 15,25,50,70 --methods n3net --threads 1 --quiet --force \
         --json results/n3net-Set12.json --markdown results/n3net-Set12.md
-    n3 bench --dataset Set12 --data-dir $DATA --sigma 25 --methods n3net --ensemble --threads 1 --quiet \
+    n3 bench --dataset Set12 --data-dir $DATA --sigma 25 --methods n3net --ensemble --threads 1 --quiet --force \
         --json results/n3net-x8-Set12.json --markdown results/n3net-x8-Set12.md
-    n3 bench --dataset CBSD68 --data-dir $DATA --sigma 25 --methods n3net --color rgb --threads 1 --quiet \
+    n3 bench --dataset CBSD68 --data-dir $DATA --sigma 25 --methods n3net --color rgb --threads 1 --quiet --force \
         --json results/color-rgb-CBSD68.json --markdown results/color-rgb-CBSD68.md
 }
 

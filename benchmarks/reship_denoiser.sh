@@ -29,7 +29,7 @@ bash benchmarks/remeasure_sigma_path.sh "$LOG" || status=1
 
 raw_table() {
     n3 bench --task raw --dataset Set12 --data-dir $DATA \
-        --methods noisy,n3net,n3net-est,gat-bm3d,weights:weights/n3net-nlf.safetensors --threads 1 --quiet \
+        --methods noisy,n3net,n3net-est,gat-bm3d,weights:weights/n3net-nlf.safetensors --threads 1 --quiet --force \
         --json results/raw-Set12.json --markdown results/raw-Set12.md
 }
 

@@ -27,8 +27,8 @@ from ..bench.run import (
     to_json,
     to_markdown,
 )
-from ..errors import N3Error
-from .common import RELEASE_STEP, ThreadsOpt, err_console, handle_errors, is_tty, out_console, parse_nlf
+from ..errors import N3Error, OutputExistsError
+from .common import RELEASE_STEP, ForceOpt, ThreadsOpt, err_console, handle_errors, is_tty, out_console, parse_nlf
 from .devices import set_threads
 from .progress import ProgressDisplay
 
@@ -145,6 +145,7 @@ def bench_cmd(
     color: Annotated[str, typer.Option(help="Colour sets: how model methods treat colour (auto, opponent, rgb; "
                                        "see n3 denoise --help); a forced mode is labelled -opponent / -rgb.")] = "auto",
     threads: ThreadsOpt = None,
+    force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -156,7 +157,7 @@ def bench_cmd(
         raise N3Error(f"--update-manifest was removed: n3 bench writes its figures with --json/--markdown (e.g. "
                       f"into results/) and never into the installed package; {RELEASE_STEP}")
     request = parse_request(dataset, data_dir, task, sigma, scale, nlf, methods, weights, limit, color)
-    outputs = Outputs(json_out, markdown, save_images)
+    outputs = Outputs(json_out, markdown, save_images, force)
     options = MethodOptions(device=device, tile=tile, official_dir=official_dir, ensemble=ensemble, color=color,
                             precision=precision)
     ds, built = plan_bench(request, outputs, options, threads, quiet)
@@ -183,6 +184,7 @@ class Outputs:
     json: Path | None = None
     markdown: Path | None = None
     images: Path | None = None
+    force: bool = False  # replace existing files
 
 
 def parse_request(dataset: str, data_dir: Path | None, task: str, sigma: list[str] | None, scale: list[str] | None,
@@ -230,6 +232,13 @@ def plan_bench(request: BenchRequest, outputs: Outputs, options: MethodOptions, 
     for path in (outputs.json, outputs.markdown):
         if path is not None and not Path(path).parent.is_dir():
             raise N3Error(f"{Path(path).parent}: output folder does not exist")
+        if path is not None and Path(path).is_dir():
+            raise N3Error(f"{path}: is a folder; give a file name")
+        if path is not None and Path(path).exists() and not outputs.force:
+            raise OutputExistsError(f"{path}: already exists")
+    folder = outputs.images
+    if folder is not None and folder.is_dir() and any(folder.iterdir()) and not outputs.force:
+        raise OutputExistsError(f"{folder}: already holds files (comparison images of an earlier run?)")
     ds = datasets.resolve_dataset(request.dataset, request.data_dir, request.task)
     if not quiet:
         if ds.warning:

@@ -28,6 +28,11 @@ def test_bench_json_markdown_and_images(tiny_gray: Path, tmp_path: Path) -> None
     assert len(lines) == 3 + 4
     assert len(list(cmp.rglob("*.png"))) == 2 * 2 * 2  # 2 sigmas x 2 images x (strip + zoom)
     assert "wavelet" in res.output and "sigma=10" in res.output
+    again = ["bench", "--dataset", str(tiny_gray), "--sigma", "10", "--methods", "noisy", "--quiet"]
+    for extra, name in ((["--markdown", str(md)], "r.md"), (["--save-images", str(cmp)], "cmp")):
+        res = runner.invoke(app, [*again, *extra])
+        assert res.exit_code == 2 and name in res.output and "--force" in res.output, res.output
+    assert runner.invoke(app, [*again, "--save-images", str(cmp), "--markdown", str(md), "--force"]).exit_code == 0
 
 
 def test_sigma_forms() -> None:
@@ -62,6 +67,10 @@ def test_color_mode_of_model_methods(tiny_rgb: Path, tmp_path: Path) -> None:
     assert [r["method"] for r in json.loads(js.read_text())] == ["tinyc-rgb"]
     res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--sigma", "20", "--methods", f"weights:{w}",
                               "--json", str(js), "--quiet"])
+    assert res.exit_code == 2 and "already exists (use --force" in res.output  # before any work
+    assert json.loads(js.read_text())[0]["method"] == "tinyc-rgb"
+    res = runner.invoke(app, ["bench", "--dataset", str(tiny_rgb), "--sigma", "20", "--methods", f"weights:{w}",
+                              "--json", str(js), "--quiet", "--force"])
     assert res.exit_code == 0, res.output
     rec = json.loads(js.read_text())[0]
     assert rec["method"] == "tinyc"
