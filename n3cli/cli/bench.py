@@ -119,9 +119,8 @@ def bench_cmd(
         help="Raw: a noise level function 'a,b' (σ² = a·x + b, x in [0,1]); repeat for several.",
         show_default="1e-3,1e-5 4e-3,4e-5 1e-2,1e-4")] = None,
     methods: Annotated[list[str] | None, typer.Option(
-        help="Methods, e.g. n3net,bm3d,nlm. Denoise: " + ", ".join(known_methods("denoise"))
-        + "; sr: " + ", ".join(known_methods("sr")) + "; raw: " + ", ".join(known_methods("raw"))
-        + "; real: " + ", ".join(known_methods("real")) + ".",
+        help="Methods, e.g. n3net,bm3d,nlm. Denoise: " + _spelled("denoise") + "; sr: " + _spelled("sr")
+        + "; raw: " + _spelled("raw") + "; real: " + _spelled("real") + ".",
         show_default=" / ".join(DEFAULT_METHODS.values()))] = None,
     weights: Annotated[list[str] | None, typer.Option(help="Also benchmark this weights file "
                                                       "(.safetensors or an authors' .t7).")] = None,
@@ -219,6 +218,11 @@ def parse_request(dataset: str, data_dir: Path | None, task: str, sigma: list[st
     names = list(dict.fromkeys(split_values(methods) or DEFAULT_METHODS[task].split(",")))
     names += [f"weights:{w}" for w in weights or [] if f"weights:{w}" not in names]
     return BenchRequest(dataset, data_dir, task, settings, names, limit)
+
+
+def _spelled(task: str) -> str:
+    """The methods of a task as they are given (``weights`` needs its file: ``weights:PATH``)."""
+    return ", ".join("weights:PATH" if name == "weights" else name for name in known_methods(task))
 
 
 #: What a CLI user can do when a method cannot run, by method name.
