@@ -406,7 +406,8 @@ def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[flo
         return DenoisePlan(mode, None, None, blind=True)
     if not info.conditional:  # a one-σ model takes no noise level: nothing to estimate, and a given σ is not used
         fixed = None if info.sigma is None else (float(info.sigma),) * (1 if mode == "gray" else 3)
-        given = () if sigma is None else _check_sigmas(sigma, 1 if isinstance(sigma, (int, float)) else len(sigma))
+        count = 1 if isinstance(sigma, (int, float)) or mode in ("gray", "color") else 3
+        given = () if sigma is None else _check_sigmas(sigma, count)
         if any(info.sigma is None or abs(v - info.sigma) > 1e-6 for v in given):
             own = f"sigma {info.sigma:g}" if info.sigma is not None else "one noise level"
             shown = "/".join(f"{v:g}" for v in given)

@@ -195,12 +195,15 @@ def _model_method(restorer: api.Restorer, options: MethodOptions) -> Method:
     info = restorer.info
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
-        return api.denoise(noisy, sigma, model=restorer, tile=options.tile, color=options.color)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the plan's notes on the noise level are reported once, by ``caution``
+            return api.denoise(noisy, sigma, model=restorer, tile=options.tile, color=options.color)
 
     def caution(sigma: float) -> str | None:
-        if info.sigma is not None and not info.conditional and float(info.sigma) != float(sigma):
-            return f"{info.name} was trained for sigma {info.sigma:g}, benchmarked at sigma {sigma:g}"
-        return None
+        if not info.conditional and (info.sigma is None or float(info.sigma) != float(sigma)):
+            trained = f"sigma {info.sigma:g}" if info.sigma is not None else "one unknown sigma"
+            return f"{info.name} was trained for {trained}, benchmarked at sigma {sigma:g}"
+        return api.untrained_noise_note(info, sigma=float(sigma))
 
     def unavailable(sigma: float) -> str | None:
         try:  # the colour mode's own rules (api.color_mode), for a colour image

@@ -79,9 +79,10 @@ def train_cmd(
                    console=err_console, disable=not is_tty())
     with bar:
         task_id = bar.add_task("train", total=cfg.steps, rate=0.0, loss=float("nan"))
-        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id), revive=revive,
-                     **(settings if resume else {}))
-    err_console.print(f"saved {last}")
+        # resumed: the run's folders are re-pointed only by --data / --val given here, not by a run file's
+        switches = {k: v for k, v in settings.items() if k not in ("data", "val") or k in given} if resume else {}
+        last = train(cfg, resume=resume, device=dev, on_log=_printer(bar, task_id), revive=revive, **switches)
+    err_console.print(f"checkpoint: {last}")
 
 
 def flag_settings(args: list[str]) -> dict[str, Any]:

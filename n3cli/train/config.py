@@ -108,11 +108,12 @@ class TrainConfig:
                 raise N3Error(f"{key} must be >= 1, got {count}")
         if self.precise_bn < 0:
             raise N3Error(f"precise_bn must be >= 0 batches (0: off), got {self.precise_bn}")
-        positive = {"checkpoint_minutes": self.checkpoint_minutes, "grad_clip": self.grad_clip,
-                    "budget_hours": self.budget_hours}
-        for key, value in positive.items():
-            if value is not None and not value > 0:
-                raise N3Error(f"{key} must be positive, got {value:g}")
+        # (0: checkpoints at every step, no clipping, no budget)
+        non_negative = {"checkpoint_minutes": self.checkpoint_minutes, "grad_clip": self.grad_clip,
+                        "budget_hours": self.budget_hours}
+        for key, value in non_negative.items():
+            if value is not None and not value >= 0:
+                raise N3Error(f"{key} must be >= 0, got {value:g}")
         if not 0 <= self.val_sigma <= SIGMA_LIMIT:
             raise N3Error(f"val_sigma must be a σ in [0, {SIGMA_LIMIT:g}] (0-255 scale), got {self.val_sigma:g}")
 

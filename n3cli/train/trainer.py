@@ -110,14 +110,15 @@ def load_initial_weights(model: nn.Module, path: Path) -> None:
                       "use the same --arch and --noise kind") from None
 
 
-def _repointed(cfg: TrainConfig, data: Any, val: Any) -> TrainConfig:
+def _repointed(cfg: TrainConfig, data: Any, val: Any, announce: bool = True) -> TrainConfig:
     """A resumed run's folders where they are now: ``data`` (any given folders: the run's images elsewhere, or
     others by choice) and ``val`` (only in place of a stored validation folder that is gone, as in a moved run: the
     run's best score was measured on it)."""
     if data:
         folders = coerce("data", data)
         if folders != cfg.data:
-            print(f"training data: {', '.join(folders)} (the run had {', '.join(cfg.data)})", file=sys.stderr)
+            if announce:
+                print(f"training data: {', '.join(folders)} (the run had {', '.join(cfg.data)})", file=sys.stderr)
             cfg = cfg.with_overrides(data=folders)
     if val is not None and str(val) != cfg.val:
         if cfg.val is None or Path(cfg.val).is_dir():
@@ -127,11 +128,12 @@ def _repointed(cfg: TrainConfig, data: Any, val: Any) -> TrainConfig:
     return cfg
 
 
-def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[str, Any]) -> TrainConfig:
+def resume_config(stored: dict[str, Any], out: Path, step: int, switches: dict[str, Any],
+                  announce: bool = True) -> TrainConfig:
     """A checkpoint's run settings in the folder ``out`` (a run may be moved or copied), with the switches
     a resumed run may make (:data:`n3cli.train.config.RESUME_SWITCHES`)."""
     cfg = TrainConfig.from_dict({**stored, "out": str(out)})
-    cfg = _repointed(cfg, switches.get("data"), switches.get("val"))
+    cfg = _repointed(cfg, switches.get("data"), switches.get("val"), announce)
     # the folder is the run's own; settings as stored are no change (a run file)
     switches = {k: v for k, v in switches.items() if v is not None and k not in ("out", "data", "val")}
     switches = {k: v for k, v in switches.items() if k in RESUME_SWITCHES or coerce(k, v) != getattr(cfg, k)}
@@ -212,7 +214,7 @@ class Trainer:
     def setup(self, cfg: TrainConfig, resume: bool, switches: dict[str, Any]) -> None:
         state = self._load_state(resume)
         if state is not None:
-            cfg = resume_config(state["train_config"], self.out, state["step"], switches)
+            cfg = resume_config(state["train_config"], self.out, state["step"], switches, announce=self.dist.main)
         else:
             cfg = cfg.with_overrides(**{k: v for k, v in switches.items() if v is not None})
         cfg.validate()
@@ -226,12 +228,13 @@ class Trainer:
             if cfg.val and self.dist.main:
                 self.validation = self.task.validation(cfg.val, cfg.val_limit, cfg.val_sigma)
         except N3Error as exc:
-            if state is None:
+            if state is None or switches.get("data") or switches.get("val") is not None:
                 raise
             raise N3Error(f"{exc} (as the run stored it, relative to where it started; point a moved run at its "
                           "images with --data FOLDER and --val FOLDER)") from None
-        self._resumed_at_end = state is not None and self.finished
-        if self.dist.main:
+        # a finished run, measured at its end, is left as it is (not validated and logged again)
+        self._resumed_at_end = state is not None and self.finished and self._end_measured()
+        if self.dist.main and not self._resumed_at_end:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
             if state is not None and (dropped := trim_to_step(self.log_path, self.progress.step)):
@@ -240,15 +243,30 @@ class Trainer:
 
     @property
     def resumed_finished(self) -> bool:
-        """Whether a resumed run had already reached its end when this call started."""
+        """Whether a resumed run had already reached its end, and its final model been measured, when this call
+        started."""
         return self._resumed_at_end
+
+    def _end_measured(self) -> bool:
+        """Whether the log holds the validation of the current step (a run killed during its final validation,
+        after a timed checkpoint at its last step, has none). Runs without validation have nothing to measure."""
+        if not self.cfg.val:
+            return True
+        if not self.log_path.exists():
+            return False
+        for line in self.log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("step") == self.progress.step and "val_psnr" in rec:
+                return True
+        return False
 
     def _load_state(self, resume: bool) -> dict[str, Any] | None:
         if resume and self.last_path.exists():
             return checkpoint.load(self.last_path)
-        if resume and self.dist.main:
-            print(f"no checkpoint in {self.out}; starting a new run", file=sys.stderr)
-        elif not resume and self.last_path.exists():
+        if not resume and self.last_path.exists():
             raise N3Error(f"{self.last_path} exists; pass --resume to continue that run or choose another --out")
         # A run that ended before its first checkpoint: a new one would mix its log and best.pt in. (The main
         # process only: it writes config.json, which another rank could otherwise find here.)
@@ -256,6 +274,8 @@ class Trainer:
         if stale and self.dist.main:
             raise N3Error(f"{self.out} holds another run's {', '.join(stale)} but no checkpoint (last.pt); remove "
                           "them or choose another --out")
+        if resume and self.dist.main:
+            print(f"no checkpoint in {self.out}; starting a new run", file=sys.stderr)
         return None
 
     def _build_model(self, state: dict[str, Any] | None) -> None:
@@ -487,10 +507,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, device: str | torch.device 
         trainer = Trainer(cfg, resume=resume, device=device, on_log=on_log, switches=switches)
         if resume and trainer.resumed_finished:  # measured and saved at its end already: nothing to do
             if trainer.dist.main:
-                by_budget = trainer.cfg.budget_hours and trainer.progress.step < trainer.cfg.steps
-                extend = "a larger budget_hours" if by_budget else "--steps N"
-                print(f"the run in {trainer.out} is finished (step {trainer.progress.step}); give {extend} to extend "
-                      "it", file=sys.stderr)
+                step, c = trainer.progress.step, trainer.cfg
+                why = (f"its budget of {c.budget_hours:g} CPU-hours is spent" if step < c.steps else
+                       f"step {step} of {c.steps}; give a longer --steps to extend it")
+                print(f"the run in {trainer.out} is finished ({why}); nothing was changed", file=sys.stderr)
             finished = True
             return trainer.last_path
         if revive:

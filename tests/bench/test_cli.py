@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,18 @@ def test_progress_lines_in_logs(tiny_gray: Path, monkeypatch: pytest.MonkeyPatch
     assert "progress: bench tiny 25%" in res.output and "progress: bench tiny 75%" in res.output
     quiet = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--sigma", "10", "--methods", "noisy", "-q"])
     assert "progress:" not in quiet.output
+
+
+def test_a_one_sigma_model_at_another_sigma_is_noted_once_without_a_python_warning(tiny_gray: Path,
+                                                                                  tmp_path: Path) -> None:
+    from n3cli.nn.nets import n3net_light
+    from n3cli.weights import ModelInfo, save_weights
+
+    w = save_weights(tmp_path / "one.safetensors", n3net_light(depth=3, features=8, embed_features=8).eval(),
+                     ModelInfo(name="one", planes=["image"], sigma=25.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = runner.invoke(app, ["bench", "--dataset", str(tiny_gray), "--sigma", "15", "--methods", f"weights:{w}"])
+    assert res.exit_code == 0, res.output
+    assert not [c for c in caught if issubclass(c.category, UserWarning)], [str(c.message) for c in caught]
+    assert res.output.count("one was trained for sigma 25") == 1, res.output

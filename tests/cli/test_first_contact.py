@@ -249,6 +249,8 @@ def test_plan_for_a_one_sigma_model_estimates_nothing_and_refuses_an_nlf() -> No
     plan = api.plan_denoise(img, one, 50)
     assert plan.sigmas == (25.0, 25.0, 25.0) and plan.notes == (
         "one-sigma is trained for sigma 25 only and takes no noise level: sigma 50 is not used",)
+    with pytest.raises(api.N3Error, match="expected one sigma or 3"):
+        api.plan_denoise(img, one, (25, 25))
     unknown = ModelInfo(name="renamed", planes=["image"], sigma=None)
     assert api.plan_denoise(img, unknown, 25).notes[0].startswith("renamed is trained for one noise level only")
 

@@ -96,9 +96,11 @@ def test_resume_switches_and_fixed_settings(tmp_path: Path, data: Path) -> None:
     out = tmp_path / "run"
     (tmp_path / "run.toml").write_text(TOML)
     _invoke("--data", str(data), "--out", str(out), "--steps", "3", "--config", str(tmp_path / "run.toml"))
-    _invoke("--out", str(out), "--resume", "--steps", "4", "--set", "lr=1e-5", "--config", str(tmp_path / "run.toml"))
+    (tmp_path / "other.toml").write_text(f'data = ["{tmp_path / "elsewhere"}"]\n' + TOML)
+    _invoke("--out", str(out), "--resume", "--steps", "4", "--set", "lr=1e-5", "--config", str(tmp_path / "other.toml"))
     state = load(out / "last.pt")
     assert state["step"] == 4 and state["train_config"]["lr"] == 1e-5
+    assert state["train_config"]["data"] == [str(data)]  # a run file's data does not re-point a resumed run
     res = CliRunner().invoke(app, ["train", "--out", str(out), "--resume", "--set", "patch=40"])
     assert res.exit_code == 2 and "--resume" in res.output and "patch" in res.output
     # the noise mix may change within its kind (the model's planes stay), not across kinds

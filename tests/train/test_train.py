@@ -571,9 +571,23 @@ def test_a_finished_run_resumed_says_so_and_changes_nothing(tmp_path: Path, data
     last = train(_cfg(tmp_path, data))
     before = last.read_bytes()
     log = (tmp_path / "run" / "log.jsonl").read_text()
-    assert train(_cfg(tmp_path, data), resume=True) == last
-    assert "is finished (step 4); give --steps N" in capsys.readouterr().err
+    config = (tmp_path / "run" / "config.json").read_text()
+    assert train(_cfg(tmp_path, data), resume=True, lr=1e-4) == last
+    assert "is finished (step 4 of 4; give a longer --steps" in capsys.readouterr().err
     assert last.read_bytes() == before and (tmp_path / "run" / "log.jsonl").read_text() == log
+    assert (tmp_path / "run" / "config.json").read_text() == config
+
+
+def test_a_finished_run_not_yet_measured_at_its_end_is_measured_on_resume(tmp_path: Path, data: Path) -> None:
+    """A run killed during its final validation, after a timed checkpoint at its last step: resuming measures it."""
+    last = train(_cfg(tmp_path, data, eval_every=3))
+    log = tmp_path / "run" / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records if not ("val_psnr" in r and r["step"] == 4)))
+    train(_cfg(tmp_path, data, eval_every=3), resume=True)
+    after = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any("val_psnr" in r and r["step"] == 4 for r in after)
+    assert load(last)["step"] == 4
 
 
 def test_a_folder_with_another_runs_files_but_no_checkpoint_is_refused(tmp_path: Path, data: Path) -> None:
