@@ -262,3 +262,38 @@ def test_official_pt_copy_loads_like_the_t7(tmp_path: Path) -> None:
     copy.write_bytes(ckpt.read_bytes())
     model, info = resolve(copy)
     assert info.sigma == 25 and model.config.update == "logits"
+
+
+def test_import_of_a_renamed_checkpoint_needs_its_sigma(tmp_path: Path) -> None:
+    """The noise level of an authors' checkpoint comes from its file name; renamed, it must be given."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from n3cli.cli.app import app
+
+    renamed = tmp_path / "mine.t7"
+    shutil.copy(need(OFFICIAL / "n3net_sigma25.t7"), renamed)
+    out = tmp_path / "mine.safetensors"
+    res = CliRunner().invoke(app, ["weights", "import", str(renamed), "-o", str(out)])
+    assert res.exit_code == 2 and "give --sigma" in res.output and not out.exists()
+    res = CliRunner().invoke(app, ["weights", "import", str(renamed), "-o", str(out), "--sigma", "25"])
+    assert res.exit_code == 0 and "sigma 25)" in res.output
+    assert load_weights(out)[1].sigma == 25
+
+
+def test_weights_list_as_json() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from n3cli.cli.app import app
+    from n3cli.weights import manifest
+
+    res = CliRunner().invoke(app, ["weights", "list", "--json", "--task", "sr"])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    shipped = {n for n, e in manifest()["models"].items() if e["task"] == "sr"}
+    assert {r["name"] for r in records} == shipped
+    vdsr = next(r for r in records if r["name"] == "vdsr-light")
+    assert vdsr["default_for"] == ["sr"] and vdsr["metrics"]["Set5/x2"]["psnr"] == pytest.approx(36.7644, abs=1e-4)

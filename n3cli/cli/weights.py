@@ -31,6 +31,8 @@ def _psnr(metric: object) -> float | None:
 @handle_errors
 def list_cmd(
     task: Annotated[str | None, typer.Option(help="Only the models of this task (denoise, sr, raw).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON record per model on stdout (every figure, "
+                                           "the commands that measured them, the training facts).")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Show the shipped weights with their measured figures."""
@@ -38,6 +40,14 @@ def list_cmd(
     tasks = sorted({w.task for w in shipped})
     if task is not None and task not in tasks:
         raise N3Error(f"--task must be one of {', '.join(tasks)}, got {task!r}")
+    if json_out:
+        for w in list_weights(task):
+            record = {"name": w.name, "task": w.task, "default_for": list(w.default_for), "arch": w.arch,
+                      "file": str(w.path), "sha256": w.sha256, "planes": list(w.planes), "sigma": w.sigma,
+                      "training": dict(w.training), "metrics": {k: dict(v) for k, v in w.metrics.items()},
+                      "measured_with": dict(w.measured_with)}
+            print(json.dumps(record), flush=True)
+        return
     table = Table(title="shipped weights")
     for col in ("name", "task", "default", "arch", "input planes", "training", "measured", "sha256"):
         table.add_column(col)
@@ -57,6 +67,8 @@ def import_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="An authors' N3Net checkpoint, e.g. n3net_sigma25.t7.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write our .safetensors file.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    sigma: Annotated[float | None, typer.Option(help="The noise level the checkpoint was trained for (default: "
+                                                "from its file name, n3net_sigma25.t7).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Convert an authors' checkpoint you downloaded to our format, for your own use.
@@ -66,9 +78,13 @@ def import_cmd(
     Example: n3 weights import n3net_sigma25.t7 -o n3net_sigma25.safetensors
     """
     _check_output(output, checkpoint, force)
-    model, info = import_official(checkpoint)
+    if sigma is not None and not 0 < sigma <= 255:
+        raise N3Error(f"--sigma must be a noise level in (0, 255], got {sigma:g}")
+    model, info = import_official(checkpoint, sigma)
+    if info.sigma is None:
+        raise N3Error(f"{checkpoint}: its noise level is not in the file name (n3net_sigma25.t7); give --sigma")
     save_weights(output, model, info, overwrite=force)
-    err_console.print(f"wrote {output} ({info.name}, sigma {info.sigma})")
+    err_console.print(f"wrote {output} ({info.name}, sigma {info.sigma:g})")
 
 
 def _check_output(output: Path, source: Path, force: bool) -> None:
