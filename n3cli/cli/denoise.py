@@ -66,7 +66,7 @@ def denoise_cmd(
     jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
                               check_reference_size)
     if not jobs:  # fail before loading a model
-        raise typer.Exit(report_nothing_to_do(early))
+        raise typer.Exit(report_nothing_to_do(early, opts))
     restorers: dict[str, api.Restorer] = {}
     announced: set[str] = set()
 

@@ -58,6 +58,21 @@ class Job:
     reference: Path | None = None
 
 
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be processed: its path where one input is concerned (None for a whole folder's or
+    run's problem) and the one-line message."""
+
+    input: str | None
+    message: str
+
+
+def _failure(exc: N3Error, inp: str | os.PathLike[str] | None) -> Failure:
+    line = error_line(exc)
+    name = None if inp is None else str(inp)
+    return Failure(name, line if name is None or line.startswith(name) else f"{name}: {line}")
+
+
 @dataclass
 class Options:
     force: bool = False
@@ -80,18 +95,18 @@ def make_options(run: RunOptions, *, bit_depth: int | None, suffix: str = "_n3",
                    min_side=min_side, max_pixels=None if run.allow_large else DEFAULT_MAX_PIXELS, debug=run.debug)
 
 
-def _expand(inputs: Sequence[Path], suffix: str) -> tuple[list[Path], list[str], int]:
+def _expand(inputs: Sequence[Path], suffix: str) -> tuple[list[Path], list[Failure], int]:
     """Images of all inputs (each file once), one error line per input that could not be expanded, and how many
     earlier outputs were left out of folders (:func:`_earlier_outputs`)."""
     files: list[Path] = []
-    errors: list[str] = []
+    errors: list[Failure] = []
     seen: set[Path] = set()
     skipped = 0
     for item in inputs:
         try:
             found = list_images([item])
         except N3Error as exc:
-            errors.append(error_line(exc))
+            errors.append(_failure(exc, item))
             continue
         if Path(item).is_dir():
             earlier = _earlier_outputs(found, suffix)
@@ -112,7 +127,7 @@ def _earlier_outputs(files: list[Path], suffix: str) -> set[Path]:
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path | None, reference: Path | None, opts: Options
-              ) -> tuple[list[Job], list[str]]:
+              ) -> tuple[list[Job], list[Failure]]:
     """Decide every output path before any work, so that clashes are reported up front.
 
     ``-o`` names a folder when several inputs are given (or a folder), whether or not each of them turns out to be
@@ -222,8 +237,8 @@ def check_reference_size(job: Job, size: tuple[int, int]) -> None:
         raise N3Error(f"{job.reference}: reference is {ref[0]}x{ref[1]}, the output will be {size[0]}x{size[1]}")
 
 
-def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
-                check: Callable[[Job, tuple[int, int]], None] | None = None) -> tuple[list[Job], list[str]]:
+def screen_jobs(jobs: list[Job], early_errors: list[Failure], opts: Options,
+                check: Callable[[Job, tuple[int, int]], None] | None = None) -> tuple[list[Job], list[Failure]]:
     """Set aside, before any model is loaded, the jobs that would fail: a refused output (``check_output``),
     an input whose header is unreadable, too large or too small, or what the subcommand's own
     ``check(job, (width, height))`` finds from the headers (output sizes, references)."""
@@ -244,22 +259,31 @@ def screen_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
         except N3Error as exc:
             if opts.debug:
                 traceback.print_exc()
-            errors.append(error_line(exc))
+            errors.append(_failure(exc, job.input))
     if not kept:
         _remove_unused_folders(opts)
     return kept, errors
 
 
-def report_nothing_to_do(errors: list[str]) -> int:
-    """Print every error of a run that has no job left; returns the exit status (bad input)."""
-    for msg in errors:
-        err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+def report_nothing_to_do(errors: list[Failure], opts: Options | None = None) -> int:
+    """Print every error of a run that has no job left (with --json also a record each); returns the exit status
+    (bad input)."""
+    for failure in errors:
+        _report_failure(failure, opts)
     if not errors:
         err_console.print("[bold red]error:[/] no input images")
     return EXIT_BAD_INPUT
 
 
-def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
+def _report_failure(failure: Failure, opts: Options | None) -> None:
+    """The error line on stderr, and with --json a record ``{"input", "error"}`` on stdout."""
+    err_console.print(f"[bold red]error:[/] {failure.message}", highlight=False, soft_wrap=True)
+    if opts is not None and opts.json:
+        record = json.dumps({"input": failure.input, "error": failure.message})
+        out_console.print_json(record) if is_tty() else print(record, flush=True)
+
+
+def run_jobs(jobs: list[Job], early_errors: list[Failure], opts: Options,
              process: Callable[[Image, TileProgress], tuple[np.ndarray, dict[str, Any]]],
              score: Callable[[Job, Image, Image], dict[str, Any]] | None = None) -> int:
     """Process every job; returns the exit status (0 ok, 1 some failed, 2 nothing could be done).
@@ -269,10 +293,10 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
     ``score`` compares input and the saved output with the job's reference.
     """
     if not jobs:
-        return report_nothing_to_do(early_errors)
+        return report_nothing_to_do(early_errors, opts)
     failures = list(early_errors)
-    for msg in early_errors:
-        err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    for failure in early_errors:
+        _report_failure(failure, opts)
     done = 0
     with ProgressDisplay(err_console, len(jobs), enabled=not opts.quiet) as progress:
         for job in jobs:
@@ -296,9 +320,8 @@ def run_jobs(jobs: list[Job], early_errors: list[str], opts: Options,
             except N3Error as exc:
                 if opts.debug:
                     traceback.print_exc()
-                line = error_line(exc)
-                failures.append(line if line.startswith(str(job.input)) else f"{job.input}: {line}")
-                err_console.print(f"[bold red]error:[/] {failures[-1]}", highlight=False, soft_wrap=True)
+                failures.append(_failure(exc, job.input))
+                _report_failure(failures[-1], opts)
             progress.finish()
     if not failures:
         return 0

@@ -88,7 +88,7 @@ def sr_cmd(
     jobs, early = screen_jobs(*plan_jobs(inputs, output, reference, opts), opts,
                               functools.partial(_check_job, scale=s, max_pixels=opts.max_pixels))
     if not jobs:  # fail before loading a model
-        raise typer.Exit(report_nothing_to_do(early))
+        raise typer.Exit(report_nothing_to_do(early, opts))
     restorer = api.load_model(weights, "sr", run.device, self_ensemble=run.ensemble, precision=run.precision)
     note = api.untrained_scale_note(s)
     if note is not None:

@@ -5,7 +5,7 @@ Each case builds its bad input inside ``tmp_path`` and runs ``n3`` in-process. A
 * exit with status 2 (1 when only some of several inputs failed; 130 for Ctrl-C),
 * print exactly one error line on stderr, last; the only lines allowed before it are the model / NLF /
   warning lines the command prints before it starts on an image (see ``PREAMBLE``),
-* print nothing on stdout (mixed cases with ``--json``: one record per written output),
+* print nothing on stdout (mixed cases with ``--json``: one record per input, its output or its error),
 * end without an uncaught exception (in-process, that is what a traceback would be),
 * show no terminal escape codes (stderr is not a terminal here),
 * write nothing: no output, no temporary file, no change to any file that was there (mixed cases: only the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -191,7 +192,7 @@ class Case:
     before_work: bool = False
     #: Patch something before the run (e.g. make the network raise KeyboardInterrupt).
     patch: Callable[[pytest.MonkeyPatch], None] | None = None
-    #: --json records expected on stdout (mixed runs).
+    #: --json records expected on stdout (mixed runs: one per input, written or failed).
     records: int = 0
 
 
@@ -435,15 +436,15 @@ CASES = [
     # --- denoise: several inputs, some bad (exit 1, the good one's output written)
     param("denoise-mixed-good-and-truncated",
           Case(denoise("{good+trunc}", "--sigma", "25", "-o", "{outdir}", "--json"), code=1, says="b.png",
-               written=("out/a_n3.png",), records=1)),
+               written=("out/a_n3.png",), records=2)),
     param("denoise-mixed-folder", Case(denoise("{mixdir}", "--sigma", "25", "--json"), code=1, says="b.png",
-                                       written=("mixed/a_n3.png",), records=1)),
+                                       written=("mixed/a_n3.png",), records=2)),
     param("denoise-mixed-good-and-missing",
           Case(denoise("{good+missing}", "--sigma", "25", "-o", "{outdir}", "--json"), code=1, says="missing.png",
-               written=("out/a_n3.png",), records=1)),
+               written=("out/a_n3.png",), records=2)),
     param("denoise-mixed-missing-then-good-o-folder",  # -o is a folder for two inputs, even with one missing
           Case(denoise("{tmp}/missing.png", "{img}", "--sigma", "25", "-o", "{tmp}/res", "--json"), code=1,
-               says="missing.png", written=("res/", "res/in_n3.png"), records=1)),
+               says="missing.png", written=("res/", "res/in_n3.png"), records=2)),
     # --- sr
     param("sr-float-tiff-0-255", Case(sr("{f255.tif}", "--scale", "2"), says="f255.tif", before_work=True)),
     param("sr-missing-file", Case(sr("{missing}", "--scale", "2"), says="missing.png")),
@@ -470,7 +471,7 @@ CASES = [
     param("sr-ctrl-c-mid-image", Case(sr("{img}", "--scale", "2", "-o", "{tmp}/out.png"), code=130,
                                       says="interrupted", patch=interrupt("n3cli.api.run"))),
     param("sr-mixed-good-and-text", Case(sr("{good+text}", "--scale", "2", "-o", "{outdir}", "--json"), code=1,
-                                         says="b.png", written=("out/a_x2.png",), records=1)),
+                                         says="b.png", written=("out/a_x2.png",), records=2)),
     # --- raw-denoise
     param("raw-missing-file", Case(raw("{missing.dng}", "-o", "{tmp}/out.png"), says="missing.dng")),
     param("raw-empty-file", Case(raw("{empty.dng}", "-o", "{tmp}/out.png"), says="empty.dng")),
@@ -629,6 +630,9 @@ def test_bad_input(case: Case, tmp_path: Path, shared: tuple[Path, Path, bytes],
 
     records = [line for line in (native.out + result.stdout).splitlines() if line.strip()]
     assert len(records) == case.records, f"stdout:\n{result.stdout}"
+    failed = [r for r in map(json.loads, records) if "error" in r]
+    assert len(failed) == (1 if case.records else 0)  # the failed input's record holds the error line's message
+    assert all(message.endswith(r["error"]) for r in failed), (failed, message)
 
     after = snapshot(tmp_path)
     for name in case.written:

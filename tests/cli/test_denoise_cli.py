@@ -114,6 +114,16 @@ def test_a_run_that_writes_nothing_leaves_no_new_output_folder(tmp_path: Path, w
         assert not (tmp_path / "new").exists()
 
 
+def test_json_has_a_record_for_each_failed_input(tmp_path: Path, weights: Path) -> None:
+    (tmp_path / "zero.png").write_bytes(b"")
+    result = run("denoise", tmp_path / "zero.png", tmp_path / "missing.png", "--weights", weights, "--json",
+                 "--sigma", "5", "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(Path(r["input"]).name, "error" in r) for r in records] == [("missing.png", True), ("zero.png", True)]
+    assert "empty file" in records[1]["error"]
+
+
 def test_debug_shows_the_traceback_of_a_failed_input(tmp_path: Path, weights: Path) -> None:
     (tmp_path / "zero.png").write_bytes(b"")
     result = run("denoise", tmp_path / "zero.png", "--weights", weights, "--debug")
