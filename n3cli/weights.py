@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,17 @@ def _official_state(blob: Any) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and "blocks.0.conv1.weight" in state else None
 
 
+def official_sigma(path: Path) -> float | None:
+    """The noise level in an authors' checkpoint's file name (``n3net_sigma25.t7``: 25), or None."""
+    m = re.search(r"sigma(\d+(?:\.\d+)?)(?!\d)", path.stem)
+    if m is None:
+        return None
+    value = float(m.group(1))
+    if not 0 < value <= 255:
+        raise WeightsError(f"{path}: its file name says sigma {value:g}, not a noise level in (0, 255]")
+    return value
+
+
 def _official_from(path: Path, blob: Any, sigma: float | None = None) -> tuple[N3Net, ModelInfo]:
     state = _official_state(blob)
     if state is None:
@@ -313,9 +325,10 @@ def _official_from(path: Path, blob: Any, sigma: float | None = None) -> tuple[N
         model.load_state_dict(mapped)
     except RuntimeError as exc:
         raise WeightsError(f"{path}: unexpected checkpoint layout ({str(exc).splitlines()[0]})") from None
-    if sigma is None:
-        digits = "".join(ch for ch in path.stem.split("sigma")[-1] if ch.isdigit())
-        sigma = float(digits) if "sigma" in path.stem and digits else None
+    named = official_sigma(path)
+    if sigma is not None and named is not None and sigma != named:
+        raise WeightsError(f"{path}: its file name says sigma {named:g}, not {sigma:g}")
+    sigma = named if sigma is None else sigma
     info = ModelInfo(name=f"official-{path.stem}", task="denoise", sigma=sigma,
                      description="authors' published N3Net checkpoint (not redistributable)",
                      training={"source": str(path.name)})

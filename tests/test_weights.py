@@ -297,3 +297,23 @@ def test_weights_list_as_json() -> None:
     assert {r["name"] for r in records} == shipped
     vdsr = next(r for r in records if r["name"] == "vdsr-light")
     assert vdsr["default_for"] == ["sr"] and vdsr["metrics"]["Set5/x2"]["psnr"] == pytest.approx(36.7644, abs=1e-4)
+
+
+def test_the_sigma_in_an_authors_file_name() -> None:
+    from n3cli.weights import official_sigma
+
+    assert official_sigma(Path("n3net_sigma25.t7")) == 25
+    assert official_sigma(Path("n3net_sigma25_epoch10.t7")) == 25  # (the digits after it were once joined: 2510)
+    assert official_sigma(Path("n3net_sigma12.5.t7")) == 12.5 and official_sigma(Path("mine.t7")) is None
+    with pytest.raises(WeightsError, match="not a noise level"):
+        official_sigma(Path("n3net_sigma999.t7"))
+
+
+def test_a_sigma_given_against_the_file_name_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    ckpt = tmp_path / "n3net_sigma25.t7"
+    shutil.copy(need(OFFICIAL / "n3net_sigma25.t7"), ckpt)
+    with pytest.raises(WeightsError, match="says sigma 25, not 50"):
+        import_official(ckpt, 50)
+    assert import_official(ckpt, 25)[1].sigma == 25

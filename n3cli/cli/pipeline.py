@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -40,7 +41,6 @@ from .common import (
     check_tile,
     err_console,
     error_line,
-    is_tty,
     out_console,
 )
 from .devices import set_threads
@@ -60,17 +60,18 @@ class Job:
 
 @dataclass(frozen=True)
 class Failure:
-    """An input that could not be processed: its path where one input is concerned (None for a whole folder's or
-    run's problem) and the one-line message."""
+    """An input (a file, or a folder that could not be listed) that could not be processed, and the one-line
+    message."""
 
-    input: str | None
+    input: str
     message: str
 
 
-def _failure(exc: N3Error, inp: str | os.PathLike[str] | None) -> Failure:
+def _failure(exc: N3Error, inp: str | os.PathLike[str], name_it: bool = False) -> Failure:
+    """``name_it``: put the input's path in front of a message that does not start with it (the library's
+    messages about pixels name no file)."""
     line = error_line(exc)
-    name = None if inp is None else str(inp)
-    return Failure(name, line if name is None or line.startswith(name) else f"{name}: {line}")
+    return Failure(str(inp), f"{inp}: {line}" if name_it and not line.startswith(str(inp)) else line)
 
 
 @dataclass
@@ -106,7 +107,8 @@ def _expand(inputs: Sequence[Path], suffix: str) -> tuple[list[Path], list[Failu
         try:
             found = list_images([item])
         except N3Error as exc:
-            errors.append(_failure(exc, item))
+            if all(f.input != str(item) for f in errors):  # (an input given twice is reported once)
+                errors.append(_failure(exc, item))
             continue
         if Path(item).is_dir():
             earlier = _earlier_outputs(found, suffix)
@@ -279,8 +281,13 @@ def _report_failure(failure: Failure, opts: Options | None) -> None:
     """The error line on stderr, and with --json a record ``{"input", "error"}`` on stdout."""
     err_console.print(f"[bold red]error:[/] {failure.message}", highlight=False, soft_wrap=True)
     if opts is not None and opts.json:
-        record = json.dumps({"input": failure.input, "error": failure.message})
-        out_console.print_json(record) if is_tty() else print(record, flush=True)
+        _print_record({"input": failure.input, "error": failure.message})
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    """A JSON record on stdout: one line, or indented where stdout is a terminal."""
+    text = json.dumps(record)
+    out_console.print_json(text) if sys.stdout.isatty() else print(text, flush=True)
 
 
 def run_jobs(jobs: list[Job], early_errors: list[Failure], opts: Options,
@@ -313,14 +320,18 @@ def run_jobs(jobs: list[Job], early_errors: list[Failure], opts: Options,
                 write_image(job.output, pixels, like=like, bit_depth=opts.bit_depth, overwrite=opts.force)
                 record: dict[str, Any] = {"input": str(job.input), "output": str(job.output), **facts}
                 if score is not None and job.reference is not None:
-                    record.update(score(job, img, read_image(job.output, max_pixels=None)))
+                    try:
+                        record.update(score(job, img, read_image(job.output, max_pixels=None)))
+                    except N3Error:  # (a reference of another kind): no output without its record
+                        job.output.unlink(missing_ok=True)
+                        raise
                 record["seconds"] = round(seconds, 3)
                 done += 1
                 _report(record, opts)
             except N3Error as exc:
                 if opts.debug:
                     traceback.print_exc()
-                failures.append(_failure(exc, job.input))
+                failures.append(_failure(exc, job.input, name_it=True))
                 _report_failure(failures[-1], opts)
             progress.finish()
     if not failures:
@@ -332,7 +343,7 @@ def run_jobs(jobs: list[Job], early_errors: list[Failure], opts: Options,
 
 def _report(record: dict[str, Any], opts: Options) -> None:
     if opts.json:
-        out_console.print_json(json.dumps(record)) if is_tty() else print(json.dumps(record), flush=True)
+        _print_record(record)
         return
     if opts.quiet:
         return

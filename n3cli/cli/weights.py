@@ -43,8 +43,9 @@ def list_cmd(
     if json_out:
         for w in list_weights(task):
             record = {"name": w.name, "task": w.task, "default_for": list(w.default_for), "arch": w.arch,
-                      "file": str(w.path), "sha256": w.sha256, "planes": list(w.planes), "sigma": w.sigma,
-                      "training": dict(w.training), "metrics": {k: dict(v) for k, v in w.metrics.items()},
+                      "description": w.description, "file": str(w.path), "sha256": w.sha256,
+                      "planes": list(w.planes), "sigma": w.sigma, "training": dict(w.training),
+                      "metrics": {k: dict(v) if isinstance(v, Mapping) else v for k, v in w.metrics.items()},
                       "measured_with": dict(w.measured_with)}
             print(json.dumps(record), flush=True)
         return
@@ -67,8 +68,8 @@ def import_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="An authors' N3Net checkpoint, e.g. n3net_sigma25.t7.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write our .safetensors file.")],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
-    sigma: Annotated[float | None, typer.Option(help="The noise level the checkpoint was trained for (default: "
-                                                "from its file name, n3net_sigma25.t7).")] = None,
+    sigma: Annotated[float | None, typer.Option(help="The noise level the checkpoint was trained for, for a file "
+                                                "whose name does not say it (n3net_sigma25.t7 does).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Convert an authors' checkpoint you downloaded to our format, for your own use.

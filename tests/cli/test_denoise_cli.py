@@ -124,6 +124,16 @@ def test_json_has_a_record_for_each_failed_input(tmp_path: Path, weights: Path) 
     assert "empty file" in records[1]["error"]
 
 
+def test_a_reference_of_another_kind_leaves_no_output(tmp_path: Path, weights: Path) -> None:
+    """Found only when scoring, after the output was written: the output goes again (no output without its
+    record)."""
+    src, ref = _img(tmp_path / "a.png"), _img(tmp_path / "ref.png", (40, 48, 3))
+    result = run("denoise", src, "--sigma", "15", "--weights", weights, "--reference", ref, "--json")
+    assert result.exit_code == 2 and "reference is 48x40 colour" in result.output
+    assert not (tmp_path / "a_n3.png").exists()
+    assert [json.loads(line)["input"] for line in result.stdout.splitlines()] == [str(src)]
+
+
 def test_debug_shows_the_traceback_of_a_failed_input(tmp_path: Path, weights: Path) -> None:
     (tmp_path / "zero.png").write_bytes(b"")
     result = run("denoise", tmp_path / "zero.png", "--weights", weights, "--debug")
