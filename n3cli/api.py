@@ -405,7 +405,7 @@ def plan_denoise(image: np.ndarray, info: ModelInfo, sigma: float | Sequence[flo
     if sigma is None and info.blind_capable:
         return DenoisePlan(mode, None, None, blind=True)
     if not info.conditional:  # a one-σ model takes no noise level: nothing to estimate, and a given σ is not used
-        fixed = None if info.sigma is None else (float(info.sigma),) * (1 if mode == "gray" else 3)
+        fixed = None if info.sigma is None else (float(info.sigma),) * _plan_sigma_count(mode, conditional=False)
         count = 1 if isinstance(sigma, (int, float)) or mode in ("gray", "color") else 3
         given = () if sigma is None else _check_sigmas(sigma, count)
         if any(info.sigma is None or abs(v - info.sigma) > 1e-6 for v in given):
@@ -476,6 +476,12 @@ def denoise(image: np.ndarray, sigma: float | Sequence[float] | None = None, *,
     return y.reshape(np.shape(image)) if np.ndim(image) == 2 else y
 
 
+def _plan_sigma_count(mode: str, conditional: bool) -> int:
+    """How many σ a :class:`DenoisePlan` of colour mode ``mode`` holds: one for a gray image and for the one pass of a
+    conditional colour model, else one per R, G, B or opponent channel."""
+    return 1 if mode == "gray" or (mode == "color" and conditional) else 3
+
+
 def _check_plan(plan: DenoisePlan, img: np.ndarray, info: ModelInfo, level_given: bool, color: str) -> None:
     """A plan handed to :func:`denoise` must fit the image and the model; it comes instead of sigma / nlf, and a
     colour mode given beside it must be the plan's."""
@@ -489,8 +495,7 @@ def _check_plan(plan: DenoisePlan, img: np.ndarray, info: ModelInfo, level_given
     if not fits.get(plan.mode, False):
         kind = "gray" if channels == 1 else "colour"
         raise N3Error(f"the plan's colour mode {plan.mode!r} does not fit a {kind} image and the model {info.name}")
-    # as plan_denoise counts them: one σ for a gray plan and for a conditional colour model's one pass
-    count = 1 if plan.mode == "gray" or (plan.mode == "color" and info.conditional) else 3
+    count = _plan_sigma_count(plan.mode, info.conditional)
     if plan.sigmas is not None and len(plan.sigmas) != count:
         raise N3Error(f"the plan holds {len(plan.sigmas)} sigma(s); colour mode {plan.mode} takes {count}")
 
@@ -570,7 +575,7 @@ def channel_sigmas(rgb: np.ndarray, sigma: float | Sequence[float] | None, mode:
     None: estimated (per opponent channel in opponent mode, else the channels' mean); one number: the σ of
     i.i.d. noise on every input channel (scaled by :data:`OPPONENT_NOISE_GAIN` in opponent mode); a sequence:
     each processed channel's own σ."""
-    channels = 1 if mode in ("gray", "color") else 3
+    channels = _plan_sigma_count(mode, conditional=True)  # (a given σ is the input of conditional models only)
     if mode == "color" and not isinstance(sigma, (int, float)) and sigma is not None:
         values = _check_sigmas(sigma, len(tuple(sigma)))
         if len(set(values)) != 1:

@@ -31,7 +31,7 @@ from .frozen_bn import freeze_batchnorm
 from .health import revive_silent_channels, silent_fraction
 from .optim import autocast_for, dncnn_init, learning_rate, make_optimizer, optimizer_name, param_groups
 from .precise_bn import recalibrate_bn
-from .runlog import trim_to_step
+from .runlog import records, trim_to_step
 from .tasks import Batch, Task, Validation, same_kind, task_for
 from .widen import color_from_gray
 
@@ -252,16 +252,7 @@ class Trainer:
         after a timed checkpoint at its last step, has none). Runs without validation have nothing to measure."""
         if not self.cfg.val:
             return True
-        if not self.log_path.exists():
-            return False
-        for line in self.log_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and rec.get("step") == self.progress.step and "val_psnr" in rec:
-                return True
-        return False
+        return any(r.get("step") == self.progress.step and "val_psnr" in r for r in records(self.log_path))
 
     def _load_state(self, resume: bool) -> dict[str, Any] | None:
         if resume and self.last_path.exists():
