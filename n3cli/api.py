@@ -187,6 +187,19 @@ def _stage_progress(model: N3Net, progress: Progress, tiles: int) -> Callable[[]
     return lambda: [h.remove() for h in handles]  # type: ignore[func-returns-value]
 
 
+def _check_tiling(tile: object, overlap: object) -> None:
+    """A tile size (a whole number or a pair of them, at least 1) and an overlap (a whole number, at least 0)."""
+    def whole(v: object) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if tile is not None:
+        sides = list(tile) if isinstance(tile, tuple | list) else [tile]
+        if len(sides) not in (1, 2) or not all(whole(v) and int(v) >= 1 for v in sides):  # type: ignore[arg-type]
+            raise N3Error(f"tile size must be a whole number of pixels (or a pair of them) >= 1, got {tile!r}")
+    if not whole(overlap) or int(overlap) < 0:  # type: ignore[call-overload]
+        raise N3Error(f"tile overlap must be a whole number of pixels >= 0, got {overlap!r}")
+
+
 def run(restorer: Restorer, x: Tensor, tile: TileSize | None = None, overlap: int = DEFAULT_OVERLAP,
         progress: Progress | None = None, noise: Tensor | None = None) -> Tensor:
     """Apply the network to x (N, C, H, W) on its device, in tiles when large; returns a CPU tensor.
@@ -195,6 +208,7 @@ def run(restorer: Restorer, x: Tensor, tile: TileSize | None = None, overlap: in
     dev = restorer.device
     model = restorer.model
     h, w = x.shape[-2:]
+    _check_tiling(tile, overlap)
     if tile is None:
         biggest = auto_tile(x.shape[0], dev)
         tile = even_tile(h, w, biggest, min(overlap, max(biggest // 2 - 1, 0)))
@@ -358,6 +372,17 @@ def check_float_range(arr: np.ndarray) -> None:
     if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
         raise N3Error(f"float pixel values span {lo:.4g} to {hi:.4g} (1st to 99th percentile); images are expected "
                       "in [0, 1]: scale them first (e.g. divide 0-255 values by 255)")
+
+
+def check_mosaic_range(mosaic: np.ndarray) -> None:
+    """Refuse a mosaic that is not normalised to [0, 1] between black and white level (e.g. raw integers): judged
+    like :func:`check_float_range`, on the 1st and 99th percentiles, so noise below black and clipped highlights
+    pass."""
+    step = max(1, math.isqrt(mosaic.shape[0] * mosaic.shape[1] // 250_000))
+    lo, hi = (float(v) for v in np.percentile(mosaic[::step, ::step], [1, 99]))
+    if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
+        raise N3Error(f"mosaic values span {lo:.4g} to {hi:.4g} (1st to 99th percentile); a mosaic is expected "
+                      "normalised to [0, 1] between black and white level (read_raw gives it so)")
 
 
 def _check_side(img: np.ndarray) -> np.ndarray:
@@ -692,11 +717,13 @@ DEFAULT_CFA = "planes"
 class NLFInfo:
     """The noise level function used for a raw, σ²(x) = a·x + b with x the normalised mosaic value
     (0 at the black level, 1 at the white level), and where it came from: ``"given"`` (passed in),
-    ``"dng"`` (the file's NoiseProfile tag) or ``"estimated"`` (:func:`n3cli.raw.estimate_raw_nlf`)."""
+    ``"dng"`` (the file's NoiseProfile tag) or ``"estimated"`` (:func:`n3cli.raw.estimate_raw_nlf`); ``note``: why
+    a NoiseProfile tag the file holds was not used, else empty."""
 
     a: float
     b: float
     source: str
+    note: str = ""
 
     def sigma(self, x: float = 0.5) -> float:
         """Noise standard deviation at ``x`` (default mid-grey), in normalised units."""
@@ -728,7 +755,7 @@ def raw_nlf(raw: RawImage, nlf: tuple[float, float] | None = None) -> NLFInfo:
         check_nlf((info.a, info.b))
     except N3Error as exc:
         where = "in the DNG NoiseProfile tag" if info.source == "dng" else "estimated from the image"
-        raise N3Error(f"{raw.path}: the noise level function {where}: {exc}") from None
+        raise NLFUnknownError(f"{raw.path}: the noise level function {where}: {exc}") from None
     return info
 
 
@@ -742,17 +769,21 @@ def _raw_nlf_found(raw: RawImage) -> NLFInfo:
         tag = None
     if tag is not None and math.isfinite(tag[0]) and math.isfinite(tag[1]) and min(tag) >= 0:
         return NLFInfo(tag[0], tag[1], "dng")
+    note = "" if tag is None else f"the DNG NoiseProfile tag ({tag[0]:g}, {tag[1]:g}) is not a valid noise level " \
+        "(not finite, or negative) and was ignored"
+    why = f"; {note}" if note else ""
     try:
         est = estimate_raw_nlf(raw)
     except ValueError as e:
-        raise NLFUnknownError(f"{raw.path}: cannot estimate the noise level ({e})") from None
+        raise NLFUnknownError(f"{raw.path}: cannot estimate the noise level ({e}){why}") from None
     if not (math.isfinite(est.a) and math.isfinite(est.b)):
-        raise NLFUnknownError(f"{raw.path}: cannot estimate the noise level (too little flat area)")
-    return NLFInfo(est.a, est.b, "estimated")
+        raise NLFUnknownError(f"{raw.path}: cannot estimate the noise level (too little flat area){why}")
+    return NLFInfo(est.a, est.b, "estimated", note)
 
 
 class NLFUnknownError(N3Error):
-    """No noise level function for a raw: none given, no DNG NoiseProfile tag, and none estimable; give ``nlf``."""
+    """No usable noise level function for a raw: none given, and the DNG NoiseProfile tag missing or out of range
+    and none estimable (or the estimate out of range); give ``nlf``."""
 
     about = "nlf"
 
@@ -769,6 +800,9 @@ def load_raw_model(model: Restorer | str | Path | None = None, device: str | tor
         trained = f" (trained for sigma {restorer.info.sigma:g} only)" if restorer.info.sigma is not None else ""
         raise N3Error(f"raw denoising needs a noise-level-conditional model (input planes image, sqrt_a, sqrt_b); "
                       f"{restorer.name!r} is not{trained}")
+    if restorer.info.channels != 1:  # each CFA plane (or the whole mosaic) goes through as one gray image
+        raise N3Error(f"raw denoising needs a gray model (one channel per CFA plane); {restorer.name!r} takes "
+                      f"{restorer.info.channels} channels (an RGB model)")
     return restorer
 
 
@@ -798,6 +832,7 @@ def denoise_mosaic(mosaic: np.ndarray, pattern: str, nlf: tuple[float, float], *
         raise N3Error(f"mosaic of shape {m.shape} is too small to denoise")
     if not np.all(np.isfinite(m)):
         raise N3Error("the mosaic holds NaN or infinite values")
+    check_mosaic_range(m)
     a, b = check_nlf(nlf)
     restorer = load_raw_model(model, device)
     t = torch.from_numpy(np.ascontiguousarray(m)).clamp(0.0, 1.0)

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -39,6 +39,41 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[str], None], *, 
             os.unlink(tmp)
         raise
     return target
+
+
+@contextlib.contextmanager
+def staged(targets: Sequence[Path], *, overwrite: bool = False) -> Iterator[list[Path]]:
+    """Temporary paths beside ``targets`` (``.<stem>.<random>.part<suffix>``: the suffix is kept, so a format that
+    follows it still does) for the block to write; when the block ends without error they are moved into place
+    together. So a failure in any of several writes leaves every target as it was, an existing file replaced with
+    ``overwrite`` included. Without ``overwrite`` a target that appeared meanwhile is refused
+    (:class:`FileExistsError`) and the targets published before it are removed again. Temporary files are always
+    removed."""
+    stages: list[Path] = []
+    published: list[Path] = []
+    existed = {t for t in targets if t.exists()}
+    try:
+        for t in targets:
+            fd, tmp = tempfile.mkstemp(prefix=f".{t.stem}.", suffix=f".part{t.suffix}", dir=t.parent)
+            os.close(fd)
+            stages.append(Path(tmp))
+        yield list(stages)
+        for stage, target in zip(stages, targets, strict=True):
+            if overwrite:
+                os.replace(stage, target)
+            else:
+                _publish_new(str(stage), target)
+            published.append(target)
+    except BaseException:
+        for target in published:
+            if target not in existed:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+        raise
+    finally:
+        for stage in stages:
+            with contextlib.suppress(OSError):
+                stage.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

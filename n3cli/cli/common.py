@@ -147,7 +147,7 @@ def parse_nlf(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise N3Error(f"--nlf must be two numbers 'a,b' (variance a·x + b), got {text!r}") from None
     if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
-        raise N3Error(f"--nlf values must be non-negative, got {text!r}")
+        raise N3Error(f"--nlf values must be finite and non-negative, got {text!r}")
     try:
         return api.check_nlf((a, b))
     except N3Error as exc:

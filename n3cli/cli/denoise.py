@@ -25,6 +25,8 @@ from .pipeline import Job, check_reference_size, make_options, plan_jobs, report
 
 EPILOG = """Examples:
 
+  n3 denoise photo.jpg                      (writes photo_n3.jpg)
+
   n3 denoise photo.png --sigma 25 -o clean.png
 
   n3 denoise scans/ -o denoised/ --sigma auto --json
@@ -40,22 +42,28 @@ def denoise_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file, or folder for several "
                                                 "inputs (default: <stem>_n3.<ext> beside each input).")] = None,
     sigma: Annotated[str | None, typer.Option(help="Noise σ on the 0-255 scale (at most "
-                                              f"{api.SIGMA_LIMIT:g}), or 'auto' to estimate it from each image.",
+                                              f"{api.SIGMA_LIMIT:g}), or 'auto': estimated from each image, or "
+                                              "inferred by the colour model for camera photos (see above).",
                                               show_default="auto")] = None,
     nlf: Annotated[str | None, typer.Option(help="Noise level function 'a,b' (σ² = a·x + b, x in [0,1]) "
                                             "instead of --sigma.")] = None,
     weights: Annotated[str | None, typer.Option(help="Shipped model name or weights file "
                                                 "(.safetensors, or an authors' .t7 checkpoint).")] = None,
     color: Annotated[str, typer.Option(help="Colour images: 'opponent' (luma and two chroma channels, each with its "
-                                       "own noise level, as CBM3D), 'rgb' (channel by channel), or 'auto' (opponent "
-                                       "for --sigma or auto with a noise-level-conditional model, else rgb).")
+                                       "own noise level, as CBM3D), 'rgb' (channel by channel), or 'auto' (camera "
+                                       "photos given no σ: the colour model, one pass; else opponent with a "
+                                       "noise-level-conditional model, rgb with others).")
                      ] = "auto",
     reference: Annotated[Path | None, typer.Option(help="Clean image (or folder) to report PSNR/SSIM.")] = None,
     bit_depth: BitDepthOpt = None,
     *,
     run: RunOptions,
 ) -> None:
-    """Remove noise from photos and scans (gray or colour)."""
+    """Remove noise from photos and scans (gray or colour).
+
+    Given no --sigma, a colour photo whose fine-scale noise is low (camera noise: coarse, demosaicked, compressed)
+    goes to the colour model n3net-color, which infers the noise itself in one pass; other images get a σ
+    estimated from the image. A σ given by hand decides how much is removed (gray model, opponent colour)."""
     sigma_value = parse_sigma(sigma)
     nlf_value = parse_nlf(nlf)
     if nlf_value is not None and sigma is not None:

@@ -11,6 +11,7 @@ import numpy as np
 import typer
 
 from .. import api
+from ..atomic import staged
 from ..errors import N3Error
 from ..imaging.io import DEFAULT_MAX_PIXELS, FORMAT_OF_EXTENSION, write_image
 from ..raw import RawImage, develop, read_raw, write_dng
@@ -148,28 +149,30 @@ def _describe(raw: RawImage, restorer: api.Restorer, info: api.NLFInfo) -> None:
     err_console.print(f"{raw.path}: {w}x{h} {raw.pattern} mosaic; model {restorer.describe()}", highlight=False)
     err_console.print(f"NLF ({SOURCE_TEXT[info.source]}): a={info.a:.3g}, b={info.b:.3g}; "
                       f"σ at mid-grey {info.sigma():.4f} ({100 * info.sigma():.2f}% of white)", highlight=False)
-    warning = api.untrained_noise_note(restorer.info, nlf=(info.a, info.b))
-    if warning is not None:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for warning in (info.note or None, api.untrained_noise_note(restorer.info, nlf=(info.a, info.b))):
+        if warning is not None:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _develop_and_write(raw: RawImage, clean: np.ndarray, output: Path, original: Path | None, dng: Path | None,
                        bits: int, force: bool, targets: list[Path]) -> list[Path]:
-    """Develop the denoised (and with --compare the untouched) mosaic and write every output: all or nothing."""
+    """Develop the denoised (and with --compare the untouched) mosaic and write every output: all or nothing, so a
+    failed write leaves every target as it was, also a file ``--force`` would have replaced."""
     settings: dict[str, Any] = {"no_auto_bright": True}
     developed = develop(raw, clean, bits=bits, **settings)
     before = develop(raw, None, bits=bits, **settings) if original is not None else None
-    existed = {p for p in targets if p.exists()}
-    written: list[Path] = []
+    writers = {output: lambda p: write_image(p, _as_float(developed), bit_depth=bits, overwrite=True)}
+    if original is not None and before is not None:
+        writers[original] = lambda p: write_image(p, _as_float(before), bit_depth=bits, overwrite=True)
+    if dng is not None:
+        writers[dng] = lambda p: write_dng(p, raw, clean, overwrite=True)
     try:
-        written.append(write_image(output, _as_float(developed), bit_depth=bits, overwrite=force))
-        if original is not None and before is not None:
-            written.append(write_image(original, _as_float(before), bit_depth=bits, overwrite=force))
-        if dng is not None:
-            written.append(write_dng(dng, raw, clean, overwrite=force))
-    except BaseException:
-        for p in written:  # all or nothing: remove what this run created
-            if p not in existed:
-                p.unlink(missing_ok=True)
-        raise
-    return written
+        with staged(targets, overwrite=force) as paths:
+            for target, path in zip(targets, paths, strict=True):
+                try:
+                    writers[target](path)
+                except N3Error as e:  # name the output, not its temporary file
+                    raise N3Error(str(e).replace(str(path), str(target))) from None
+    except FileExistsError as e:  # appeared while this run worked
+        raise N3Error(f"{e.filename}: already exists") from None
+    return targets

@@ -2,7 +2,9 @@
 
 The file is a single uncompressed 16-bit CFA image in IFD0 (NewSubfileType 0) with the DNG tags for the
 CFA layout, black/white levels, colour matrices, as-shot white balance and orientation, written with
-tifffile. Writing is atomic: a temporary file in the target folder is renamed into place.
+tifffile. When the raw was read from a DNG, the rendering and profile tags of :data:`COPIED_TAGS` are copied from
+it (baseline exposure, forward matrices, calibration, profile), so that raw developers show the denoised file as
+they showed the original. Writing is atomic: a temporary file in the target folder is renamed into place.
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ class DngExistsError(RawError, OutputExistsError):
 
 
 __all__ = ["write_dng"]
+
+#: Tags of a source DNG copied as they are (the image's own layout, levels and colour tags are written from the
+#: RawImage; NoiseProfile only when given, since denoising changes it; EXIF is not carried).
+COPIED_TAGS = {
+    306: "DateTime", 315: "Artist", 33432: "Copyright",
+    50723: "CameraCalibration1", 50724: "CameraCalibration2", 50727: "AnalogBalance", 50730: "BaselineExposure",
+    50731: "BaselineNoise", 50732: "BaselineSharpness", 50734: "LinearResponseLimit", 50735: "CameraSerialNumber",
+    50736: "LensInfo", 50739: "ShadowScale", 50931: "CameraCalibrationSignature",
+    50932: "ProfileCalibrationSignature", 50934: "AsShotProfileName", 50936: "ProfileName",
+    50937: "ProfileHueSatMapDims", 50938: "ProfileHueSatMapData1", 50939: "ProfileHueSatMapData2",
+    50940: "ProfileToneCurve", 50941: "ProfileEmbedPolicy", 50942: "ProfileCopyright", 50964: "ForwardMatrix1",
+    50965: "ForwardMatrix2", 50981: "ProfileLookTableDims", 50982: "ProfileLookTableData",
+    51108: "ProfileLookTableEncoding", 51109: "BaselineExposureOffset", 51110: "DefaultBlackRender",
+}
 
 # TIFF field types.
 _BYTE, _ASCII, _SHORT, _LONG, _RATIONAL, _SRATIONAL, _DOUBLE = 1, 2, 3, 4, 5, 10, 12
@@ -84,6 +100,32 @@ def _dng_tags(raw: RawImage, noise_profile: tuple[float, float] | None) -> list[
     return tags
 
 
+def _copied_tags(source: Path) -> list[tuple[Any, ...]]:
+    """The :data:`COPIED_TAGS` of a DNG (IFD0 first, then its SubIFDs) as tifffile extra tags; [] for other files."""
+    from n3cli.raw.io import tiff_pages
+
+    if source.suffix.lower() != ".dng" or not source.is_file():
+        return []
+    found: dict[int, tuple[Any, ...]] = {}
+    try:
+        with tiff_pages(source) as pages:
+            for page in pages:
+                for tag in page.tags.values():
+                    if tag.code not in COPIED_TAGS or tag.code in found:
+                        continue
+                    value = tag.value
+                    if isinstance(value, bytes) and int(tag.dtype) != _ASCII:
+                        value = tuple(value)
+                    elif isinstance(value, np.ndarray):
+                        value = tuple(value.ravel().tolist())
+                    elif isinstance(value, int):
+                        value = int(value)  # tifffile's enums
+                    found[tag.code] = (tag.code, int(tag.dtype), int(tag.count), value, True)
+    except Exception:  # noqa: BLE001 - a DNG tifffile cannot parse: the tags it could have given are left out
+        return []
+    return [found[code] for code in sorted(found)]
+
+
 def write_dng(path: str | Path, raw: RawImage, mosaic: np.ndarray, overwrite: bool = False, *,
               noise_profile: tuple[float, float] | None = None) -> Path:
     """Write ``mosaic`` (normalised like ``raw.mosaic``) as a DNG with ``raw``'s metadata; returns the path.
@@ -95,14 +137,22 @@ def write_dng(path: str | Path, raw: RawImage, mosaic: np.ndarray, overwrite: bo
     import tifffile
 
     p = Path(path)
+    if p.suffix.lower() != ".dng":
+        raise RawError(f"{p}: a DNG's file name must end in .dng")
     if p.exists() and not overwrite:
         raise DngExistsError(f"{p}: already exists")
     if p.is_dir():
         raise RawError(f"{p}: is a directory")
     if not p.parent.is_dir():
         raise RawError(f"{p}: the folder {p.parent} does not exist")
+    if p.exists() and raw.path.exists() and p.samefile(raw.path):
+        raise RawError(f"{p}: is the raw file this image was read from; write the DNG elsewhere")
+    if noise_profile is not None:
+        a, b = (float(v) for v in noise_profile)
+        if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0):
+            raise RawError(f"{p}: noise_profile must be two finite, non-negative numbers, got ({a:g}, {b:g})")
     data = denormalise(raw, mosaic)
-    tags = _dng_tags(raw, noise_profile)
+    tags = _dng_tags(raw, noise_profile) + _copied_tags(raw.path)
 
     def write(tmp: str) -> None:
         with tifffile.TiffWriter(tmp) as tif:

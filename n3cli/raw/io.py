@@ -141,21 +141,32 @@ def _open_rawpy(p: Path) -> Iterator[Any]:
     try:
         rp = rawpy.imread(str(p))
     except rawpy.LibRawFileUnsupportedError:
-        raise RawError(f"{p}: not a raw image LibRaw can read (unsupported or not a camera raw)") from None
+        raise RawError(f"{p}: not a raw image LibRaw can read (unsupported, not a camera raw, or too small)"
+                       ) from None
     except (rawpy.LibRawError, rawpy.NotSupportedError) as e:
-        raise RawError(f"{p}: cannot decode the raw data ({type(e).__name__}: {_one_line(e)})") from None
+        raise RawError(f"{p}: {_decode_failure(e)}") from None
     except OSError as e:
         raise RawError(f"{p}: cannot read the file ({_one_line(e)})") from None
     try:
         yield rp
     except (rawpy.LibRawError, rawpy.NotSupportedError) as e:  # decoding is lazy: truncated data fails here
-        raise RawError(f"{p}: cannot decode the raw data ({type(e).__name__}: {_one_line(e)})") from None
+        raise RawError(f"{p}: {_decode_failure(e)}") from None
     finally:
         rp.close()
 
 
+def _decode_failure(e: BaseException) -> str:
+    """What a LibRaw error while opening or decoding means for the user."""
+    if isinstance(e, rawpy.LibRawIOError):  # LibRaw's reads ran past the data: a cut file, or not a raw at all
+        return f"cannot decode the raw data: truncated, or not a camera raw (LibRaw: {_one_line(e)})"
+    return f"cannot decode the raw data ({type(e).__name__}: {_one_line(e)})"
+
+
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    """The error's text on one line; LibRaw's messages come as bytes (rawpy gives b'...')."""
+    arg = e.args[0] if len(e.args) == 1 else None
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(e)
+    return " ".join(text.split()) or type(e).__name__
 
 
 def _pattern_of(rp: Any, p: Path) -> tuple[str, np.ndarray]:
@@ -275,6 +286,9 @@ def read_raw(path: str | Path) -> RawImage:
                 crop = (cl, ct, cw, ch)
         tags = _tiff_tags(p)
         xyz_to_cam, illuminants = _color_matrices(tags, rp)
+        if not xyz_to_cam:  # LibRaw reads e.g. a plain 16-bit gray TIFF as an RGGB mosaic with no colour at all
+            raise RawError(f"{p}: no colour matrix, so not a camera raw that can be developed (a plain or "
+                           "monochrome TIFF?)")
         h, w = raw.shape
         black_px = np.tile(black.astype(np.float32), ((h + 1) // 2, (w + 1) // 2))[:h, :w]
         scale = (white - black_px).astype(np.float32)
@@ -303,6 +317,26 @@ def denormalise(raw: RawImage, mosaic: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- developing
 
+#: Most threads LibRaw's development may use: in this process its OpenMP team follows torch's thread count, and
+#: LibRaw's memory pool overflows beyond about 256 threads ("Libraw internal mempool overflowed").
+LIBRAW_MAX_THREADS = 64
+
+
+@contextmanager
+def _threads_at_most(n: int) -> Iterator[None]:
+    """torch's (and so LibRaw's) intra-op thread count capped at ``n`` inside the block, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before > n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if before > n:
+            torch.set_num_threads(before)
+
+
 
 def develop(raw: RawImage, mosaic: np.ndarray | None = None, *, bits: int = 8, **settings: Any) -> np.ndarray:
     """Develop with LibRaw: HxWx3 uint8 (``bits=8``) or uint16 (``bits=16``) RGB.
@@ -324,7 +358,7 @@ def develop(raw: RawImage, mosaic: np.ndarray | None = None, *, bits: int = 8, *
             names = ", ".join(a.name for a in rawpy.DemosaicAlgorithm)
             raise RawError(f"{raw.path}: unknown demosaic algorithm {algo!r} (one of {names})") from None
     ints = None if mosaic is None else denormalise(raw, mosaic)
-    with open_rawpy(raw.path) as rp:
+    with open_rawpy(raw.path) as rp, _threads_at_most(LIBRAW_MAX_THREADS):
         vis = rp.raw_image_visible
         if tuple(vis.shape) != raw.shape:
             raise RawError(f"{raw.path}: the file changed since it was read (visible size {vis.shape})")

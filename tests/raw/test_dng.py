@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rawpy
+import tifffile
 
-from n3cli.raw.dng import write_dng
+from n3cli.raw.dng import _dng_tags, write_dng
 from n3cli.raw.io import RawError, RawImage, denormalise, develop, read_raw
 from n3cli.raw.nlf import nlf_from_dng
 
@@ -59,8 +60,6 @@ def test_refuses_existing_and_cleans_up(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(RawError, match="does not exist"):
         write_dng(tmp_path / "no" / "y.dng", raw, raw.mosaic)
 
-    import tifffile
-
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
@@ -68,6 +67,31 @@ def test_refuses_existing_and_cleans_up(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(RawError, match="disk full"):
         write_dng(tmp_path / "z.dng", raw, raw.mosaic)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.dng"]
+
+
+def test_rendering_tags_of_a_source_dng_are_copied(tmp_path: Path) -> None:
+    raw = _synthetic_raw()
+    source = tmp_path / "camera.dng"  # a camera's DNG: the layout tags plus rendering and profile tags
+    extra = [(50730, 10, 1, (-12, 10), True), (50936, 2, 0, "Test profile", True),
+             (50964, 10, 9, (1, 2, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1), True),
+             (51041, 12, 2, (1e-3, 2e-6), True)]
+    tifffile.imwrite(source, denormalise(raw, raw.mosaic), photometric=32803, compression=None, subfiletype=0,
+                     metadata=None, extratags=_dng_tags(raw, None) + extra)
+    camera = read_raw(source)
+    out = write_dng(tmp_path / "denoised.dng", camera, camera.mosaic * 0.9)
+    with tifffile.TiffFile(out) as tif:
+        tags = {t.code: t.value for t in tif.pages.first.tags.values()}
+    assert tags[50730] == (-12, 10) and tags[50936] == "Test profile"
+    assert tags[50964] == (1, 2, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1)
+    assert 51041 not in tags  # the source's noise level is not the denoised file's
+    assert np.array_equal(develop(read_raw(out)), develop(camera, camera.mosaic * 0.9))
+    with pytest.raises(RawError, match="end in .dng"):
+        write_dng(tmp_path / "x.png", camera, camera.mosaic)
+    with pytest.raises(RawError, match="read from"):
+        write_dng(source, camera, camera.mosaic, overwrite=True)
+    with pytest.raises(RawError, match="finite, non-negative"):
+        write_dng(tmp_path / "n.dng", camera, camera.mosaic, noise_profile=(float("nan"), 1e-6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["camera.dng", "denoised.dng"]
 
 
 def test_blackmagic_roundtrip(blackmagic: RawImage, blackmagic_path: Path, tmp_path: Path) -> None:
@@ -81,3 +105,6 @@ def test_blackmagic_roundtrip(blackmagic: RawImage, blackmagic_path: Path, tmp_p
         assert np.array_equal(a.raw_image_visible, b.raw_image_visible)
         assert np.allclose(a.color_matrix, b.color_matrix, atol=1e-5)
     assert np.array_equal(develop(back, half_size=True), develop(blackmagic, half_size=True))
+    with tifffile.TiffFile(path) as tif:  # what raw developers need to show it as the original (exposure +2.65 EV)
+        tags = {t.code: t.value for t in tif.pages.first.tags.values()}
+    assert tags[50730] == (265412, 100000) and 50964 in tags and 50965 in tags and 50936 in tags

@@ -22,7 +22,7 @@ from n3cli.raw import develop, pack_bayer, read_raw, write_dng
 from n3cli.raw.io import RawImage, denormalise
 from n3cli.weights import ModelInfo, save_weights
 
-from ..conftest import tiny_nlf_weights
+from ..conftest import tiny_color_weights, tiny_nlf_weights
 
 runner = CliRunner()
 NLF = (2e-3, 2e-5)
@@ -108,6 +108,19 @@ def test_api_errors(restorer: api.Restorer, plain_weights: Path) -> None:
         api.denoise_mosaic(m, "RGGB", (-1.0, 0.0), model=restorer)
     with pytest.raises(N3Error, match="NaN"):
         api.denoise_mosaic(np.full((32, 32), np.nan, np.float32), "RGGB", NLF, model=restorer)
+
+
+def test_api_refuses_what_would_be_garbage(restorer: api.Restorer, tmp_path: Path) -> None:
+    m = _synthetic_raw(32, 32).mosaic
+    with pytest.raises(N3Error, match="normalised to \\[0, 1\\]"):  # raw integers, not a normalised mosaic
+        api.denoise_mosaic(m * 16383 + 512, "RGGB", NLF, model=restorer)
+    color = api.load_model(tiny_color_weights(tmp_path), "denoise-color", "cpu")
+    with pytest.raises(N3Error, match="gray model"):  # conditional, but RGB: crashed inside the network
+        api.denoise_mosaic(m, "RGGB", NLF, model=color)
+    for tile, overlap in ((32, -3), (2.5, 8), (0, 8), ((32, 0), 8), (32, 1.5), (True, 8)):
+        with pytest.raises(N3Error, match="tile"):
+            api.denoise_mosaic(m, "RGGB", NLF, model=restorer, tile=tile, overlap=overlap)  # type: ignore[arg-type]
+    assert api.denoise_mosaic(m, "RGGB", NLF, model=restorer, tile=np.int64(32), overlap=0).shape == m.shape
 
 
 def test_nlf_priority(dng: Path, tmp_path: Path) -> None:
@@ -204,6 +217,76 @@ def test_cli_removes_partial_outputs(dng: Path, tmp_path: Path, weights: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.dng"]
 
 
+def test_force_keeps_every_old_output_when_a_later_write_fails(dng: Path, tmp_path: Path, weights: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import n3cli.cli.raw as raw_cmd
+    from n3cli.raw.io import RawError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RawError("disk full")
+
+    (tmp_path / "o.png").write_bytes(b"old photo")
+    (tmp_path / "o.dng").write_bytes(b"old dng")
+    monkeypatch.setattr(raw_cmd, "write_dng", broken)
+    result = run("raw-denoise", dng, "-o", tmp_path / "o.png", "--dng", tmp_path / "o.dng", "--force",
+                 "--weights", weights, "--device", "cpu")
+    assert result.exit_code == 2 and "disk full" in result.output
+    assert (tmp_path / "o.png").read_bytes() == b"old photo" and (tmp_path / "o.dng").read_bytes() == b"old dng"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.dng", "o.png", "scene.dng"]  # no temporary files
+    monkeypatch.undo()
+    result = run("raw-denoise", dng, "-o", tmp_path / "o.png", "--dng", tmp_path / "o.dng", "--force",
+                 "--weights", weights, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "o.png").pixels.shape == (128, 160, 3)
+    assert read_raw(tmp_path / "o.dng").shape == (128, 160)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.dng", "o.png", "scene.dng"]
+
+
+def test_cli_refuses_an_rgb_model_and_a_plain_tiff(dng: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    color = tiny_color_weights(tmp_path)
+    result = run("raw-denoise", dng, "-o", tmp_path / "o.png", "--weights", color, "--device", "cpu")
+    assert result.exit_code == 2 and "gray model" in result.output and "Traceback" not in result.output
+    gray = tmp_path / "gray.tif"  # LibRaw reads a 16-bit gray TIFF as an RGGB mosaic without any colour
+    tifffile.imwrite(gray, (np.random.default_rng(0).random((64, 64)) * 60000).astype(np.uint16))
+    result = run("raw-denoise", gray, "-o", tmp_path / "g.png", "--nlf", "1e-3,1e-5", "--device", "cpu")
+    assert result.exit_code == 2 and "no colour matrix" in result.output, result.output
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "g.png").exists()
+
+
+def test_nlf_messages(dng: Path, tmp_path: Path, weights: Path) -> None:
+    import tifffile
+
+    from n3cli.raw.dng import _dng_tags
+
+    raw = read_raw(dng)
+    bad = tmp_path / "bad.dng"  # written by some other tool: write_dng refuses such a tag
+    tifffile.imwrite(bad, denormalise(raw, raw.mosaic), photometric=32803, compression=None, subfiletype=0,
+                     metadata=None, extratags=_dng_tags(raw, None) + [(51041, 12, 2, (-1e-3, 1e-5), True)])
+    result = run("raw-denoise", bad, "-o", tmp_path / "b.png", "--weights", weights, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "NoiseProfile tag (-0.001, 1e-05) is not a valid noise level" in result.output
+    assert "estimated from the image" in result.output
+    huge = write_dng(tmp_path / "huge.dng", raw, raw.mosaic, noise_profile=(5.0, 1.0))
+    result = run("raw-denoise", huge, "-o", tmp_path / "h.png", "--weights", weights, "--device", "cpu")
+    assert result.exit_code == 2 and "NoiseProfile" in result.output and "--nlf a,b" in result.output
+    result = run("raw-denoise", dng, "-o", tmp_path / "n.png", "--nlf", "nan,1e-6", "--weights", weights)
+    assert result.exit_code == 2 and "finite" in result.output
+
+
+def test_development_caps_libraw_threads(dng: Path) -> None:
+    raw = read_raw(dng)
+    before = torch.get_num_threads()
+    torch.set_num_threads(512)  # LibRaw's memory pool overflowed with its OpenMP team at torch's count
+    try:
+        api.denoise_mosaic(raw.mosaic[:32, :32], raw.pattern, NLF, model=api.load_raw_model(None, "cpu"))
+        assert develop(raw).shape == (128, 160, 3)
+        assert torch.get_num_threads() == 512
+    finally:
+        torch.set_num_threads(before)
+
+
 # --- bench ----------------------------------------------------------------------------------------
 
 def test_bench_raw(tmp_path: Path, weights: Path) -> None:
@@ -235,4 +318,5 @@ def test_truncated_dng_is_a_one_line_error(dng: Path, tmp_path: Path, weights: P
     result = run("raw-denoise", cut, "-o", tmp_path / "o.png", "--weights", weights, "--nlf", "1e-4,1e-6")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert "b'" not in result.output  # LibRaw's bytes messages are decoded
     assert not (tmp_path / "o.png").exists()
