@@ -94,7 +94,8 @@ def raw_denoise_cmd(
 
     NLF: --nlf, else the DNG NoiseProfile tag, else estimated from the image. Each CFA plane is denoised as gray.
 
-    Development: camera white balance, AHD demosaic, no auto-brightening; --compare develops the original the same way.
+    Development: camera white balance, AHD demosaic, no auto-brightening, the raw's default crop; --compare develops
+    the original the same way. --tile counts pixels of the half-size CFA planes.
 
     --nlf from sensor data: gain g e-/DN, white - black = R DN, read noise r DN: a = 1/(g·R), b = (r/R)².
 

@@ -338,18 +338,24 @@ def _threads_at_most(n: int) -> Iterator[None]:
 
 
 
-def develop(raw: RawImage, mosaic: np.ndarray | None = None, *, bits: int = 8, **settings: Any) -> np.ndarray:
+def develop(raw: RawImage, mosaic: np.ndarray | None = None, *, bits: int = 8, crop: bool = True,
+            **settings: Any) -> np.ndarray:
     """Develop with LibRaw: HxWx3 uint8 (``bits=8``) or uint16 (``bits=16``) RGB.
 
     A given normalised ``mosaic`` (e.g. denoised) replaces the raw data first (denormalised with the per-pixel
     black level and the white level, rounded, clipped to the integer range); ``None`` develops the raw as is.
-    Defaults: camera white balance, LibRaw's default demosaic (AHD), orientation from the file. ``settings``
-    are rawpy ``postprocess`` parameters (e.g. ``half_size=True``, ``demosaic_algorithm="DHT"``).
+    Defaults: camera white balance, LibRaw's default demosaic (AHD), orientation from the file, and the raw's
+    default crop (``raw.crop``, the DNG DefaultCrop: the frame raw developers show; LibRaw itself keeps the sensor's
+    margins) unless ``crop=False``. ``settings`` are rawpy ``postprocess`` parameters (e.g. ``half_size=True``,
+    ``demosaic_algorithm="DHT"``); with ``half_size`` or ``user_flip`` the image is not cropped.
     """
     if bits not in (8, 16):
         raise RawError(f"{raw.path}: output bits must be 8 or 16, got {bits}")
     params: dict[str, Any] = {"use_camera_wb": True, "output_bps": bits}
     params.update(settings)
+    cropping = crop and raw.crop is not None and not params.get("half_size") and "user_flip" not in params
+    if cropping:
+        params["user_flip"] = 0  # crop in the sensor's own orientation, then turn as LibRaw would have
     algo = params.get("demosaic_algorithm")
     if isinstance(algo, str):
         try:
@@ -365,8 +371,24 @@ def develop(raw: RawImage, mosaic: np.ndarray | None = None, *, bits: int = 8, *
         if ints is not None:
             vis[...] = ints
         try:
-            return np.asarray(rp.postprocess(**params))
+            rgb = np.asarray(rp.postprocess(**params))
         except (rawpy.LibRawError, rawpy.NotSupportedError) as e:
             raise RawError(f"{raw.path}: LibRaw processing failed ({_one_line(e)})") from None
         except (TypeError, ValueError) as e:
             raise RawError(f"{raw.path}: bad development settings ({_one_line(e)})") from None
+    if not cropping:
+        return rgb
+    if rgb.shape[:2] == raw.shape and raw.crop is not None:  # one developed pixel per sensor pixel
+        left, top, width, height = raw.crop
+        rgb = rgb[top:top + height, left:left + width]
+    return np.ascontiguousarray(oriented(rgb, raw.orientation))
+
+
+def oriented(img: np.ndarray, orientation: int) -> np.ndarray:
+    """An image stored as the sensor saw it, turned for display by its TIFF/EXIF ``orientation`` (1-8)."""
+    if orientation in (5, 6, 7, 8):  # the quarter turns and transpositions
+        img = {5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+               8: lambda a: np.rot90(a, 1)}[orientation](img)
+    elif orientation in (2, 3, 4):
+        img = {2: img[:, ::-1], 3: img[::-1, ::-1], 4: img[::-1]}[orientation]
+    return img

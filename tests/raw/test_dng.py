@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import rawpy
 import tifffile
 
 from n3cli.raw.dng import _dng_tags, write_dng
-from n3cli.raw.io import RawError, RawImage, denormalise, develop, read_raw
+from n3cli.raw.io import RawError, RawImage, denormalise, develop, oriented, read_raw
 from n3cli.raw.nlf import nlf_from_dng
 
 
@@ -92,6 +93,21 @@ def test_rendering_tags_of_a_source_dng_are_copied(tmp_path: Path) -> None:
     with pytest.raises(RawError, match="finite, non-negative"):
         write_dng(tmp_path / "n.dng", camera, camera.mosaic, noise_profile=(float("nan"), 1e-6))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["camera.dng", "denoised.dng"]
+
+
+@pytest.mark.parametrize("flip", range(8))
+def test_development_applies_the_default_crop_then_the_orientation(tmp_path: Path, flip: int) -> None:
+    base = dataclasses.replace(_synthetic_raw(), flip=flip, crop=(2, 4, 80, 50))
+    raw = read_raw(write_dng(tmp_path / "f.dng", base, base.mosaic))
+    assert raw.crop == (2, 4, 80, 50) and raw.flip == flip
+    left, top, width, height = raw.crop
+    sensor = develop(raw, user_flip=0)  # LibRaw's own image, neither cropped nor turned
+    assert sensor.shape == (64, 96, 3)
+    expected = oriented(sensor[top:top + height, left:left + width], raw.orientation)
+    assert np.array_equal(develop(raw), expected)
+    assert develop(raw).shape == ((50, 80, 3) if flip < 4 else (80, 50, 3))
+    whole = dataclasses.replace(raw, crop=(0, 0, 96, 64))  # our turning is LibRaw's
+    assert np.array_equal(develop(whole), develop(raw, crop=False))
 
 
 def test_blackmagic_roundtrip(blackmagic: RawImage, blackmagic_path: Path, tmp_path: Path) -> None:
