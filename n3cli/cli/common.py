@@ -94,7 +94,8 @@ PrecisionOpt = Annotated[str, typer.Option(help="Arithmetic of the convolutions:
                                            "fp32, bf16 (CPUs with AVX512-BF16/AMX, CUDA) or fp16 (CUDA); the N3 "
                                            "blocks always compute in float32.")]
 TileOpt = Annotated[int | None, typer.Option(help="Tile size in pixels (default: from free memory).")]
-TileOverlapOpt = Annotated[int, typer.Option(help="Overlap of neighbouring tiles.")]
+TileOverlapOpt = Annotated[int, typer.Option(help="Overlap of neighbouring tiles (more than half a tile less one "
+                                                "is cut to that).")]
 EnsembleOpt = Annotated[bool, typer.Option("--ensemble", help="Average the model over the 8 flips and rotations "
                                            "of the input (self-ensemble): 8x slower, slightly more accurate.")]
 BitDepthOpt = Annotated[int | None, typer.Option(help="Output bit depth (default: the input's).")]
