@@ -176,4 +176,7 @@ def _develop_and_write(raw: RawImage, clean: np.ndarray, output: Path, original:
                     raise N3Error(str(e).replace(str(path), str(target))) from None
     except FileExistsError as e:  # appeared while this run worked
         raise N3Error(f"{e.filename}: already exists") from None
+    except OSError as e:  # a temporary file that cannot be made, or a move refused by the file system
+        raise N3Error(f"cannot write the outputs ({e.strerror or e}{f': {e.filename}' if e.filename else ''})"
+                      ) from None
     return targets

@@ -242,6 +242,19 @@ def test_force_keeps_every_old_output_when_a_later_write_fails(dng: Path, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.dng", "o.png", "scene.dng"]
 
 
+def test_outputs_that_cannot_be_staged_are_a_one_line_error(dng: Path, tmp_path: Path, weights: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import n3cli.atomic
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(n3cli.atomic.tempfile, "mkstemp", refused)
+    result = run("raw-denoise", dng, "-o", tmp_path / "o.png", "--weights", weights, "--device", "cpu")
+    assert result.exit_code == 2 and "cannot write the outputs (Permission denied" in result.output, result.output
+    assert "Traceback" not in result.output and sorted(p.name for p in tmp_path.iterdir()) == ["scene.dng"]
+
+
 def test_cli_refuses_an_rgb_model_and_a_plain_tiff(dng: Path, tmp_path: Path) -> None:
     import tifffile
 
