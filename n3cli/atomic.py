@@ -58,7 +58,11 @@ def staged(targets: Sequence[Path], *, overwrite: bool = False) -> Iterator[list
             os.close(fd)
             stages.append(Path(tmp))
         yield list(stages)
+        umask = os.umask(0)
+        os.umask(umask)
         for stage, target in zip(stages, targets, strict=True):
+            # a temporary file is private (0o600): give it the old file's mode, or a new file's
+            os.chmod(stage, target.stat().st_mode & 0o7777 if target in existed else 0o666 & ~umask)
             if overwrite:
                 os.replace(stage, target)
             else:

@@ -238,6 +238,7 @@ def test_force_keeps_every_old_output_when_a_later_write_fails(dng: Path, tmp_pa
                  "--weights", weights, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert read_image(tmp_path / "o.png").pixels.shape == (128, 160, 3)
+    assert (tmp_path / "o.png").stat().st_mode & 0o777 == 0o644  # the old file's mode, not a temporary file's
     assert read_raw(tmp_path / "o.dng").shape == (128, 160)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.dng", "o.png", "scene.dng"]
 
