@@ -367,19 +367,24 @@ def check_float_range(arr: np.ndarray) -> None:
     """Refuse float pixels on another scale than [0, 1] (e.g. 0-255): the models' output there is no estimate of
     the image. Judged on the 1st and 99th percentiles (of every channel of a grid of about 250,000 pixels), so noise
     may reach beyond [0, 1]."""
-    step = max(1, math.isqrt(arr.shape[0] * arr.shape[1] // 250_000))  # a grid of pixels, all their channels
-    lo, hi = (float(v) for v in np.percentile(arr[::step, ::step], [1, 99]))
+    lo, hi = _value_span(arr)
     if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
         raise N3Error(f"float pixel values span {lo:.4g} to {hi:.4g} (1st to 99th percentile); images are expected "
                       "in [0, 1]: scale them first (e.g. divide 0-255 values by 255)")
+
+
+def _value_span(arr: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentiles of an image's values, over a grid of about 250,000 pixels (all their channels)."""
+    step = max(1, math.isqrt(arr.shape[0] * arr.shape[1] // 250_000))
+    lo, hi = np.percentile(arr[::step, ::step], [1, 99])
+    return float(lo), float(hi)
 
 
 def check_mosaic_range(mosaic: np.ndarray) -> None:
     """Refuse a mosaic that is not normalised to [0, 1] between black and white level (e.g. raw integers): judged
     like :func:`check_float_range`, on the 1st and 99th percentiles, so noise below black and clipped highlights
     pass."""
-    step = max(1, math.isqrt(mosaic.shape[0] * mosaic.shape[1] // 250_000))
-    lo, hi = (float(v) for v in np.percentile(mosaic[::step, ::step], [1, 99]))
+    lo, hi = _value_span(mosaic)
     if lo < FLOAT_RANGE[0] or hi > FLOAT_RANGE[1]:
         raise N3Error(f"mosaic values span {lo:.4g} to {hi:.4g} (1st to 99th percentile); a mosaic is expected "
                       "normalised to [0, 1] between black and white level (read_raw gives it so)")

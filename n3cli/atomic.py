@@ -58,11 +58,8 @@ def staged(targets: Sequence[Path], *, overwrite: bool = False) -> Iterator[list
             os.close(fd)
             stages.append(Path(tmp))
         yield list(stages)
-        umask = os.umask(0)
-        os.umask(umask)
         for stage, target in zip(stages, targets, strict=True):
-            # a temporary file is private (0o600): give it the old file's mode, or a new file's
-            os.chmod(stage, target.stat().st_mode & 0o7777 if target in existed else 0o666 & ~umask)
+            os.chmod(stage, new_file_mode(target))  # a temporary file is private (0o600)
             if overwrite:
                 os.replace(stage, target)
             else:
@@ -78,6 +75,16 @@ def staged(targets: Sequence[Path], *, overwrite: bool = False) -> Iterator[list
         for stage in stages:
             with contextlib.suppress(OSError):
                 stage.unlink()
+
+
+def new_file_mode(path: Path) -> int:
+    """The permissions a file written to ``path`` gets: those of the file there now, else a new file's (0o666 less
+    the umask)."""
+    with contextlib.suppress(OSError):
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -9,7 +9,6 @@ that names the file. Outputs are written atomically (temporary file in the same 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import threading
@@ -24,7 +23,7 @@ import numpy as np
 import tifffile
 from PIL import Image as PILImage
 
-from n3cli.atomic import write_atomic
+from n3cli.atomic import new_file_mode, write_atomic
 from n3cli.errors import ImageError, ImageExistsError, TooLargeError
 
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -407,18 +406,10 @@ def _write_data(f: str, data: np.ndarray, fmt: str, icc: bytes | None, exif: byt
         _save_pil(f, data, "BMP")
 
 
-def _new_file_mode(path: Path) -> int:
-    with contextlib.suppress(OSError):
-        return path.stat().st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _atomic_write(path: Path, write: Callable[[str], None], overwrite: bool, what: str) -> None:
     """:func:`~n3cli.atomic.write_atomic` with the input's permissions and one-line :class:`ImageError`s."""
     try:
-        write_atomic(path, write, mode=_new_file_mode(path), overwrite=overwrite, fsync=True)
+        write_atomic(path, write, mode=new_file_mode(path), overwrite=overwrite, fsync=True)
     except ImageError:
         raise
     except FileExistsError:
